@@ -51,4 +51,38 @@ def train_vae(
     )
 
 
-__all__ = ["train_vae"]
+
+
+def cached_model_path(name):
+    """``<course cache>/models/<name>.keras``, where chapters keep trained models (folder created)."""
+    from .data import cache_dir
+
+    folder = cache_dir() / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.keras"
+
+
+def load_or_train(name, train_fn):
+    """Load the cached model ``name``, or call ``train_fn()`` to train it and cache it.
+
+    Returns ``(vae, loaded)`` with ``loaded`` True when it came from the cache.
+    A cache file that does not load (truncated, older format) is retrained
+    and replaced. The file is written to a temporary name and renamed, so an
+    interrupted save never leaves a half-written model under ``name``.
+    """
+    import os
+
+    path = cached_model_path(name)
+    if path.exists():
+        try:
+            return keras.saving.load_model(path), True
+        except Exception:  # noqa: BLE001 - any unreadable cache entry is rebuilt
+            pass
+    vae = train_fn()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    vae.save(tmp)
+    os.replace(tmp, path)
+    return vae, False
+
+
+__all__ = ["train_vae", "cached_model_path", "load_or_train"]
