@@ -104,5 +104,7 @@ def test_gradients_flow_through_the_cholesky_factor(gen):
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"scale must have shape \(d,\) = \(2,\)"):
         est.sample_gaussian(torch.zeros(2), torch.ones(3), 5)
+    with pytest.raises(ValueError, match=r"per-example diagonal scales"):
+        est.gaussian_log_prob(torch.zeros(5, 2), torch.zeros(2), torch.ones(5, 2))
     with pytest.raises(ValueError, match=r"mean must have shape \(d,\)"):
         est.sample_gaussian(torch.zeros(2, 2), torch.ones(2), 5)

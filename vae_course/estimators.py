@@ -73,8 +73,19 @@ def _check(mean, scale):
     return mean, scale
 
 
+def _check_scale(mean, scale):
+    d = mean.shape[-1]
+    if scale.shape not in ((d,), (d, d)):
+        raise ValueError(
+            f"scale must have shape (d,) = ({d},) for standard deviations or (d, d) = ({d}, {d}) "
+            f"for one Cholesky factor, got {tuple(scale.shape)}. For per-example diagonal "
+            "scales (batch, d) use vae_course.losses.diag_gaussian_log_prob."
+        )
+
+
 def transform(eps, mean, scale):
     """x = m + scale * eps (diagonal) or m + L eps (full). eps: (..., d) -> (..., d)."""
+    _check_scale(mean, scale)
     if scale.ndim == 1:
         return mean + scale * eps
     return mean + eps @ torch.tril(scale).T
@@ -93,6 +104,7 @@ def gaussian_log_prob(x, mean, scale):
     Diagonal: -1/2 sum_j ((x_j - m_j)/s_j)^2 - sum_j log s_j - d/2 log 2 pi.
     Full, S = L L^T: -1/2 |L^{-1}(x - m)|^2 - sum_j log L_jj - d/2 log 2 pi.
     """
+    _check_scale(mean, scale)
     d = mean.shape[-1]
     if scale.ndim == 1:
         u = (x - mean) / scale
