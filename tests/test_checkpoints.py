@@ -255,3 +255,19 @@ def test_resumed_history_is_appended_and_epochs_counted_on(tmp_path, images):
     assert int(ck.load_vae(tmp_path).optimizer.iterations) == 3 * 4
     with zipfile.ZipFile(tmp_path / "model.keras") as zf:
         assert json.loads(zf.read(ck.STATE_ENTRY))["epochs_done"] == 3
+
+
+def test_resume_state_reads_epochs_settings_and_history(tmp_path, images):
+    vae = tiny_vae()
+    train_vae(vae, images, None, epochs=1, batch_size=32, verbose=0)
+    rows = [{"epoch": e, "loss": 1.0 + e, "nll": 1.0, "kl": 0.0} for e in range(3)]
+    ck.write_history(tmp_path / "history.csv", rows)
+    # recorded state wins: a history row beyond the checkpoint is dropped
+    ck.save_vae(vae, tmp_path / "model.keras", {"epochs_done": 2, "settings": {"seed": 7}})
+    loaded, path, done, settings, kept = ck.resume_state(tmp_path)
+    assert path == tmp_path / "model.keras" and done == 2 and settings == {"seed": 7}
+    assert kept == rows[:2] and loaded.optimizer is not None
+    # a plain vae.save() records nothing: epochs are counted from the history next to it
+    vae.save(tmp_path / "model.keras")
+    _, _, done, settings, kept = ck.resume_state(tmp_path / "model.keras")
+    assert done == 3 and settings == {} and kept == rows

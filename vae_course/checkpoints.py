@@ -219,6 +219,26 @@ def load_vae(path, compile=True):
     return vae
 
 
+def resume_state(path):
+    """What ``train --resume`` needs from a checkpoint: ``(vae, checkpoint, epochs_done, settings, rows)``.
+
+    ``vae`` comes back compiled, optimizer state included; ``epochs_done`` and
+    ``settings`` are those the checkpoint recorded; ``rows`` are the
+    ``history.csv`` rows next to it for those epochs (later rows, from a run
+    whose checkpoint was not written, are dropped). A ``.keras`` file saved
+    by plain ``vae.save`` records nothing: its epochs are counted from the
+    history next to it, if any.
+    """
+    checkpoint = _resolve(path)
+    vae = load_vae(checkpoint, compile=True)
+    state = read_state(checkpoint)
+    history = checkpoint.with_name(HISTORY_NAME)
+    rows = read_history(history) if history.is_file() else []
+    epochs_done = int(state.get("epochs_done", len(rows)))
+    rows = [r for r in rows if r["epoch"] < epochs_done]
+    return vae, checkpoint, epochs_done, dict(state.get("settings", {})), rows
+
+
 # --------------------------------------------------------------------- history
 def _fmt(value):
     if isinstance(value, str):
@@ -467,6 +487,7 @@ __all__ = [
     "save_vae",
     "load_vae",
     "read_state",
+    "resume_state",
     "write_history",
     "read_history",
     "history_dict",

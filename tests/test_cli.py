@@ -1,0 +1,328 @@
+"""The command line, ``python -m vae_course``: train, sample, evaluate, resume, and every bad input.
+
+Runs go through ``main([...])`` in this process (one real ``subprocess`` run
+checks the module entry point); training runs are tiny (``--limit 512
+--val-limit 500 --epochs 1``) and shared between tests where they can be.
+"""
+import contextlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import vae_course  # noqa: F401
+import vae_course.train
+from vae_course import checkpoints as ck
+from vae_course import cli
+from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir
+from vae_course.models import build_vae
+
+DATA = Path(os.environ.get(ENV_VAR) or default_data_dir())
+QUICK = ["--limit", "512", "--val-limit", "500", "--epochs", "1", "--data-dir", str(DATA)]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.skipif(
+    not all((DATA / f).is_file() or (DATA / (f + ".gz")).is_file() for f in IDX_FILES.values()),
+    reason=f"MNIST not found in {DATA}; run `python -m vae_course fetch-data` or set {ENV_VAR}",
+)
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def run(argv, stdout=None):
+    """main(argv) -> (exit status, stdout, stderr)."""
+    out, err = stdout or io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_clean_error(code, err, *needles):
+    """Exit 2, one `error:` message naming the input, no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "error: " in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def leftovers(folder):
+    return [p.name for p in Path(folder).iterdir() if p.name.startswith(".") or ".tmp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    """One quick training run; the in-memory VAE is kept to compare with the checkpoint."""
+    out = tmp_path_factory.mktemp("run_a")
+    trained = []
+    real = vae_course.train.train_vae
+
+    def spy(vae, *args, **kwargs):
+        trained.append((vae, kwargs["verbose"]))
+        return real(vae, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vae_course.train, "train_vae", spy)
+        code, stdout, stderr = run(["train", "--out", out, "--seed", "3", *QUICK])
+    assert code == 0, stderr
+    return {"out": out, "vae": trained[0][0], "verbose": trained[0][1], "stdout": stdout}
+
+
+# ------------------------------------------------------------------------ train
+def test_train_writes_checkpoint_history_and_plots(run_a):
+    out = run_a["out"]
+    rows = (out / "history.csv").read_text().splitlines()
+    assert rows[0] == "epoch,loss,nll,kl,val_loss,val_nll,val_kl"
+    assert len(rows) == 2 and rows[1].startswith("0,")
+    for name in ("loss_curves.png", "prior_samples.png", "latent_scatter.png", "manifold.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+    assert leftovers(out) == []
+    state = ck.read_state(out / "model.keras")
+    assert state["epochs_done"] == 1 and state["settings"]["seed"] == 3 and state["settings"]["limit"] == 512
+    # not a terminal: verbose=2 (one line per epoch, no progress bar), plus our timing line
+    stdout = run_a["stdout"]
+    assert run_a["verbose"] == 2 and "━" not in stdout
+    assert re.search(r"8/8 - \d+s", stdout)
+    assert re.search(r"epoch 1/1: \d+\.\d\d s  loss \d+\.\d{4}  nll .* val_kl \d+\.\d{4}", stdout)
+    assert "training on 512 images, validating on 500" in stdout
+
+
+def test_model_keras_reloads_with_identical_encoder_and_decoder_outputs(run_a):
+    loaded = keras.saving.load_model(run_a["out"] / "model.keras")
+    trained = run_a["vae"]
+    x = np.random.default_rng(0).random((10, 28, 28), dtype=np.float32)
+    z = np.random.default_rng(1).normal(size=(10, 2)).astype(np.float32)
+    for a, b in zip(loaded.encoder(x), trained.encoder(x)):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded.decoder(z)), keras.ops.convert_to_numpy(trained.decoder(z))
+    )
+
+
+def test_same_seed_gives_identical_history_and_a_terminal_gets_the_progress_bar(run_a, tmp_path):
+    tty = FakeTTY()
+    code, stdout, stderr = run(["train", "--out", tmp_path, "--seed", "3", *QUICK], stdout=tty)
+    assert code == 0, stderr
+    assert (tmp_path / "history.csv").read_text() == (run_a["out"] / "history.csv").read_text()
+    assert "━" in stdout  # verbose=1: Keras's progress bar
+
+
+def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
+    shutil.copytree(run_a["out"], tmp_path / "r")
+    code, stdout, stderr = run(["train", "--resume", tmp_path / "r", "--epochs", "1", "--data-dir", DATA])
+    assert code == 0, stderr
+    assert "resuming" in stdout and "after 1 epochs" in stdout and "Epoch 2/2" in stdout and "epoch 2/2:" in stdout
+    assert "training on 512 images, validating on 500" in stdout  # the recorded --limit and --val-limit
+    first = (run_a["out"] / "history.csv").read_text()
+    now = (tmp_path / "r" / "history.csv").read_text()
+    assert now.startswith(first) and len(now.splitlines()) == 3 and now.splitlines()[2].startswith("1,")
+    assert ck.read_state(tmp_path / "r" / "model.keras")["epochs_done"] == 2
+    assert int(ck.load_vae(tmp_path / "r").optimizer.iterations) == 2 * 8
+    # a resumed run keeps its model's shape
+    code, _, err = run(["train", "--resume", tmp_path / "r", "--latent-dim", "3", "--data-dir", DATA])
+    assert_clean_error(code, err, "--latent-dim 3", "trained with 2")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "b"
+    code, stdout, stderr = run([
+        "train", "--out", out, "--likelihood", "bernoulli", "--latent-dim", "3",
+        "--limit", "256", "--val-limit", "200", "--epochs", "1", "--data-dir", DATA,
+    ])
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss_curves.png", "model.keras", "prior_samples.png"]
+    model, history = (out / "model.keras").read_bytes(), (out / "history.csv").read_bytes()
+    # An absurd learning rate makes the weights overflow after one step: the loss turns NaN in epoch 2.
+    code, stdout, stderr = run(["train", "--resume", out, "--epochs", "2", "--learning-rate", "1e10", "--data-dir", DATA])
+    assert_clean_error(code, stderr, "training stopped in epoch 2", "became nan",
+                       f"last good checkpoint, after epoch 1, is kept in {out / 'model.keras'}", "--learning-rate")
+    assert (out / "model.keras").read_bytes() == model
+    assert (out / "history.csv").read_bytes() == history
+    assert leftovers(out) == []
+    assert ck.load_vae(out).likelihood == "bernoulli"
+
+
+def test_refuses_to_overwrite_an_earlier_run(run_a):
+    before = (run_a["out"] / "model.keras").read_bytes()
+    code, _, err = run(["train", "--out", run_a["out"], *QUICK])
+    assert_clean_error(code, err, str(run_a["out"]), "already holds model.keras", "--resume", "--overwrite")
+    assert (run_a["out"] / "model.keras").read_bytes() == before
+    code, _, err = run(["train", "--epochs", "1"])
+    assert_clean_error(code, err, "--out DIR")
+
+
+# --------------------------------------------------------------- sample, evaluate
+def test_sample_writes_a_png(run_a, tmp_path):
+    code, stdout, err = run(["sample", "--model", run_a["out"] / "model.keras", "--n", "9", "--out", tmp_path / "s.png"])
+    assert code == 0, err
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG and leftovers(tmp_path) == []
+    code, _, err = run(["sample", "--model", run_a["out"], "--out", tmp_path / "s.jpg"])
+    assert_clean_error(code, err, "s.jpg", ".png")
+
+
+def test_evaluate_prints_negative_elbo_and_iwae_bound(run_a):
+    code, stdout, err = run(["evaluate", "--model", run_a["out"] / "model.keras", "--k", "20", "--limit", "100", "--data-dir", DATA])
+    assert code == 0, err
+    assert "100 test images" in stdout
+    nelbo = float(re.search(r"-ELBO \(one z per image\)\s+(-?\d+\.\d+) nats", stdout).group(1))
+    bound = float(re.search(r"IWAE bound L_20 <= log p\(x\)\s+(-?\d+\.\d+) nats", stdout).group(1))
+    assert 0 < nelbo < 1000 and np.isfinite(bound)
+    assert -bound <= nelbo + 1.0  # L_k is tighter than the ELBO (up to the 1-sample noise of the ELBO)
+
+
+# ------------------------------------------------------------------- bad inputs
+def _idx_folder(folder, broken=None):
+    """Links to the real IDX files; ``broken`` = (file, bytes) replaces one of them."""
+    folder.mkdir()
+    for stem in IDX_FILES.values():
+        src = DATA / stem if (DATA / stem).is_file() else DATA / (stem + ".gz")
+        (folder / src.name).symlink_to(src)
+    if broken:
+        name, data = broken
+        (folder / name).unlink()
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _bad_data_folders(tmp_path):
+    images = DATA / IDX_FILES["x_test"]
+    good_zip = tmp_path / "small.npz"
+    np.savez(good_zip, x_train=np.zeros((3, 28, 28), np.uint8))
+    yield "missing", tmp_path / "no-such-folder", "is not a folder"
+    (tmp_path / "empty").mkdir()
+    yield "empty", tmp_path / "empty", "holds neither mnist.npz nor the IDX files"
+    truncated = images.read_bytes()[:100_000] if images.is_file() else b"\x00\x00\x08\x03"
+    yield "truncated IDX", _idx_folder(tmp_path / "trunc", (IDX_FILES["x_test"], truncated)), "truncated or corrupt"
+    yield "corrupt IDX", _idx_folder(tmp_path / "corrupt", (IDX_FILES["y_test"], b"not an idx file at all")), "magic number"
+    (tmp_path / "npz").mkdir()
+    (tmp_path / "npz" / "mnist.npz").write_bytes(b"garbage, not a zip")
+    yield "corrupt npz", tmp_path / "npz", "not a readable mnist.npz"
+    (tmp_path / "npz2").mkdir()
+    (tmp_path / "npz2" / "mnist.npz").write_bytes(good_zip.read_bytes()[:200])
+    yield "truncated npz", tmp_path / "npz2", "not a readable mnist.npz"
+
+
+def test_bad_data_folders_give_one_clear_message(tmp_path):
+    for what, folder, expected in _bad_data_folders(tmp_path):
+        code, _, err = run(["train", "--out", tmp_path / "out", "--epochs", "1", "--data-dir", folder])
+        assert_clean_error(code, err, expected, "Fix:")
+        assert folder.name in err, (what, err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "what, spoil, expected",
+    [
+        ("uint8 never scaled", lambda x: (x * 255).astype(np.uint8), ["uint8 pixels", "/ 255"]),
+        ("float never scaled", lambda x: x * 255, ["pixel values span [0, 255]", "divide by 255"]),
+        ("NaN", lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), ["1 values are NaN or infinite"]),
+        ("inf", lambda x: np.where(np.arange(x.size).reshape(x.shape) < 3, np.inf, x), ["3 values are NaN or infinite"]),
+        ("wrong shape", lambda x: x[:, :14, :14], ["images of shape (14, 14)", "the model takes (28, 28)"]),
+    ],
+)
+def test_bad_pixels_reach_a_clear_message(what, spoil, expected, tmp_path, monkeypatch):
+    """The package's checks (train_vae -> check_images) reject the data, and main reports them."""
+    real = cli._prepare
+    monkeypatch.setattr(cli, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
+    code, _, err = run(["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA])
+    assert_clean_error(code, err, "x_train: ", *expected)
+    assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()
+
+
+def test_bad_arguments_give_one_clear_message(tmp_path):
+    for argv, expected in [
+        (["--latent-dim", "0"], ["argument --latent-dim", "must be a positive integer", "got 0"]),
+        (["--latent-dim", "-2"], ["argument --latent-dim", "got -2"]),
+        (["--likelihood", "poisson"], ["argument --likelihood", "invalid choice: 'poisson'", "gaussian"]),
+        (["--epochs", "two"], ["argument --epochs", "'two'"]),
+        (["--learning-rate", "nan"], ["argument --learning-rate", "finite"]),
+    ]:
+        code, _, err = run(["train", "--out", tmp_path, *argv])
+        assert_clean_error(code, err, *expected)
+    assert list(tmp_path.iterdir()) == []
+    # the package says the same when called directly
+    with pytest.raises(ValueError, match="latent_dim must be a positive integer, got 0"):
+        build_vae(latent_dim=0)
+    with pytest.raises(ValueError, match="likelihood must be one of .*'poisson'"):
+        build_vae(likelihood="poisson")
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(run_a, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_ckpt")
+    data = (run_a["out"] / "model.keras").read_bytes()
+    (folder / "truncated.keras").write_bytes(data[: len(data) // 3])
+    (folder / "text.keras").write_text("not a model")
+    with zipfile.ZipFile(folder / "zip.keras", "w") as zf:
+        zf.writestr("notes.txt", "a zip, not a model")
+    return {
+        folder / "missing.keras": "no such file",
+        folder / "truncated.keras": "truncated or corrupt",
+        folder / "text.keras": "truncated or corrupt",
+        folder / "zip.keras": "not a Keras model",
+    }
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample", "train --resume"])
+def test_bad_checkpoints_give_one_clear_message(command, bad_checkpoints, tmp_path):
+    for path, expected in bad_checkpoints.items():
+        if command == "evaluate":
+            argv = ["evaluate", "--model", path, "--k", "2", "--limit", "2", "--data-dir", DATA]
+        elif command == "sample":
+            argv = ["sample", "--model", path, "--out", tmp_path / "s.png"]
+        else:
+            argv = ["train", "--resume", path, "--epochs", "1", "--data-dir", DATA]
+        code, _, err = run(argv)
+        assert_clean_error(code, err, f"checkpoint {path}", expected, "Fix:")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_a_model_for_other_images_is_refused(tmp_path):
+    ck.save_vae(build_vae(image_shape=(14, 14), hidden_units=(8,)), tmp_path / "model.keras")
+    code, _, err = run(["evaluate", "--model", tmp_path / "model.keras", "--k", "2", "--limit", "4", "--data-dir", DATA])
+    assert_clean_error(code, err, "takes images of shape (14, 14)", "MNIST images are (28, 28)", "Fix:")
+
+
+# ---------------------------------------------------------- help and the module
+def test_help_on_each_command():
+    for command, options in [
+        ("train", ["--epochs", "--latent-dim", "--likelihood", "--batch-size", "--seed", "--out", "--resume", "--limit"]),
+        ("sample", ["--model", "--n", "--out"]),
+        ("evaluate", ["--model", "--k", "--limit"]),
+        ("fetch-data", ["--dest"]),
+    ]:
+        code, out, _ = run([command, "--help"])
+        assert code == 0 and all(o in out for o in options), (command, out)
+    code, out, _ = run(["--help"])
+    assert code == 0 and all(c in out for c in ("train", "sample", "evaluate"))
+
+
+def test_python_dash_m_vae_course(run_a, tmp_path):
+    """The real entry point: a run that works, and bad input that exits 2 with no traceback."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    model = run_a["out"] / "model.keras"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_course", "sample", "--model", model, "--n", "4", "--out", tmp_path / "s.png"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG and "wrote 4 samples" in proc.stdout
+    # argparse's check needs no Keras import, so this one is quick
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_course", "train", "--latent-dim", "0", "--out", tmp_path / "x"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
+    assert not (tmp_path / "x").exists()
