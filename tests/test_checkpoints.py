@@ -271,3 +271,20 @@ def test_resume_state_reads_epochs_settings_and_history(tmp_path, images):
     vae.save(tmp_path / "model.keras")
     _, _, done, settings, kept = ck.resume_state(tmp_path / "model.keras")
     assert done == 3 and settings == {} and kept == rows
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1 and self.model.optimizer.iterations > 4:  # in the second epoch
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_mid_epoch_keeps_the_last_checkpoint_whole(tmp_path, images):
+    vae = tiny_vae()
+    callbacks, _ = ck.training_callbacks(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(vae, images, None, epochs=3, batch_size=32, verbose=0, callbacks=callbacks + [Interrupt()])
+    assert ck.read_state(tmp_path / "model.keras")["epochs_done"] == 1
+    assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [0]
+    assert int(ck.load_vae(tmp_path).optimizer.iterations) == 4
+    assert leftovers(tmp_path) == []

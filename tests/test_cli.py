@@ -195,43 +195,68 @@ def _idx_folder(folder, broken=None):
     return folder
 
 
-def _bad_data_folders(tmp_path):
-    images = DATA / IDX_FILES["x_test"]
-    good_zip = tmp_path / "small.npz"
-    np.savez(good_zip, x_train=np.zeros((3, 28, 28), np.uint8))
-    yield "missing", tmp_path / "no-such-folder", "is not a folder"
+def _missing(tmp_path):
+    return tmp_path / "no-such-folder"
+
+
+def _empty(tmp_path):
     (tmp_path / "empty").mkdir()
-    yield "empty", tmp_path / "empty", "holds neither mnist.npz nor the IDX files"
-    truncated = images.read_bytes()[:100_000] if images.is_file() else b"\x00\x00\x08\x03"
-    yield "truncated IDX", _idx_folder(tmp_path / "trunc", (IDX_FILES["x_test"], truncated)), "truncated or corrupt"
-    yield "corrupt IDX", _idx_folder(tmp_path / "corrupt", (IDX_FILES["y_test"], b"not an idx file at all")), "magic number"
+    return tmp_path / "empty"
+
+
+def _truncated_idx(tmp_path):
+    data = (DATA / IDX_FILES["x_test"]).read_bytes()[:100_000]
+    return _idx_folder(tmp_path / "trunc", (IDX_FILES["x_test"], data))
+
+
+def _corrupt_idx(tmp_path):
+    return _idx_folder(tmp_path / "corrupt", (IDX_FILES["y_test"], b"not an idx file at all"))
+
+
+def _corrupt_npz(tmp_path):
     (tmp_path / "npz").mkdir()
     (tmp_path / "npz" / "mnist.npz").write_bytes(b"garbage, not a zip")
-    yield "corrupt npz", tmp_path / "npz", "not a readable mnist.npz"
+    return tmp_path / "npz"
+
+
+def _truncated_npz(tmp_path):
+    np.savez(tmp_path / "small.npz", x_train=np.zeros((3, 28, 28), np.uint8))
     (tmp_path / "npz2").mkdir()
-    (tmp_path / "npz2" / "mnist.npz").write_bytes(good_zip.read_bytes()[:200])
-    yield "truncated npz", tmp_path / "npz2", "not a readable mnist.npz"
+    (tmp_path / "npz2" / "mnist.npz").write_bytes((tmp_path / "small.npz").read_bytes()[:200])
+    return tmp_path / "npz2"
 
 
-def test_bad_data_folders_give_one_clear_message(tmp_path):
-    for what, folder, expected in _bad_data_folders(tmp_path):
-        code, _, err = run(["train", "--out", tmp_path / "out", "--epochs", "1", "--data-dir", folder])
-        assert_clean_error(code, err, expected, "Fix:")
-        assert folder.name in err, (what, err)
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (_missing, "is not a folder"),
+        (_empty, "holds neither mnist.npz nor the IDX files"),
+        (_truncated_idx, "truncated or corrupt"),
+        (_corrupt_idx, "magic number"),
+        (_corrupt_npz, "not a readable mnist.npz"),
+        (_truncated_npz, "not a readable mnist.npz"),
+    ],
+    ids=["missing", "empty", "truncated-idx", "corrupt-idx", "corrupt-npz", "truncated-npz"],
+)
+def test_bad_data_folder_gives_one_clear_message(make, expected, tmp_path):
+    folder = make(tmp_path)
+    code, _, err = run(["train", "--out", tmp_path / "out", "--epochs", "1", "--data-dir", folder])
+    assert_clean_error(code, err, folder.name, expected, "Fix:")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
-    "what, spoil, expected",
+    "spoil, expected",
     [
-        ("uint8 never scaled", lambda x: (x * 255).astype(np.uint8), ["uint8 pixels", "/ 255"]),
-        ("float never scaled", lambda x: x * 255, ["pixel values span [0, 255]", "divide by 255"]),
-        ("NaN", lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), ["1 values are NaN or infinite"]),
-        ("inf", lambda x: np.where(np.arange(x.size).reshape(x.shape) < 3, np.inf, x), ["3 values are NaN or infinite"]),
-        ("wrong shape", lambda x: x[:, :14, :14], ["images of shape (14, 14)", "the model takes (28, 28)"]),
+        (lambda x: (x * 255).astype(np.uint8), ["uint8 pixels", "/ 255"]),
+        (lambda x: x * 255, ["pixel values span [0, 255]", "divide by 255"]),
+        (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), ["1 values are NaN or infinite"]),
+        (lambda x: np.where(np.arange(x.size).reshape(x.shape) < 3, np.inf, x), ["3 values are NaN or infinite"]),
+        (lambda x: x[:, :14, :14], ["images of shape (14, 14)", "the model takes (28, 28)"]),
     ],
+    ids=["uint8-never-scaled", "float-never-scaled", "nan", "inf", "wrong-image-shape"],
 )
-def test_bad_pixels_reach_a_clear_message(what, spoil, expected, tmp_path, monkeypatch):
+def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch):
     """The package's checks (train_vae -> check_images) reject the data, and main reports them."""
     real = cli._prepare
     monkeypatch.setattr(cli, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
@@ -240,18 +265,24 @@ def test_bad_pixels_reach_a_clear_message(what, spoil, expected, tmp_path, monke
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()
 
 
-def test_bad_arguments_give_one_clear_message(tmp_path):
-    for argv, expected in [
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
         (["--latent-dim", "0"], ["argument --latent-dim", "must be a positive integer", "got 0"]),
         (["--latent-dim", "-2"], ["argument --latent-dim", "got -2"]),
         (["--likelihood", "poisson"], ["argument --likelihood", "invalid choice: 'poisson'", "gaussian"]),
         (["--epochs", "two"], ["argument --epochs", "'two'"]),
         (["--learning-rate", "nan"], ["argument --learning-rate", "finite"]),
-    ]:
-        code, _, err = run(["train", "--out", tmp_path, *argv])
-        assert_clean_error(code, err, *expected)
+    ],
+    ids=["latent-dim-0", "latent-dim-negative", "unknown-likelihood", "epochs-not-a-number", "learning-rate-nan"],
+)
+def test_bad_argument_gives_one_clear_message(argv, expected, tmp_path):
+    code, _, err = run(["train", "--out", tmp_path, *argv])
+    assert_clean_error(code, err, *expected)
     assert list(tmp_path.iterdir()) == []
-    # the package says the same when called directly
+
+
+def test_package_rejects_bad_latent_dim_and_likelihood():
     with pytest.raises(ValueError, match="latent_dim must be a positive integer, got 0"):
         build_vae(latent_dim=0)
     with pytest.raises(ValueError, match="likelihood must be one of .*'poisson'"):
@@ -266,26 +297,31 @@ def bad_checkpoints(run_a, tmp_path_factory):
     (folder / "text.keras").write_text("not a model")
     with zipfile.ZipFile(folder / "zip.keras", "w") as zf:
         zf.writestr("notes.txt", "a zip, not a model")
-    return {
-        folder / "missing.keras": "no such file",
-        folder / "truncated.keras": "truncated or corrupt",
-        folder / "text.keras": "truncated or corrupt",
-        folder / "zip.keras": "not a Keras model",
-    }
+    return folder
 
 
 @pytest.mark.parametrize("command", ["evaluate", "sample", "train --resume"])
-def test_bad_checkpoints_give_one_clear_message(command, bad_checkpoints, tmp_path):
-    for path, expected in bad_checkpoints.items():
-        if command == "evaluate":
-            argv = ["evaluate", "--model", path, "--k", "2", "--limit", "2", "--data-dir", DATA]
-        elif command == "sample":
-            argv = ["sample", "--model", path, "--out", tmp_path / "s.png"]
-        else:
-            argv = ["train", "--resume", path, "--epochs", "1", "--data-dir", DATA]
-        code, _, err = run(argv)
-        assert_clean_error(code, err, f"checkpoint {path}", expected, "Fix:")
-    assert not (tmp_path / "s.png").exists()
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("missing.keras", "no such file"),
+        ("truncated.keras", "truncated or corrupt"),
+        ("text.keras", "truncated or corrupt"),
+        ("zip.keras", "not a Keras model"),
+    ],
+    ids=["missing", "truncated", "not-a-zip", "zip-but-not-a-model"],
+)
+def test_bad_checkpoint_gives_one_clear_message(name, expected, command, bad_checkpoints, tmp_path):
+    path = bad_checkpoints / name
+    if command == "evaluate":
+        argv = ["evaluate", "--model", path, "--k", "2", "--limit", "2", "--data-dir", DATA]
+    elif command == "sample":
+        argv = ["sample", "--model", path, "--out", tmp_path / "s.png"]
+    else:
+        argv = ["train", "--resume", path, "--epochs", "1", "--data-dir", DATA]
+    code, _, err = run(argv)
+    assert_clean_error(code, err, f"checkpoint {path}", expected, "Fix:")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_model_for_other_images_is_refused(tmp_path):
@@ -326,3 +362,12 @@ def test_python_dash_m_vae_course(run_a, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
     assert not (tmp_path / "x").exists()
+
+
+def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_mnist", interrupted)
+    code, _, err = run(["train", "--out", tmp_path, "--epochs", "1"])
+    assert code == 130 and err.startswith("error: interrupted") and "Traceback" not in err
