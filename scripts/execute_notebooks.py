@@ -27,6 +27,7 @@ def execute(path):
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         nbformat.write(nb, fh)
+    os.chmod(tmp, 0o644)  # mkstemp makes the file private; notebooks are ordinary files
     os.replace(tmp, path)
     print(f"{path}: executed in {time.time() - start:.1f} s")
 
