@@ -463,12 +463,15 @@ def training_callbacks(out_dir, history_rows=(), state=None, stream=None):
     """The callbacks of a training run that writes ``out_dir/model.keras`` and ``out_dir/history.csv``.
 
     Returns ``(callbacks, stop_on_nan)``; after ``fit``, check
-    ``stop_on_nan.stopped`` and raise ``stop_on_nan.error(...)``.
+    ``stop_on_nan.stopped`` and raise ``stop_on_nan.error(...)``. Keras's
+    progress bar (shown as ``fit``'s ``verbose`` says) is in the list, ahead
+    of the timing line, so that it finishes its line before the timer prints.
     """
     out_dir = Path(out_dir)
     stop = StopOnNaN()
     callbacks = [
         stop,
+        keras.callbacks.ProgbarLogger(),
         EpochTimer(stream),
         AtomicCSVLogger(out_dir / HISTORY_NAME, history_rows),
         AtomicModelCheckpoint(out_dir / CHECKPOINT_NAME, state),
