@@ -297,31 +297,31 @@ def build_parser():
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="go on from DIR/model.keras: history.csv is appended, epochs are counted on, and the "
                         "batch size, learning rate, seed and limits recorded in the checkpoint are used unless given")
-    p.add_argument("--epochs", type=_positive_int("number of epochs"), default=20,
+    p.add_argument("--epochs", metavar="N", type=_positive_int("number of epochs"), default=20,
                    help="epochs to train, more epochs with --resume (default: 20)")
-    p.add_argument("--latent-dim", type=_positive_int("the size of z, e.g. 2"), default=None,
+    p.add_argument("--latent-dim", metavar="D", type=_positive_int("the size of z, e.g. 2"), default=None,
                    help="latent dimensions (default: 2)")
     p.add_argument("--likelihood", choices=("gaussian", "bernoulli"), default=None,
                    help="p(x|z): gaussian (sigma = 0.5, grey pixels) or bernoulli (binarized pixels) (default: gaussian)")
-    p.add_argument("--batch-size", type=_positive_int("images per step"), default=None, help="(default: 64)")
-    p.add_argument("--learning-rate", type=_positive_float, default=None, help="Adam's learning rate (default: 1e-3)")
-    p.add_argument("--seed", type=_int, default=None,
+    p.add_argument("--batch-size", metavar="B", type=_positive_int("images per step"), default=None, help="(default: 64)")
+    p.add_argument("--learning-rate", metavar="LR", type=_positive_float, default=None, help="Adam's learning rate (default: 1e-3)")
+    p.add_argument("--seed", metavar="S", type=_int, default=None,
                    help="seeds the weights, shuffling, z draws and binarization; same seed, same losses on one machine (default: 0)")
-    p.add_argument("--limit", type=_positive_int("number of training images"), default=None,
+    p.add_argument("--limit", metavar="N", type=_positive_int("number of training images"), default=None,
                    help="use only the first N training images (quick runs, tests)")
-    p.add_argument("--val-limit", type=_positive_int("number of validation images"), default=None,
+    p.add_argument("--val-limit", metavar="N", type=_positive_int("number of validation images"), default=None,
                    help="validate on only the first N test images (quick runs, tests)")
-    p.add_argument("--data-dir", default=None, help=data_help)
+    p.add_argument("--data-dir", metavar="DIR", default=None, help=data_help)
     p.add_argument("--overwrite", action="store_true", help="replace a model.keras already in --out (a new run)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
                        description="Decode n draws from the prior z ~ N(0, I) and save the decoder's mean images as a PNG grid.")
-    p.add_argument("--model", required=True, help="a checkpoint, DIR/model.keras (or DIR)")
-    p.add_argument("--n", type=_positive_int("number of samples"), default=16, help="number of samples (default: 16)")
+    p.add_argument("--model", metavar="FILE", required=True, help="a checkpoint, DIR/model.keras (or DIR)")
+    p.add_argument("--n", metavar="N", type=_positive_int("number of samples"), default=16, help="number of samples (default: 16)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
-    p.add_argument("--n-cols", type=_positive_int("columns"), default=None, help="grid columns (default: about sqrt(n))")
-    p.add_argument("--seed", type=_int, default=0, help="seed of the z draws (default: 0)")
+    p.add_argument("--n-cols", metavar="C", type=_positive_int("columns"), default=None, help="grid columns (default: about sqrt(n))")
+    p.add_argument("--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)")
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("evaluate", help="test -ELBO and IWAE bound of a checkpoint",
@@ -331,11 +331,11 @@ def build_parser():
                            "Images are scaled to [0, 1]; binarized with seed+1 for a Bernoulli model (as training "
                            "binarizes its validation images)."
                        ))
-    p.add_argument("--model", required=True, help="a checkpoint, DIR/model.keras (or DIR)")
-    p.add_argument("--k", type=_positive_int("importance samples"), default=1000, help="importance samples per image (default: 1000)")
-    p.add_argument("--limit", type=_positive_int("number of test images"), default=None, help="use only the first N test images")
-    p.add_argument("--seed", type=_int, default=0, help="seed of the z draws (default: 0)")
-    p.add_argument("--data-dir", default=None, help=data_help)
+    p.add_argument("--model", metavar="FILE", required=True, help="a checkpoint, DIR/model.keras (or DIR)")
+    p.add_argument("--k", metavar="K", type=_positive_int("importance samples"), default=1000, help="importance samples per image (default: 1000)")
+    p.add_argument("--limit", metavar="N", type=_positive_int("number of test images"), default=None, help="use only the first N test images")
+    p.add_argument("--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)")
+    p.add_argument("--data-dir", metavar="DIR", default=None, help=data_help)
     p.set_defaults(func=_evaluate)
     return parser
 
