@@ -9,3 +9,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 __version__ = "0.1.0"
+
+# Registers the package's Keras classes (VAE, ...) so that a plain
+# keras.saving.load_model("model.keras") finds them after `import vae_course`.
+from . import models  # noqa: E402,F401

@@ -67,7 +67,10 @@ def run_chain(model, chain, x):
 
 def _check_latent_dim(latent_dim):
     if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim <= 0:
-        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}.")
+        raise ValueError(
+            f"latent_dim must be a positive integer, got {latent_dim!r}. "
+            "Fix: pass the size of the code z, e.g. latent_dim=2 (the source's) or 50."
+        )
     return int(latent_dim)
 
 
@@ -177,9 +180,9 @@ class VAE(keras.Model):
         super().__init__(**kwargs)
         self.likelihood = _check_likelihood(likelihood)
         if not (isinstance(x_std, (int, float)) and x_std > 0 and math.isfinite(x_std)):
-            raise ValueError(f"x_std must be a positive number, got {x_std!r}.")
+            raise ValueError(f"x_std must be a positive number (the likelihood's sigma), got {x_std!r}. Fix: e.g. x_std=0.5.")
         if isinstance(num_mc_samples, bool) or not isinstance(num_mc_samples, int) or num_mc_samples < 1:
-            raise ValueError(f"num_mc_samples must be an integer >= 1, got {num_mc_samples!r}.")
+            raise ValueError(f"num_mc_samples must be an integer >= 1, got {num_mc_samples!r}. Fix: e.g. num_mc_samples=1.")
         self.encoder = encoder
         self.decoder = decoder
         self.x_std = float(x_std)

@@ -25,6 +25,11 @@ def train_vae(
 ):
     """Train ``vae`` on images ``x_train`` (float, [0, 1]), validating on ``x_val``.
 
+    ``seed`` seeds the shuffling and the z draws of this run. The initial
+    weights are drawn when the model is built, before this call: for a fully
+    reproducible run call ``keras.utils.set_random_seed(seed)`` before building
+    the model too (the command line and the chapters do).
+
     Returns the Keras ``History``: per-epoch ``loss``, ``nll``, ``kl`` and,
     with validation data, ``val_loss``, ``val_nll``, ``val_kl``.
     """
@@ -70,18 +75,17 @@ def load_or_train(name, train_fn):
     and replaced. The file is written to a temporary name and renamed, so an
     interrupted save never leaves a half-written model under ``name``.
     """
-    import os
+    from .checkpoints import load_vae, save_vae
+    from .data import DataError
 
     path = cached_model_path(name)
     if path.exists():
         try:
-            return keras.saving.load_model(path), True
-        except Exception:  # noqa: BLE001 - any unreadable cache entry is rebuilt
+            return load_vae(path), True
+        except DataError:  # truncated, corrupt or not a VAE: rebuild it
             pass
     vae = train_fn()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    vae.save(tmp)
-    os.replace(tmp, path)
+    save_vae(vae, path)
     return vae, False
 
 
