@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 
 # Registers the package's Keras classes (VAE, ...) so that a plain
 # keras.saving.load_model("model.keras") finds them after `import vae_course`.
-from . import models  # noqa: E402,F401
+from . import models, optimizers  # noqa: E402,F401

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 
 from .data import check_images
+from .optimizers import Adam
 
 
 def train_vae(
@@ -43,7 +44,7 @@ def train_vae(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if getattr(vae, "optimizer", None) is None or not vae.compiled:
-        vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        vae.compile(optimizer=Adam(learning_rate))
     return vae.fit(
         x_train,
         epochs=initial_epoch + epochs,
