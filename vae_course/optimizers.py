@@ -49,14 +49,30 @@ class Adam(_Base):
     torch backend (or its fused kernel) is not available.
     """
 
+    def _slots(self, variables):
+        """The torch tensors behind the weights and their two Adam moments, cached.
+
+        Looking them up through Keras costs ~36 property reads per step; the
+        tensors never change identity (Keras assigns in place), which the
+        cache checks on every call.
+        """
+        cache = self.__dict__.get("_vae_course_slots")
+        if cache is None or len(cache[0]) != len(variables) or any(
+            getattr(v, "_value", None) is not p for v, p in zip(variables, cache[0])
+        ):
+            params = [v.value for v in variables]
+            m = [self._momentums[self._get_variable_index(v)].value for v in variables]
+            v2 = [self._velocities[self._get_variable_index(v)].value for v in variables]
+            cache = (params, m, v2)
+            self.__dict__["_vae_course_slots"] = cache
+        return cache
+
     def _parallel_update_step(self, grads, variables, learning_rate):
         import torch
 
         if self.amsgrad or self.weight_decay:
             return super()._parallel_update_step(grads, variables, learning_rate)
-        params = [v.value for v in variables]
-        m = [self._momentums[self._get_variable_index(v)].value for v in variables]
-        v2 = [self._velocities[self._get_variable_index(v)].value for v in variables]
+        params, m, v2 = self._slots(variables)
         step = float(self.iterations.value) + 1.0
         steps = [torch.tensor(step, dtype=torch.float32, device=params[0].device)] * len(params)
         eps = self.epsilon / math.sqrt(1.0 - self.beta_2**step)
