@@ -102,17 +102,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="epochs per side (alternating)")
     ap.add_argument("--iwae-images", type=int, default=200, help="test images for the IWAE throughput (0 skips)")
     ap.add_argument("--profile", action="store_true", help="cProfile one package epoch and print the top entries")
+    ap.add_argument("--reference-adam", choices=["default", "fused"], default="default",
+                    help="the reference's torch.optim.Adam: PyTorch's default CPU implementation, or fused=True")
     args = ap.parse_args(argv)
 
     (x_train, _), (x_test, _) = load_mnist_float()
     print(f"python {platform.python_version()}, torch {torch.__version__}, keras {keras.__version__}, "
-          f"vae_course {vae_course.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+          f"vae_course {vae_course.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"reference Adam: {args.reference_adam}")
 
     keras.utils.set_random_seed(0)
     vae = build_vae()
     torch.manual_seed(0)
     ref = Reference()
-    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3, fused=args.reference_adam == "fused" or None)
     xt, xv = torch.from_numpy(x_train), torch.from_numpy(x_test)
 
     # one short warm-up each (first-call costs: allocation, Keras's tracing of the step)
