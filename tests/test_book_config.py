@@ -16,27 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from booktools import load_config, toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-
-
-def load_config():
-    return yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-
-
-def toc_files(entries=None):
-    """Every ``file:`` of _toc.yml (the root first), as written there (no suffix)."""
-    if entries is None:
-        toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-        return [toc["root"]] + toc_files(toc.get("parts", []) + toc.get("chapters", []))
-    files = []
-    for entry in entries:
-        if "file" in entry:
-            files.append(entry["file"])
-        for key in ("parts", "chapters", "sections"):
-            files += toc_files(entry.get(key, []))
-    return files
 
 
 def source_of(docname):

@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
-import yaml
+from booktools import load_config, toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
@@ -60,23 +60,6 @@ KNOWN_CONSOLE_ERRORS = [
 
 
 # ------------------------------------------------------------------ the book
-def load_config():
-    return yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-
-
-def toc_docnames(entries=None):
-    if entries is None:
-        toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-        return [toc["root"]] + toc_docnames(toc.get("parts", []) + toc.get("chapters", []))
-    names = []
-    for entry in entries:
-        if "file" in entry:
-            names.append(entry["file"])
-        for key in ("parts", "chapters", "sections"):
-            names += toc_docnames(entry.get(key, []))
-    return names
-
-
 def chapter_notebook(docname):
     """``book/NN_name.ipynb`` when this toc entry is a notebook, else None."""
     path = ROOT / f"{docname}.ipynb"
@@ -84,7 +67,7 @@ def chapter_notebook(docname):
 
 
 # Every page of the site: the toc's documents, the index redirect and Sphinx's own pages.
-PAGES = ["index.html"] + [f"{d}.html" for d in toc_docnames()] + ["genindex.html", "search.html"]
+PAGES = ["index.html"] + [f"{d}.html" for d in toc_files()] + ["genindex.html", "search.html"]
 
 
 @pytest.fixture(scope="module")
