@@ -8,11 +8,12 @@ every cell succeeded: a failed run leaves the file as it was.
 """
 import os
 import sys
-import tempfile
 import time
 
 import nbformat
 from nbclient import NotebookClient
+
+from vae_course.checkpoints import atomic_write_text
 
 
 def execute(path):
@@ -23,12 +24,8 @@ def execute(path):
         resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
     )
     client.execute()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        nbformat.write(nb, fh)
-    os.chmod(tmp, 0o644)  # mkstemp makes the file private; notebooks are ordinary files
-    os.replace(tmp, path)
+    text = nbformat.writes(nb)
+    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
     print(f"{path}: executed in {time.time() - start:.1f} s")
 
 

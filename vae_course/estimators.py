@@ -64,12 +64,7 @@ def _check(mean, scale):
     scale = torch.as_tensor(scale, dtype=mean.dtype)
     if mean.ndim != 1:
         raise ValueError(f"mean must have shape (d,), got {tuple(mean.shape)}.")
-    d = mean.shape[0]
-    if scale.shape not in ((d,), (d, d)):
-        raise ValueError(
-            f"scale must have shape (d,) = ({d},) for standard deviations or (d, d) = ({d}, {d}) "
-            f"for a Cholesky factor, got {tuple(scale.shape)}."
-        )
+    _check_scale(mean, scale)
     return mean, scale
 
 
