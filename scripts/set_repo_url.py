@@ -5,7 +5,7 @@
 1. ``repository.url`` in ``_config.yml``: the book's repository button and every
    chapter's "Open in Colab" link
    (https://colab.research.google.com/github/OWNER/REPO/blob/main/book/NN_name.ipynb).
-2. ``REPO_URL`` in the set-up cell (cell 0) of every notebook in ``book/``: what a
+2. ``REPO_URL`` in the set-up cell (the first code cell) of every notebook in ``book/``: what a
    chapter ``pip install``s from on Colab.
 
 Only those two strings change: each file is edited as text, so the rest of
@@ -55,26 +55,30 @@ def new_config_text(path: Path, url: str) -> str:
 
 
 def new_notebook_text(path: Path, url: str) -> str:
-    """The notebook's text with REPO_URL in cell 0 set to ``url``; nothing else changes."""
+    """The notebook's text with REPO_URL in the set-up cell set to ``url``; nothing else changes.
+
+    The set-up cell is the notebook's first code cell (it follows the title; see CONTRIBUTING.md).
+    """
     text = read(path)
     nb = json.loads(text)
     cells = nb.get("cells") or []
-    if not cells or cells[0].get("cell_type") != "code":
-        raise SystemExit(f"error: {path}: cell 0 is not the set-up cell (see CONTRIBUTING.md)")
-    source = cells[0]["source"]
+    idx = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), None)
+    if idx is None:
+        raise SystemExit(f"error: {path}: no code cell, so no set-up cell (see CONTRIBUTING.md)")
+    source = cells[idx]["source"]
     lines = source if isinstance(source, list) else source.splitlines(keepends=True)
     for i, line in enumerate(lines):
         m = CELL_URL_RE.match(line.rstrip("\r\n"))
         if m:
             break
     else:
-        raise SystemExit(f"error: {path}: cell 0 has no `REPO_URL = \"...\"` line")
+        raise SystemExit(f"error: {path}: the set-up cell has no `REPO_URL = \"...\"` line")
     # Only the quoted URL changes: the comment after it and the line ending stay.
     new_line = line[: m.start(1)] + url + line[m.end(1):]
     if new_line == line:
         return text
     if isinstance(source, list):
-        # Each source line is its own JSON string: replace the first (cell 0 comes first).
+        # Each source line is its own JSON string: replace the first (the set-up cell is the first code cell).
         old_json, new_json = json.dumps(line, ensure_ascii=False), json.dumps(new_line, ensure_ascii=False)
         if old_json not in text:
             raise SystemExit(f"error: {path}: cannot find the REPO_URL line in the file's text")
@@ -86,13 +90,13 @@ def new_notebook_text(path: Path, url: str) -> str:
         expected_source = "".join(lines[:i] + [new_line] + lines[i + 1:])
         new_json = json.dumps(expected_source, ensure_ascii=False)
         if old_json not in text:
-            raise SystemExit(f"error: {path}: cannot find cell 0's source in the file's text")
+            raise SystemExit(f"error: {path}: cannot find the set-up cell's source in the file's text")
         new_text = text.replace(old_json, new_json, 1)
-    # The edit must have changed cell 0's source and nothing else.
+    # The edit must have changed the set-up cell's source and nothing else.
     expected = json.loads(text)
-    expected["cells"][0]["source"] = expected_source
+    expected["cells"][idx]["source"] = expected_source
     if json.loads(new_text) != expected:
-        raise SystemExit(f"error: {path}: editing REPO_URL as text would change more than cell 0")
+        raise SystemExit(f"error: {path}: editing REPO_URL as text would change more than the set-up cell")
     return new_text
 
 

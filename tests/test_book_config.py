@@ -2,7 +2,8 @@
 
 * every file in _toc.yml exists, and every notebook in book/ is in _toc.yml
   (with ``only_build_toc_files`` a chapter left out of the toc is silently left out of the book);
-* every notebook starts with CONTRIBUTING.md's set-up cell, its REPO_URL equal to
+* every notebook opens with its title (a ``# `` markdown cell), then CONTRIBUTING.md's
+  set-up cell, tagged ``remove-input`` (hidden in the HTML), its REPO_URL equal to
   _config.yml's ``repository.url``;
 * _config.yml never executes notebooks and builds Colab links from that URL on branch main;
 * scripts/set_repo_url.py changes the URL in both places and nothing else.
@@ -29,10 +30,10 @@ def source_of(docname):
 
 
 def setup_cell_template():
-    """The set-up cell, exactly as CONTRIBUTING.md gives it (the python block after 'Cell 0')."""
+    """The set-up cell, exactly as CONTRIBUTING.md gives it (the python block after 'Cell 1')."""
     text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
-    m = re.search(r"\*\*Cell 0, the set-up cell\*\*.*?```python\n(.*?)\n\s*```", text, re.S)
-    assert m, "CONTRIBUTING.md no longer shows the set-up cell after '**Cell 0, the set-up cell**'"
+    m = re.search(r"\*\*Cell 1, the set-up cell\*\*.*?```python\n(.*?)\n\s*```", text, re.S)
+    assert m, "CONTRIBUTING.md no longer shows the set-up cell after '**Cell 1, the set-up cell**'"
     lines = m.group(1).splitlines()
     indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
     return "\n".join(line[indent:] for line in lines)
@@ -89,20 +90,27 @@ def test_config_essentials():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_starts_with_the_setup_cell(path):
+def test_notebook_opens_with_title_then_setup_cell(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
-    cell = nb["cells"][0]
+    title = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown" and title.startswith("# "), (
+        f"{path.name}: cell 0 must be the chapter's title, a markdown cell starting '# ' (CONTRIBUTING.md)"
+    )
+    cell = nb["cells"][1]
     source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
     url = load_config()["repository"]["url"]
-    assert cell["cell_type"] == "code", f"{path.name}: cell 0 must be the set-up code cell (CONTRIBUTING.md)"
+    assert cell["cell_type"] == "code", f"{path.name}: cell 1 must be the set-up code cell (CONTRIBUTING.md)"
+    assert "remove-input" in cell.get("metadata", {}).get("tags", []), (
+        f"{path.name}: the set-up cell must carry the tag remove-input (hidden in the HTML, run on Colab)"
+    )
     m = re.search(r'(?m)^REPO_URL = "([^"]*)"', source)
-    assert m, f"{path.name}: cell 0 has no REPO_URL line"
+    assert m, f"{path.name}: the set-up cell has no REPO_URL line"
     assert m.group(1) == url, (
         f"{path.name}: REPO_URL is {m.group(1)!r} but _config.yml's repository.url is {url!r}; "
         "run `python scripts/set_repo_url.py URL` to set both"
     )
     assert source.strip() == with_repo_url(setup_cell_template(), url).strip(), (
-        f"{path.name}: cell 0 differs from the set-up cell in CONTRIBUTING.md"
+        f"{path.name}: the set-up cell differs from the one in CONTRIBUTING.md"
     )
 
 
@@ -122,8 +130,8 @@ def test_set_repo_url_changes_only_the_url(tmp_path):
     for nb_path in sorted((tmp_path / "book").iterdir()):
         old = json.loads(before[nb_path])
         new = json.loads(nb_path.read_bytes())
-        old["cells"][0]["source"] = with_repo_url("".join(old["cells"][0]["source"]), "https://github.com/someone/their-fork")
-        new["cells"][0]["source"] = "".join(new["cells"][0]["source"])
+        old["cells"][1]["source"] = with_repo_url("".join(old["cells"][1]["source"]), "https://github.com/someone/their-fork")
+        new["cells"][1]["source"] = "".join(new["cells"][1]["source"])
         assert new == old, f"{nb_path.name}: set_repo_url.py changed more than REPO_URL"
 
     # Back again: every file byte for byte as before.
