@@ -118,6 +118,11 @@ def main(argv=None) -> int:
         else:
             print(f"unchanged {path.relative_to(root)}")
     print(f"repository URL: {url}")
+    if (root / "colab").is_dir():  # the Colab edition repeats the set-up cell and names the repository
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import make_colab
+
+        return make_colab.main(["--root", str(root)])
     return 0
 
 

@@ -78,7 +78,7 @@ def test_config_essentials():
     repo = config["repository"]
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo["url"]), repo["url"]
     assert repo["branch"] == "main"
-    assert repo.get("path_to_book", "") in ("", "."), "_config.yml is at the repository root"
+    assert repo.get("path_to_book") == "colab", "the Colab link must open the Colab edition, colab/book/NN_name.ipynb"
     assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert {"dollarmath", "amsmath"} <= set(config["parse"]["myst_enable_extensions"])
     sphinx = config["sphinx"]["config"]

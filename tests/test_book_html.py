@@ -218,6 +218,14 @@ INSPECT = r"""async () => {
   // --- links
   out.links = [...document.querySelectorAll('a[href]')].map(a => a.href);
   out.title = document.title;
+  // --- the first visible element of the article, and the equation and exercise numbers
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  const firstVisible = [...article.querySelectorAll('*')].find(e =>
+    e.children.length === 0 && e.offsetParent !== null && e.textContent.trim() !== '');
+  const heading = firstVisible && firstVisible.closest('h1, h2, h3, h4, h5, h6');
+  out.firstElement = heading ? heading.tagName : (firstVisible ? firstVisible.tagName + ': ' + firstVisible.textContent.trim().slice(0, 60) : null);
+  out.eqnos = [...document.querySelectorAll('span.eqno')].map(e => (e.textContent.match(/[\d.]+/) || [''])[0]);
+  out.exercises = [...document.querySelectorAll('div.exercise p.admonition-title span.caption-number')].map(e => (e.textContent.match(/[\d.]+/) || [''])[0]);
   return out;
 }"""
 
@@ -310,11 +318,25 @@ def test_page_renders(page_path, build, server, chromium):
         repo = load_config()["repository"]
         owner_repo = urlsplit(repo["url"]).path.strip("/")
         rel = notebook.relative_to(ROOT).as_posix()
-        expected = f"https://colab.research.google.com/github/{owner_repo}/blob/{repo['branch']}/{rel}"
+        expected = f"https://colab.research.google.com/github/{owner_repo}/blob/{repo['branch']}/colab/{rel}"
         if colab != [expected]:
             problems.append(f"Colab link {colab}, expected [{expected!r}]")
         if repo["branch"] != "main" or not re.fullmatch(r"book/\d\d_[a-z0-9_]+\.ipynb", rel):
-            problems.append(f"Colab link must open book/NN_name.ipynb on main, not {rel} on {repo['branch']}")
+            problems.append(f"Colab link must open colab/book/NN_name.ipynb on main, not {rel} on {repo['branch']}")
+        if not (ROOT / "colab" / rel).is_file():
+            problems.append(f"the Colab link opens colab/{rel}, which does not exist (scripts/make_colab.py)")
+        # Title first: the first thing in the article is the chapter's H1 (the set-up cell is removed).
+        if info["firstElement"] != "H1":
+            problems.append(f"the chapter's first visible element is {info['firstElement']!r}, not its title (H1)")
+        # The Colab edition numbers equations and exercises as the book does.
+        cells = json.loads((ROOT / "colab" / rel).read_text(encoding="utf-8"))["cells"]
+        edition = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        tags = re.findall(r"\\tag\{([\d.]+)\}", edition)
+        if tags != info["eqnos"]:
+            problems.append(f"equation numbers: the book has {info['eqnos']}, the Colab edition {tags}")
+        exercises = re.findall(r"#### Exercise ([\d.]+):", edition)
+        if exercises != info["exercises"]:
+            problems.append(f"exercises: the book has {info['exercises']}, the Colab edition {exercises}")
         download = server + "_sources/" + rel
         if download not in info["links"]:
             problems.append(f"no download link to {download}")
