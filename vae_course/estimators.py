@@ -61,7 +61,7 @@ def monte_carlo(f, sampler, num_samples, generator=None) -> MCEstimate:
 
 def _check(mean, scale):
     mean = torch.as_tensor(mean, dtype=torch.get_default_dtype() if not torch.is_tensor(mean) else None)
-    scale = torch.as_tensor(scale, dtype=mean.dtype)
+    scale = torch.as_tensor(scale, dtype=mean.dtype, device=mean.device)
     if mean.ndim != 1:
         raise ValueError(f"mean must have shape (d,), got {tuple(mean.shape)}.")
     _check_scale(mean, scale)
@@ -86,10 +86,21 @@ def transform(eps, mean, scale):
     return mean + eps @ torch.tril(scale).T
 
 
+def standard_normal(shape, like, generator=None):
+    """eps ~ N(0, I) of ``shape``, with the dtype and on the device of the tensor ``like``.
+
+    Drawn on ``like``'s device; with a ``generator`` on another device (a CPU
+    ``torch.Generator`` for CUDA tensors, say), drawn there and moved, so that a
+    seeded CPU generator gives the same numbers whatever the tensors' device.
+    """
+    device = like.device if generator is None else generator.device
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
 def sample_gaussian(mean, scale, num_samples, generator=None):
     """Draw (num_samples, d) points from N(m, S) by the reparameterization x = m + scale eps."""
     mean, scale = _check(mean, scale)
-    eps = torch.randn((num_samples, mean.shape[0]), generator=generator, dtype=mean.dtype)
+    eps = standard_normal((num_samples, mean.shape[0]), mean, generator)
     return transform(eps, mean, scale)
 
 
@@ -145,7 +156,7 @@ def reparam_grads(f, mean, scale, num_samples, generator=None):
     :func:`score_function_grads`.
     """
     mean, scale = _check(mean, scale)
-    eps = torch.randn((num_samples, mean.shape[0]), generator=generator, dtype=mean.dtype)
+    eps = standard_normal((num_samples, mean.shape[0]), mean, generator)
     path = lambda e, m, s: f(transform(e, m, s))  # noqa: E731
     g_mean, g_scale = vmap(grad(path, argnums=(1, 2)), in_dims=(0, None, None))(eps, mean, scale)
     if scale.ndim == 2:
@@ -158,6 +169,7 @@ __all__ = [
     "mc_estimate",
     "monte_carlo",
     "transform",
+    "standard_normal",
     "sample_gaussian",
     "gaussian_log_prob",
     "score_function_grads",

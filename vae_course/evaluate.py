@@ -40,28 +40,35 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0):
     vae: a trained :class:`vae_course.models.VAE`; x: float images (batch, H, W)
     in [0, 1]. Returns a float64 numpy array of shape (batch,), in nats.
     ``max_rows`` caps how many decoder rows (samples x images) run at once.
-    Reproducible for a given ``seed``.
+
+    Runs on the device Keras's torch backend uses (CUDA, MPS or CPU): the
+    draws of epsilon come from a generator on that device, seeded with
+    ``seed`` (reproducible on one device; another device draws other numbers).
+    Each chunk's log-sum-exp is taken there in float32 and only the (batch,)
+    running totals are kept on the CPU in float64 (MPS has no float64).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
     x = check_images(x, "x", vae.image_shape)
-    gen = torch.Generator().manual_seed(int(seed))
     out = np.empty(len(x), dtype=np.float64)
+    gen = None
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start:start + batch_size])
+            xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
             b = xb.shape[0]
             z_mean, z_log_var = vae.encode(xb)
+            if gen is None:
+                gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
             chunk = max(1, min(num_samples, max_rows // b))
             running = torch.full((b,), -math.inf, dtype=torch.float64)
             done = 0
             while done < num_samples:
                 c = min(chunk, num_samples - done)
-                eps = torch.randn((c, b, vae.latent_dim), generator=gen)
-                lw = _log_weights(vae, xb, z_mean, z_log_var, eps).to(torch.float64)
-                running = torch.logaddexp(running, torch.logsumexp(lw, dim=0))
+                eps = torch.randn((c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype)
+                lse = torch.logsumexp(_log_weights(vae, xb, z_mean, z_log_var, eps), dim=0)
+                running = torch.logaddexp(running, lse.cpu().to(torch.float64))
                 done += c
-            out[start:start + b] = (running - math.log(num_samples)).numpy()
+            out[start : start + b] = (running - math.log(num_samples)).numpy()
     return out
 
 
@@ -75,7 +82,8 @@ def negative_elbo(vae, x, batch_size=500, seed=0):
     res = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            loss, _, _ = vae.compute_losses(torch.as_tensor(x[start:start + batch_size]))
+            xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
+            loss, _, _ = vae.compute_losses(xb)
             res.append(keras.ops.convert_to_numpy(loss).astype(np.float64))
     return np.concatenate(res)
 
