@@ -164,6 +164,133 @@ def reparam_grads(f, mean, scale, num_samples, generator=None):
     return {"mean": g_mean, "scale": g_scale}
 
 
+# --------------------------------------------------------------------------
+# The KL between two Gaussians, and the ELBO's gradient three ways
+# (full, analytic KL, sticking the landing).
+# --------------------------------------------------------------------------
+
+
+def gaussian_kl(mean1, scale1, mean2, scale2):
+    r"""KL(N(m1, S1) || N(m2, S2)) between two Gaussians in d dimensions.
+
+    Each ``scale`` is the standard deviations (d,) (S = diag(scale^2)) or a
+    lower-triangular Cholesky factor L (d, d) (S = L L^T); ``mean`` is (d,).
+
+    .. math:: \mathrm{KL} = \tfrac12\Big(\operatorname{tr}(S_2^{-1}S_1)
+              + (m_2-m_1)^\top S_2^{-1}(m_2-m_1) - d + \log\det S_2 - \log\det S_1\Big)
+
+    computed through the factors: tr(S2^{-1} S1) = ||L2^{-1} L1||_F^2, the
+    quadratic form is ||L2^{-1}(m2 - m1)||^2 and log det S = 2 sum_j log|L_jj|.
+    Returns a 0-d tensor.
+    """
+    mean1, scale1 = _check(mean1, scale1)
+    mean2, scale2 = _check(mean2, scale2)
+    if mean1.shape != mean2.shape:
+        raise ValueError(
+            f"gaussian_kl needs two Gaussians of the same dimension, got mean1 {tuple(mean1.shape)} and "
+            f"mean2 {tuple(mean2.shape)}."
+        )
+    d = mean1.shape[0]
+    L1 = torch.diag(scale1) if scale1.ndim == 1 else torch.tril(scale1)
+    L2 = torch.diag(scale2) if scale2.ndim == 1 else torch.tril(scale2)
+    A = torch.linalg.solve_triangular(L2, L1, upper=False)  # L2^{-1} L1
+    u = torch.linalg.solve_triangular(L2, (mean2 - mean1).unsqueeze(-1), upper=False).squeeze(-1)
+    log_det1 = 2.0 * torch.log(torch.diagonal(L1).abs()).sum()
+    log_det2 = 2.0 * torch.log(torch.diagonal(L2).abs()).sum()
+    return 0.5 * ((A * A).sum() + (u * u).sum() - d + log_det2 - log_det1)
+
+
+ELBO_ESTIMATORS = ("full", "analytic_kl", "stl")
+
+
+def elbo_integrand(log_likelihood, z, mean, scale, estimator="full"):
+    r"""One draw of the ELBO of q = N(m, S) under the prior p(z) = N(0, I), three ways.
+
+    z: (..., d) draws of q, written as z = m + scale eps so that gradients reach
+    (mean, scale); ``log_likelihood`` maps (..., d) to (...). Returns (...).
+
+    * ``"full"``: log p(x|z) + log p(z) - log q(z; m, S), every term sampled;
+    * ``"analytic_kl"``: log p(x|z) - KL(q || p), the KL exact (:func:`gaussian_kl`);
+    * ``"stl"``, sticking the landing (Roeder, Wu & Duvenaud 2017): the value of
+      ``"full"``, but with (m, S) inside log q treated as constants (stop-gradient),
+      so its gradient drops the score term E_q[grad log q] = 0 and is exactly 0
+      wherever q is the posterior.
+
+    All three have the same mean, the ELBO, and the same expected gradient.
+    """
+    if estimator not in ELBO_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ELBO_ESTIMATORS}, got {estimator!r}.")
+    d = mean.shape[-1]
+    log_prior = -0.5 * (z * z).sum(-1) - 0.5 * d * LOG_2PI
+    if estimator == "full":
+        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean, scale)
+    if estimator == "stl":
+        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean.detach(), scale.detach())
+    ones = torch.ones(d, dtype=mean.dtype, device=mean.device)
+    return log_likelihood(z) - gaussian_kl(mean, scale, torch.zeros_like(mean), ones)
+
+
+def elbo_grads(log_likelihood, mean, scale, num_samples, estimator="full", generator=None):
+    r"""Per-sample pathwise gradients of the ELBO of q = N(m, S) w.r.t. (mean, scale).
+
+    .. math:: \hat g_n = \nabla_{(m, S)}\, \hat{\mathcal L}\big(m + L\varepsilon_n\big),
+              \qquad \varepsilon_n \sim \mathcal N(0, I), \quad n = 1, \dots, N
+
+    with :math:`\hat{\mathcal L}` the one-draw ELBO of :func:`elbo_integrand`
+    (``estimator`` = ``"full"``, ``"analytic_kl"`` or ``"stl"``) and the prior
+    N(0, I). Same shapes and return as :func:`reparam_grads`:
+    ``{"mean": (N, d), "scale": (N, d) or (N, d, d)}``.
+    """
+    if estimator not in ELBO_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ELBO_ESTIMATORS}, got {estimator!r}.")
+    mean, scale = _check(mean, scale)
+    eps = torch.randn((num_samples, mean.shape[0]), generator=generator, dtype=mean.dtype, device=mean.device)
+
+    def one_draw(e, m, s):
+        return elbo_integrand(log_likelihood, transform(e, m, s), m, s, estimator)
+
+    g_mean, g_scale = vmap(grad(one_draw, argnums=(1, 2)), in_dims=(0, None, None))(eps, mean, scale)
+    if scale.ndim == 2:
+        g_scale = torch.tril(g_scale)
+    return {"mean": g_mean, "scale": g_scale}
+
+
+VAE_KL_METHODS = ("analytic", "mc", "stl")
+
+
+def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
+    r"""The KL term of the VAE's loss, per example, for ``VAE(..., kl=...)``.
+
+    q(z|x) = N(mu, diag sigma^2), p(z) = N(0, I); z_mean = mu and
+    z_log_var = log sigma^2 are (batch, d); z is (batch, d) or (N, batch, d),
+    the reparameterized draws z = mu + sigma * eps the loss already made.
+
+    * ``"analytic"``: KL(q || p) in closed form (``losses.kl_std_normal``); z unused;
+    * ``"mc"``: the Monte Carlo estimate log q(z) - log p(z), averaged over the N draws;
+    * ``"stl"``: the same value, with mu and log sigma^2 inside log q treated as
+      constants (stop-gradient; Roeder, Wu & Duvenaud 2017): the score term
+      E_q[grad log q] = 0 leaves the gradient, so the gradient is 0 where q = p.
+
+    Returns (batch,). Works on the tensors' own device (torch backend).
+    """
+    from . import losses  # the Keras-ops densities; imported here to keep this module torch-only at import
+
+    if kl not in VAE_KL_METHODS:
+        raise ValueError(f"kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: e.g. kl=\"analytic\".")
+    if kl == "analytic":
+        return losses.kl_std_normal(z_mean, z_log_var)
+    if z is None:
+        raise ValueError(f"kl={kl!r} estimates the KL from draws: pass z, shape (batch, d) or (N, batch, d).")
+    if tuple(z.shape[-2:]) != tuple(z_mean.shape):
+        raise ValueError(
+            f"z must have shape (batch, d) = {tuple(z_mean.shape)} or (N, batch, d), got {tuple(z.shape)}."
+        )
+    if kl == "stl":
+        z_mean, z_log_var = z_mean.detach(), z_log_var.detach()
+    per_draw = losses.diag_gaussian_log_prob(z, z_mean, z_log_var) - losses.std_normal_log_prob(z)
+    return per_draw.mean(0) if z.ndim == 3 else per_draw
+
+
 __all__ = [
     "MCEstimate",
     "mc_estimate",
@@ -174,4 +301,8 @@ __all__ = [
     "gaussian_log_prob",
     "score_function_grads",
     "reparam_grads",
+    "gaussian_kl",
+    "elbo_integrand",
+    "elbo_grads",
+    "vae_kl_term",
 ]

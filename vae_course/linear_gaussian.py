@@ -178,5 +178,47 @@ class LinearGaussian:
         z = m + torch.sqrt(v) * eps
         return self.log_likelihood(x, z) - self.kl_to_prior(m, v)
 
+    # ------------------------------------- gradient variances, closed forms
+    def posterior_precision(self):
+        r"""lambda = 1 / Var(z | x) = 1 + w^2 / s^2 (a float), the curvature of -log p(x, z) in z."""
+        return 1.0 + self.w**2 / self.s**2
+
+    def grad_m_variance(self, x, m, v, estimator, baseline=0.0):
+        r"""Variance of a one-draw estimate of d ELBO / dm for q = N(m, v), exact.
+
+        With lambda = :meth:`posterior_precision`, mu the posterior mean, delta = m - mu,
+        z = m + sqrt(v) eps, and the prior N(0, 1):
+
+        * ``"full"`` (pathwise gradient of :meth:`sgvb_elbo`): -lambda (z - mu), variance lambda^2 v;
+        * ``"analytic_kl"`` (of :meth:`sgvb_elbo_analytic_kl`): the KL's gradient m is exact,
+          the likelihood's is -(lambda - 1)(z - (x - b)/w), variance (lambda - 1)^2 v;
+        * ``"stl"`` (sticking the landing, log q's parameters held constant):
+          -lambda delta + (1/sqrt(v) - lambda sqrt(v)) eps, variance (1 - lambda v)^2 / v;
+        * ``"score"`` (score function, (f(z) - c) (z - m)/v with the ELBO's integrand
+          f = log p(x, z) - log q(z) = a0 + a1 eps + a2 eps^2 and the constant ``baseline`` c):
+          [(a0 - c + 3 a2)^2 + 2 a1^2 + 6 a2^2] / v, where
+          a0 = log p(x) + log(lambda v)/2 - lambda delta^2/2, a1 = -lambda delta sqrt(v),
+          a2 = (1 - lambda v)/2.
+
+        Each estimate has mean -lambda delta, the exact gradient. ``baseline`` is only
+        used by ``"score"``. Shapes broadcast like :meth:`elbo`.
+        """
+        estimators = ("full", "analytic_kl", "stl", "score")
+        if estimator not in estimators:
+            raise ValueError(f"estimator must be one of {estimators}, got {estimator!r}.")
+        x, m, v = _tensor(x), _tensor(m), _check_variance(v, "v")
+        lam = self.posterior_precision()
+        if estimator == "full":
+            return lam**2 * v
+        if estimator == "analytic_kl":
+            return (lam - 1.0) ** 2 * v
+        if estimator == "stl":
+            return (1.0 - lam * v) ** 2 / v
+        delta = m - self.posterior(x)[0]
+        a0 = self.log_marginal(x) + 0.5 * torch.log(lam * v) - 0.5 * lam * delta**2
+        a1 = -lam * delta * torch.sqrt(v)
+        a2 = 0.5 * (1.0 - lam * v)
+        return ((a0 - _tensor(baseline) + 3.0 * a2) ** 2 + 2.0 * a1**2 + 6.0 * a2**2) / v
+
 
 __all__ = ["LinearGaussian", "kl_gaussian", "normal_log_prob", "LOG_2PI"]
