@@ -251,7 +251,10 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
     the other N - 1 draws (:func:`leave_one_out_baseline`), unbiased; or
     ``"mean"``, c = the mean of f over all N draws *including* draw n, which
     is biased: its expectation is (1 - 1/N) times the gradient (shown in
-    chapter 2). Returns ``{"logits": (N, d), "x": (N, d), "f": (N,)}``.
+    chapter 2). ``f`` maps the draws (N, d) to values (N,); or, for d
+    independent one-bit problems side by side (each coordinate with its own
+    baseline), to values (N, d). Returns ``{"logits": (N, d), "x": (N, d),
+    "f": f's values}``.
     """
     logits = torch.as_tensor(logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None)
     if logits.ndim != 1:
@@ -259,7 +262,14 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
     p = torch.sigmoid(logits)
     u = torch.rand((num_samples, logits.shape[0]), generator=generator, dtype=logits.dtype)
     x = (u < p).to(logits.dtype)
-    fx = f(x)
+    values = f(x)
+    if values.shape == x.shape:             # one value per coordinate: d independent one-bit problems
+        fx = values
+    elif values.shape == x.shape[:1]:
+        fx = values[:, None]
+    else:
+        raise ValueError(f"f must map draws (N, d) = {tuple(x.shape)} to values (N,) or, for d independent "
+                         f"problems, (N, d); got {tuple(values.shape)}.")
     if isinstance(baseline, str):
         if baseline == "rloo":
             c = leave_one_out_baseline(fx)
@@ -269,7 +279,7 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
             raise ValueError(f"baseline must be a number, 'rloo' or 'mean', got {baseline!r}.")
     else:
         c = baseline
-    return {"logits": (fx - c)[:, None] * (x - p), "x": x, "f": fx}
+    return {"logits": (fx - c) * (x - p), "x": x, "f": values}
 
 
 __all__ += [
