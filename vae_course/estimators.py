@@ -55,7 +55,7 @@ def mc_estimate(values) -> MCEstimate:
 
 
 def monte_carlo(f, sampler, num_samples, generator=None) -> MCEstimate:
-    """E_p[f(X)] ~ (1/N) sum_i f(X_i), X_i = sampler(N, generator); with its standard error."""
+    """E_p[f(X)] ~ (1/N) sum_n f(X_n), X_n = sampler(N, generator); with its standard error."""
     return mc_estimate(f(sampler(num_samples, generator)))
 
 
@@ -115,10 +115,10 @@ def gaussian_log_prob(x, mean, scale):
 def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=None):
     r"""Per-sample score-function (REINFORCE) gradients of E_q[f(x)] w.r.t. (mean, scale).
 
-    .. math:: \hat g_i = \big(f(x_i) - b\big)\, \nabla_{\theta} \log q_\theta(x_i),
-              \qquad x_i \sim q_\theta
+    .. math:: \hat g_n = \big(f(x_n) - c\big)\, \nabla_{\phi} \log q_\phi(x_n),
+              \qquad x_n \sim q_\phi
 
-    f needs no gradient; b is a constant ``baseline`` (subtracting it keeps the
+    f needs no gradient; c is a constant ``baseline`` (subtracting it keeps the
     estimator unbiased because E_q[grad log q] = 0). Returns a dict with
     ``"mean"``: (n, d) and ``"scale"``: (n, d) or (n, d, d) (lower triangle).
     """
@@ -137,8 +137,8 @@ def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=No
 def reparam_grads(f, mean, scale, num_samples, generator=None):
     r"""Per-sample pathwise (reparameterization) gradients of E_q[f(x)] w.r.t. (mean, scale).
 
-    .. math:: \hat g_i = \nabla_{\theta} f\big(m_\theta + L_\theta \varepsilon_i\big),
-              \qquad \varepsilon_i \sim \mathcal N(0, I)
+    .. math:: \hat g_n = \nabla_{\phi} f\big(m_\phi + L_\phi \varepsilon_n\big),
+              \qquad \varepsilon_n \sim \mathcal N(0, I)
 
     f must be differentiable; autograd carries the gradient through the
     transform, also through a full Cholesky factor L. Same return as
@@ -188,8 +188,8 @@ def format_estimate(mean, stderr) -> str:
 def student_t_quantile(prob: float, dof: float) -> float:
     r"""The quantile t with P(T <= t) = prob for Student's t with ``dof`` degrees of freedom.
 
-    With t = sqrt(dof) tan(theta) the density of theta on (-pi/2, pi/2) is
-    proportional to cos(theta)^(dof - 1), a bounded integrand; its cumulative
+    With t = sqrt(dof) tan(angle) the density of the angle on (-pi/2, pi/2) is
+    proportional to cos(angle)^(dof - 1), a bounded integrand; its cumulative
     integral (trapezoid rule, 200 001 nodes) is inverted by linear
     interpolation: relative error below 1e-6 for dof up to 10^4. For dof = 1
     (Cauchy) it gives tan(pi (prob - 1/2)).
@@ -200,14 +200,14 @@ def student_t_quantile(prob: float, dof: float) -> float:
         raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}.")
     if not dof > 0:
         raise ValueError(f"dof must be positive (N - 1 for N draws), got {dof}.")
-    theta = torch.linspace(-math.pi / 2, math.pi / 2, 200_001, dtype=torch.float64)
-    dens = torch.cos(theta).clamp(min=0.0) ** (dof - 1.0)
+    angle = torch.linspace(-math.pi / 2, math.pi / 2, 200_001, dtype=torch.float64)
+    dens = torch.cos(angle).clamp(min=0.0) ** (dof - 1.0)
     cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2, 0)])
     cdf = cdf / cdf[-1]
     j = int(torch.searchsorted(cdf, torch.tensor([prob], dtype=torch.float64)).item())
     w = (prob - cdf[j - 1]) / (cdf[j] - cdf[j - 1])
-    th = theta[j - 1] + w * (theta[j] - theta[j - 1])
-    return float(math.sqrt(dof) * math.tan(th))
+    a = angle[j - 1] + w * (angle[j] - angle[j - 1])
+    return float(math.sqrt(dof) * math.tan(a))
 
 
 def importance_sampling(f, log_p, proposal, log_q, num_samples, generator=None) -> MCEstimate:
