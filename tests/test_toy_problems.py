@@ -130,3 +130,18 @@ def test_bernoulli_rloo_variance_by_enumeration(n, eta, k):
 def test_bernoulli_rloo_needs_two_draws():
     with pytest.raises(ValueError, match="num_samples must be at least 2"):
         quadratic.bernoulli_rloo_variance(0.5, 0.45, 1)
+
+
+@pytest.mark.parametrize("step", [0.05, 0.3])
+def test_sgd_excess_floor_by_simulation(step):
+    """Many independent AR(1) chains with Gaussian noise, run to stationarity."""
+    gen = torch.Generator().manual_seed(5)
+    chains, var = 50_000, 2.5
+    a = torch.zeros(chains, dtype=DT)
+    for _ in range(int(10 / step)):
+        a = (1 - 2 * step) * a - step * math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT)
+    from vae_course.estimators import mc_estimate
+    e = mc_estimate(a**2)
+    assert abs(e.mean.item() - quadratic.sgd_excess_floor(step, var)) < 4 * e.stderr.item()
+    with pytest.raises(ValueError, match="step must lie in"):
+        quadratic.sgd_excess_floor(1.2, var)

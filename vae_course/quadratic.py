@@ -148,6 +148,24 @@ def reparam_variance_scale(mu, sigma, k):
     return 4 * a**2 + 8 * sigma**2
 
 
+def sgd_excess_floor(step, grad_variance):
+    r"""Stationary E[(mu - k)^2] of SGD on E f = (mu - k)^2 + sigma^2 with noisy gradients.
+
+    The update mu <- mu - step * g with g = 2 (mu - k) + xi, where the noise xi has
+    mean 0 and variance ``grad_variance`` (= V / N for N draws of a per-sample
+    variance V), makes a = mu - k an AR(1) process, a' = (1 - 2 step) a - step xi.
+    Its stationary variance, for 0 < step < 1, is
+
+    .. math:: \mathbb E[a^2] = \frac{\text{step}^2\, V}{1 - (1 - 2\,\text{step})^2}
+              = \frac{\text{step}\, V}{4 (1 - \text{step})}
+
+    exact when V does not depend on mu (the pathwise estimator, V = 4 sigma^2).
+    """
+    if not 0 < step < 1:
+        raise ValueError(f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}.")
+    return step * grad_variance / (4 * (1 - step))
+
+
 def squared_norm(x):
     r"""The integrand f(x) = |x|^2 = sum_j x_j^2: points (..., d) -> values (...)."""
     return (x**2).sum(-1)
@@ -302,6 +320,7 @@ __all__ = [
     "optimal_baseline_scale",
     "reparam_variance_mean",
     "reparam_variance_scale",
+    "sgd_excess_floor",
     "squared_norm",
     "squared_norm_expectation",
     "squared_norm_grads",
