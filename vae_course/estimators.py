@@ -55,7 +55,7 @@ def mc_estimate(values) -> MCEstimate:
 
 
 def monte_carlo(f, sampler, num_samples, generator=None) -> MCEstimate:
-    """E_p[f(X)] ~ (1/N) sum_i f(X_i), X_i = sampler(N, generator); with its standard error."""
+    """E_p[f(X)] ~ (1/N) sum_n f(X_n), X_n = sampler(N, generator); with its standard error."""
     return mc_estimate(f(sampler(num_samples, generator)))
 
 
@@ -126,10 +126,10 @@ def gaussian_log_prob(x, mean, scale):
 def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=None):
     r"""Per-sample score-function (REINFORCE) gradients of E_q[f(x)] w.r.t. (mean, scale).
 
-    .. math:: \hat g_i = \big(f(x_i) - b\big)\, \nabla_{\theta} \log q_\theta(x_i),
-              \qquad x_i \sim q_\theta
+    .. math:: \hat g_n = \big(f(x_n) - c\big)\, \nabla_{\phi} \log q_\phi(x_n),
+              \qquad x_n \sim q_\phi
 
-    f needs no gradient; b is a constant ``baseline`` (subtracting it keeps the
+    f needs no gradient; c is a constant ``baseline`` (subtracting it keeps the
     estimator unbiased because E_q[grad log q] = 0). Returns a dict with
     ``"mean"``: (n, d) and ``"scale"``: (n, d) or (n, d, d) (lower triangle).
     """
@@ -148,8 +148,8 @@ def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=No
 def reparam_grads(f, mean, scale, num_samples, generator=None):
     r"""Per-sample pathwise (reparameterization) gradients of E_q[f(x)] w.r.t. (mean, scale).
 
-    .. math:: \hat g_i = \nabla_{\theta} f\big(m_\theta + L_\theta \varepsilon_i\big),
-              \qquad \varepsilon_i \sim \mathcal N(0, I)
+    .. math:: \hat g_n = \nabla_{\phi} f\big(m_\phi + L_\phi \varepsilon_n\big),
+              \qquad \varepsilon_n \sim \mathcal N(0, I)
 
     f must be differentiable; autograd carries the gradient through the
     transform, also through a full Cholesky factor L. Same return as
@@ -305,4 +305,130 @@ __all__ = [
     "elbo_integrand",
     "elbo_grads",
     "vae_kl_term",
+]
+
+
+# --- Added for chapters 1 and 2: reporting, intervals, importance sampling, discrete latents ---
+
+
+def format_estimate(mean, stderr) -> str:
+    """``"mean ± stderr"`` rounded to the decimal place of the standard error's leading digit.
+
+    A Monte Carlo estimate is printed only to the digit its standard error
+    allows, e.g. 1.2517 with standard error 0.0034 prints as ``1.252 ± 0.003``.
+    Floats or one-element tensors; a zero standard error prints both exactly
+    as ``repr`` of a float would, to 4 decimals.
+    """
+    mean, stderr = float(mean), float(stderr)
+    if not (math.isfinite(stderr) and stderr >= 0):
+        raise ValueError(f"stderr must be a finite number >= 0, got {stderr}.")
+    if stderr == 0:
+        return f"{mean:.4f} ± 0"
+    decimals = max(0, -math.floor(math.log10(stderr)))
+    return f"{mean:.{decimals}f} ± {stderr:.{decimals}f}"
+
+
+def student_t_quantile(prob: float, dof: float) -> float:
+    r"""The quantile t with P(T <= t) = prob for Student's t with ``dof`` degrees of freedom.
+
+    With t = sqrt(dof) tan(angle) the density of the angle on (-pi/2, pi/2) is
+    proportional to cos(angle)^(dof - 1), a bounded integrand; its cumulative
+    integral (trapezoid rule, 200 001 nodes) is inverted by linear
+    interpolation: relative error below 1e-6 for dof up to 10^4. For dof = 1
+    (Cauchy) it gives tan(pi (prob - 1/2)).
+    The interval mean ± t_{N-1, 0.975} stderr covers the mean of Gaussian
+    data in 95% of experiments for every N >= 2.
+    """
+    if not 0.0 < prob < 1.0:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}.")
+    if not dof > 0:
+        raise ValueError(f"dof must be positive (N - 1 for N draws), got {dof}.")
+    angle = torch.linspace(-math.pi / 2, math.pi / 2, 200_001, dtype=torch.float64)
+    dens = torch.cos(angle).clamp(min=0.0) ** (dof - 1.0)
+    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2, 0)])
+    cdf = cdf / cdf[-1]
+    j = int(torch.searchsorted(cdf, torch.tensor([prob], dtype=torch.float64)).item())
+    w = (prob - cdf[j - 1]) / (cdf[j] - cdf[j - 1])
+    a = angle[j - 1] + w * (angle[j] - angle[j - 1])
+    return float(math.sqrt(dof) * math.tan(a))
+
+
+def importance_sampling(f, log_p, proposal, log_q, num_samples, generator=None) -> MCEstimate:
+    r"""E_p[f(X)] estimated with draws from a proposal q, with its standard error.
+
+    .. math:: \hat\mu_N^{\mathrm{IS}} = \frac1N \sum_{n=1}^N f(X_n)\, \frac{p(X_n)}{q(X_n)},
+              \qquad X_n \sim q
+
+    Unbiased wherever q > 0 on the support of f p. Its variance is
+    (E_q[f^2 p^2 / q^2] - E_p[f]^2) / N, small when q puts its mass where |f| p
+    is large. ``proposal(N, generator)`` draws (N, d) points; ``log_p`` and
+    ``log_q`` map points (N, d) to log-densities (N,).
+    """
+    x = proposal(num_samples, generator)
+    log_w = log_p(x) - log_q(x)
+    return mc_estimate(f(x) * torch.exp(log_w))
+
+
+def leave_one_out_baseline(values):
+    r"""c_n = (sum_m f_m - f_n) / (N - 1): the mean of the other draws. values (N, ...) -> (N, ...).
+
+    c_n is independent of draw n, so (f_n - c_n) times the score of draw n
+    has the same mean as f_n times that score (leave-one-out, "RLOO").
+    """
+    values = torch.as_tensor(values)
+    n = values.shape[0]
+    if n < 2:
+        raise ValueError(f"a leave-one-out baseline needs at least 2 draws, got {n}.")
+    return (values.sum(0, keepdim=True) - values) / (n - 1)
+
+
+def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
+    r"""Per-sample score-function gradients of E_q[f(x)] w.r.t. the logits of independent Bernoullis.
+
+    q(x) = prod_j p_j^{x_j} (1 - p_j)^{1 - x_j} with p = sigmoid(logits), shape (d,);
+    draws x: (N, d) of 0.0/1.0. The score is d/d logits log q(x) = x - p, and
+
+    .. math:: \hat g_n = \big(f(x_n) - c_n\big)\,(x_n - p)
+
+    ``baseline``: a constant c (float); ``"rloo"``, c_n = the mean of f over
+    the other N - 1 draws (:func:`leave_one_out_baseline`), unbiased; or
+    ``"mean"``, c = the mean of f over all N draws *including* draw n, which
+    is biased: its expectation is (1 - 1/N) times the gradient (shown in
+    chapter 2). ``f`` maps the draws (N, d) to values (N,); or, for d
+    independent one-bit problems side by side (each coordinate with its own
+    baseline), to values (N, d). Returns ``{"logits": (N, d), "x": (N, d),
+    "f": f's values}``.
+    """
+    logits = torch.as_tensor(logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None)
+    if logits.ndim != 1:
+        raise ValueError(f"logits must have shape (d,), got {tuple(logits.shape)}.")
+    p = torch.sigmoid(logits)
+    u = torch.rand((num_samples, logits.shape[0]), generator=generator, dtype=logits.dtype)
+    x = (u < p).to(logits.dtype)
+    values = f(x)
+    if values.shape == x.shape:             # one value per coordinate: d independent one-bit problems
+        fx = values
+    elif values.shape == x.shape[:1]:
+        fx = values[:, None]
+    else:
+        raise ValueError(f"f must map draws (N, d) = {tuple(x.shape)} to values (N,) or, for d independent "
+                         f"problems, (N, d); got {tuple(values.shape)}.")
+    if isinstance(baseline, str):
+        if baseline == "rloo":
+            c = leave_one_out_baseline(fx)
+        elif baseline == "mean":
+            c = fx.mean(0, keepdim=True)
+        else:
+            raise ValueError(f"baseline must be a number, 'rloo' or 'mean', got {baseline!r}.")
+    else:
+        c = baseline
+    return {"logits": (fx - c) * (x - p), "x": x, "f": values}
+
+
+__all__ += [
+    "format_estimate",
+    "student_t_quantile",
+    "importance_sampling",
+    "leave_one_out_baseline",
+    "bernoulli_score_grads",
 ]

@@ -11,21 +11,30 @@ value to be checked against. Two integrands are used.
   moments vanish). The per-sample gradient estimators of
   :mod:`vae_course.estimators` are, for this f,
 
-  - score function, w.r.t. mu:     (f - b) * eps / sigma
-  - score function, w.r.t. sigma:  (f - b) * (eps^2 - 1) / sigma
+  - score function, w.r.t. mu:     (f - c) * eps / sigma
+  - score function, w.r.t. sigma:  (f - c) * (eps^2 - 1) / sigma
   - pathwise (reparameterization), w.r.t. mu:     2 (a + sigma eps)
   - pathwise (reparameterization), w.r.t. sigma:  2 (a + sigma eps) eps
 
-  with b a constant baseline.
+  with c a constant baseline. sigma is always a standard deviation.
 
 * d dimensions: ``f(x) = |x|^2`` with ``x ~ N(m, L L^T)``, L a lower-triangular
   Cholesky factor.
+
+Further toy problems, each with its closed forms: ``sin(omega x)`` under
+N(mu, sigma^2), where the pathwise estimator loses to the score function at
+high frequency; the tail probability P(X > t) of a standard normal, estimated
+by importance sampling; and ``(x - k)^2`` for a Bernoulli x, a discrete latent
+where only the score function applies.
 
 The scalar functions accept floats, numpy arrays or torch tensors (anything
 that broadcasts with ``+``, ``*`` and ``**``).
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 
@@ -54,6 +63,18 @@ def variance(mu, sigma, k):
     return 4 * a**2 * sigma**2 + 2 * sigma**4
 
 
+def third_central_moment(mu, sigma, k):
+    r"""E[(f - E f)^3] = 24 a^2 sigma^4 + 8 sigma^6 for f = (x - k)^2, x ~ N(mu, sigma^2), a = mu - k.
+
+    f - E f = 2 a sigma eps + sigma^2 (eps^2 - 1); the odd moments of eps
+    vanish, E[eps^2 (eps^2 - 1)] = 2 and E[(eps^2 - 1)^3] = 8. The mean of N
+    independent copies has third central moment E[(f - E f)^3] / N^2, so its
+    skewness, E[(f - E f)^3] / Var[f]^(3/2), shrinks like 1/sqrt(N).
+    """
+    a = mu - k
+    return 24 * a**2 * sigma**4 + 8 * sigma**6
+
+
 def grad_mean(mu, sigma, k):
     r"""d/dmu E[(x - k)^2] = 2 a, a = mu - k."""
     return 2 * (mu - k) + 0 * sigma
@@ -65,51 +86,51 @@ def grad_scale(mu, sigma, k):
 
 
 def score_variance_mean(mu, sigma, k, baseline=0.0):
-    r"""Variance of one score-function sample (f - b) eps / sigma of d/dmu E[f].
+    r"""Variance of one score-function sample (f - c) eps / sigma of d/dmu E[f].
 
     .. math:: \operatorname{Var} = \frac{a^4 + 14 a^2\sigma^2 + 15\sigma^4
-              - 2 b\,(a^2 + 3\sigma^2) + b^2}{\sigma^2}
+              - 2 c\,(a^2 + 3\sigma^2) + c^2}{\sigma^2}
 
-    With b = 0: a^4/sigma^2 + 14 a^2 + 15 sigma^2. With the mean baseline
-    b = E[f] = a^2 + sigma^2: 8 a^2 + 10 sigma^2. With the optimal constant
-    baseline b = a^2 + 3 sigma^2 (:func:`optimal_baseline_mean`): 8 a^2 + 6 sigma^2.
+    With c = 0: a^4/sigma^2 + 14 a^2 + 15 sigma^2. With the mean baseline
+    c = E[f] = a^2 + sigma^2: 8 a^2 + 10 sigma^2. With the optimal constant
+    baseline c = a^2 + 3 sigma^2 (:func:`optimal_baseline_mean`): 8 a^2 + 6 sigma^2.
     """
     a = mu - k
-    b = baseline
+    c = baseline
     s2 = sigma**2
-    return (a**4 + 14 * a**2 * s2 + 15 * s2**2 - 2 * b * (a**2 + 3 * s2) + b**2) / s2
+    return (a**4 + 14 * a**2 * s2 + 15 * s2**2 - 2 * c * (a**2 + 3 * s2) + c**2) / s2
 
 
 def score_variance_scale(mu, sigma, k, baseline=0.0):
-    r"""Variance of one score-function sample (f - b) (eps^2 - 1) / sigma of d/dsigma E[f].
+    r"""Variance of one score-function sample (f - c) (eps^2 - 1) / sigma of d/dsigma E[f].
 
     .. math:: \operatorname{Var} = \frac{2a^4 + 60 a^2\sigma^2 + 74\sigma^4
-              - 4 b\,(a^2 + 5\sigma^2) + 2 b^2}{\sigma^2}
+              - 4 c\,(a^2 + 5\sigma^2) + 2 c^2}{\sigma^2}
 
-    With b = 0: 2 a^4/sigma^2 + 60 a^2 + 74 sigma^2; the optimal constant
-    baseline is b = a^2 + 5 sigma^2 (:func:`optimal_baseline_scale`).
+    With c = 0: 2 a^4/sigma^2 + 60 a^2 + 74 sigma^2; the optimal constant
+    baseline is c = a^2 + 5 sigma^2 (:func:`optimal_baseline_scale`).
     """
     a = mu - k
-    b = baseline
+    c = baseline
     s2 = sigma**2
-    return (2 * a**4 + 60 * a**2 * s2 + 74 * s2**2 - 4 * b * (a**2 + 5 * s2) + 2 * b**2) / s2
+    return (2 * a**4 + 60 * a**2 * s2 + 74 * s2**2 - 4 * c * (a**2 + 5 * s2) + 2 * c**2) / s2
 
 
 def optimal_baseline_mean(mu, sigma, k):
-    r"""The constant b that minimises :func:`score_variance_mean`: b* = a^2 + 3 sigma^2.
+    r"""The constant c that minimises :func:`score_variance_mean`: c* = a^2 + 3 sigma^2.
 
-    For a score s, Var[(f - b) s] = Var[f s] - 2 b E[f s^2] + b^2 E[s^2]
-    (E[s] = 0), smallest at b* = E[f s^2] / E[s^2]. With s = eps / sigma:
-    E[f eps^2] = a^2 + 3 sigma^2 and E[eps^2] = 1.
+    Write u for one component of the score. Var[(f - c) u] = Var[f u] -
+    2 c E[f u^2] + c^2 E[u^2] (E[u] = 0), smallest at c* = E[f u^2] / E[u^2].
+    With u = eps / sigma: E[f eps^2] = a^2 + 3 sigma^2 and E[eps^2] = 1.
     """
     a = mu - k
     return a**2 + 3 * sigma**2
 
 
 def optimal_baseline_scale(mu, sigma, k):
-    r"""The constant b that minimises :func:`score_variance_scale`: b* = a^2 + 5 sigma^2.
+    r"""The constant c that minimises :func:`score_variance_scale`: c* = a^2 + 5 sigma^2.
 
-    b* = E[f s^2] / E[s^2] with s = (eps^2 - 1) / sigma:
+    c* = E[f u^2] / E[u^2] with u = (eps^2 - 1) / sigma:
     E[f (eps^2 - 1)^2] = 2 a^2 + 10 sigma^2 and E[(eps^2 - 1)^2] = 2.
     """
     a = mu - k
@@ -125,6 +146,24 @@ def reparam_variance_scale(mu, sigma, k):
     r"""Variance of one pathwise sample 2 (a + sigma eps) eps of d/dsigma E[f]: 4 a^2 + 8 sigma^2."""
     a = mu - k
     return 4 * a**2 + 8 * sigma**2
+
+
+def sgd_excess_floor(step, grad_variance):
+    r"""Stationary E[(mu - k)^2] of SGD on E f = (mu - k)^2 + sigma^2 with noisy gradients.
+
+    The update mu <- mu - step * g with g = 2 (mu - k) + xi, where the noise xi has
+    mean 0 and variance ``grad_variance`` (= V / N for N draws of a per-sample
+    variance V), makes a = mu - k an AR(1) process, a' = (1 - 2 step) a - step xi.
+    Its stationary variance, for 0 < step < 1, is
+
+    .. math:: \mathbb E[a^2] = \frac{\text{step}^2\, V}{1 - (1 - 2\,\text{step})^2}
+              = \frac{\text{step}\, V}{4 (1 - \text{step})}
+
+    exact when V does not depend on mu (the pathwise estimator, V = 4 sigma^2).
+    """
+    if not 0 < step < 1:
+        raise ValueError(f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}.")
+    return step * grad_variance / (4 * (1 - step))
 
 
 def squared_norm(x):
@@ -150,10 +189,129 @@ def squared_norm_grads(mean, chol):
     return {"mean": 2 * mean, "scale": 2 * torch.tril(chol)}
 
 
+def _normal_sf(x):
+    """P(Z > x) for Z ~ N(0, 1): 0.5 erfc(x / sqrt 2), for floats, numpy arrays or torch tensors."""
+    if torch.is_tensor(x):
+        return 0.5 * torch.special.erfc(x / math.sqrt(2.0))
+    out = 0.5 * np.vectorize(math.erfc, otypes=[float])(np.asarray(x, dtype=float) / math.sqrt(2.0))
+    return float(out) if out.ndim == 0 else out
+
+
+def _exp(x):
+    return torch.exp(x) if torch.is_tensor(x) else np.exp(x)
+
+
+def sine(omega):
+    r"""The integrand f(x) = sin(omega x), as a torch function from points (..., 1) to values (...)."""
+    return lambda x: torch.sin(omega * x).sum(-1)
+
+
+def sine_expectation(mu, sigma, omega):
+    r"""E[sin(omega x)] = sin(omega mu) exp(-omega^2 sigma^2 / 2) for x ~ N(mu, sigma^2).
+
+    It is the imaginary part of E[exp(i omega x)] = exp(i omega mu - omega^2 sigma^2 / 2).
+    """
+    return np.sin(omega * mu) * np.exp(-0.5 * omega**2 * sigma**2)
+
+
+def sine_grad_mean(mu, sigma, omega):
+    r"""d/dmu E[sin(omega x)] = omega cos(omega mu) exp(-omega^2 sigma^2 / 2)."""
+    return omega * np.cos(omega * mu) * np.exp(-0.5 * omega**2 * sigma**2)
+
+
+def sine_reparam_variance_mean(mu, sigma, omega):
+    r"""Variance of one pathwise sample omega cos(omega x) of d/dmu E[sin(omega x)].
+
+    .. math:: \omega^2\Big(\tfrac12\big(1 + \cos(2\omega\mu)\,e^{-2\omega^2\sigma^2}\big)
+              - \cos^2(\omega\mu)\,e^{-\omega^2\sigma^2}\Big)
+
+    from cos^2 = (1 + cos 2 omega x)/2. It grows like omega^2 / 2: the slope
+    of f grows with the frequency.
+    """
+    e = np.exp(-(omega**2) * sigma**2)
+    return omega**2 * (0.5 * (1 + np.cos(2 * omega * mu) * e**2) - np.cos(omega * mu) ** 2 * e)
+
+
+def sine_score_variance_mean(mu, sigma, omega):
+    r"""Variance of one score-function sample sin(omega x) eps / sigma of d/dmu E[sin(omega x)].
+
+    .. math:: \frac{1 - \cos(2\omega\mu)\,(1 - 4\omega^2\sigma^2)\,e^{-2\omega^2\sigma^2}}{2\sigma^2}
+              - \omega^2\cos^2(\omega\mu)\,e^{-\omega^2\sigma^2}
+
+    from sin^2 = (1 - cos 2 omega x)/2 and E[eps^2 cos(t eps + b)] =
+    cos(b) (1 - t^2) exp(-t^2/2). It stays below 1/(2 sigma^2) + o(1) as omega
+    grows: |f| <= 1, so only the score, of variance 1/sigma^2, is large.
+    """
+    e = np.exp(-(omega**2) * sigma**2)
+    second = (1 - np.cos(2 * omega * mu) * (1 - 4 * omega**2 * sigma**2) * e**2) / (2 * sigma**2)
+    return second - sine_grad_mean(mu, sigma, omega) ** 2
+
+
+def tail_probability(t):
+    r"""P(X > t) for X ~ N(0, 1): erfc(t / sqrt 2) / 2."""
+    return _normal_sf(t)
+
+
+def tail_importance_variance(t, shift):
+    r"""Variance of one importance-sampling term 1[x > t] p(x)/q(x), x ~ q = N(shift, 1), p = N(0, 1).
+
+    .. math:: \operatorname{Var} = e^{\text{shift}^2}\, P(Z > t + \text{shift}) - P(Z > t)^2
+
+    since p(x)^2 / q(x) = exp(shift^2) N(x; -shift, 1). At shift = 0 it is the
+    Bernoulli variance P(1 - P) of plain Monte Carlo.
+    """
+    return _exp(shift**2) * _normal_sf(t + shift) - _normal_sf(t) ** 2
+
+
+def bernoulli_expectation(p, k):
+    r"""E[(x - k)^2] = p (1 - k)^2 + (1 - p) k^2 for x ~ Bernoulli(p)."""
+    return p * (1 - k) ** 2 + (1 - p) * k**2
+
+
+def bernoulli_grad_logit(p, k):
+    r"""d/deta E[(x - k)^2] = p (1 - p) (1 - 2k), with p = sigmoid(eta) the probability of x = 1.
+
+    E f = f(0) + p (f(1) - f(0)), f(1) - f(0) = 1 - 2k, and dp/deta = p (1 - p).
+    """
+    return p * (1 - p) * (1 - 2 * k)
+
+
+def bernoulli_score_variance(p, k, baseline=0.0):
+    r"""Variance of one score-function sample (f(x) - c) (x - p) of d/deta E[(x - k)^2], x ~ Bernoulli(p).
+
+    The score of the logit eta is d/deta log q(x) = x - p. Summing over x = 0, 1:
+
+    .. math:: p (1-p)^2 (f(1) - c)^2 + (1-p) p^2 (f(0) - c)^2 - \big(p(1-p)(f(1) - f(0))\big)^2
+    """
+    f0, f1 = k**2, (1 - k) ** 2
+    c = baseline
+    return p * (1 - p) ** 2 * (f1 - c) ** 2 + (1 - p) * p**2 * (f0 - c) ** 2 - bernoulli_grad_logit(p, k) ** 2
+
+
+def bernoulli_rloo_variance(p, k, num_samples):
+    r"""Variance of the N-draw leave-one-out (RLOO) estimate of d/deta E[(x - k)^2], x ~ Bernoulli(p).
+
+    The estimate is (1/N) sum_n (f(x_n) - c_n)(x_n - p) with c_n the mean of
+    f over the other N - 1 draws. Since f(x) = f(0) + (f(1) - f(0)) x, it
+    equals (f(1) - f(0)) K (N - K) / (N (N - 1)) with K ~ Binomial(N, p) the
+    number of ones; its variance is an exact sum over K = 0..N. (Its mean is
+    p (1 - p) (f(1) - f(0)): unbiased.) Scalars only.
+    """
+    n = int(num_samples)
+    if n < 2:
+        raise ValueError(f"num_samples must be at least 2 for a leave-one-out baseline, got {num_samples}.")
+    delta = (1 - k) ** 2 - k**2
+    pmf = [math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(n + 1)]
+    vals = [delta * j * (n - j) / (n * (n - 1)) for j in range(n + 1)]
+    m1 = sum(w * v for w, v in zip(pmf, vals))
+    return sum(w * v * v for w, v in zip(pmf, vals)) - m1 * m1
+
+
 __all__ = [
     "shifted_square",
     "expectation",
     "variance",
+    "third_central_moment",
     "grad_mean",
     "grad_scale",
     "score_variance_mean",
@@ -162,7 +320,19 @@ __all__ = [
     "optimal_baseline_scale",
     "reparam_variance_mean",
     "reparam_variance_scale",
+    "sgd_excess_floor",
     "squared_norm",
     "squared_norm_expectation",
     "squared_norm_grads",
+    "sine",
+    "sine_expectation",
+    "sine_grad_mean",
+    "sine_reparam_variance_mean",
+    "sine_score_variance_mean",
+    "tail_probability",
+    "tail_importance_variance",
+    "bernoulli_expectation",
+    "bernoulli_grad_logit",
+    "bernoulli_score_variance",
+    "bernoulli_rloo_variance",
 ]
