@@ -266,7 +266,10 @@ VAE_KL_METHODS = ("analytic", "mc", "stl")
 
 
 def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
-    r"""The KL term of the VAE's loss, per example, for ``VAE(..., kl=...)``.
+    r"""The KL term of a VAE's loss, per example, three ways.
+
+    ``VAE.compute_losses`` uses the closed form (``losses.kl_std_normal``, the
+    ``"analytic"`` case); the two sampled forms are here to compare with it (chapter 5).
 
     q(z|x) = N(mu, diag sigma^2), p(z) = N(0, I); z_mean = mu and
     z_log_var = log sigma^2 are (batch, d); z is (batch, d) or (N, batch, d),
