@@ -126,6 +126,10 @@ def test_gaussian_kl_matches_torch_distributions():
         kl_gaussian(0.4, 0.25, -1.0, 4.0).item(), rel=1e-14)
     with pytest.raises(ValueError, match="same dimension"):
         est.gaussian_kl(t([0.0]), t([1.0]), t([0.0, 0.0]), t([1.0, 1.0]))
+    with pytest.raises(ValueError, match="scale2 has a zero standard deviation"):
+        est.gaussian_kl(t([0.0, 0.0]), t([1.0, 1.0]), t([0.0, 0.0]), t([1.0, 0.0]))
+    with pytest.raises(ValueError, match="scale1 has a zero"):
+        est.gaussian_kl(t([0.0, 0.0]), t([[1.0, 0.0], [0.5, 0.0]]), t([0.0, 0.0]), t([1.0, 1.0]))
 
 
 def test_vae_kl_term_three_ways():

@@ -193,6 +193,13 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
     d = mean1.shape[0]
     L1 = torch.diag(scale1) if scale1.ndim == 1 else torch.tril(scale1)
     L2 = torch.diag(scale2) if scale2.ndim == 1 else torch.tril(scale2)
+    for name, L in (("scale1", L1), ("scale2", L2)):
+        if not bool(torch.all(torch.diagonal(L) != 0)):
+            raise ValueError(
+                f"gaussian_kl: {name} has a zero standard deviation or a zero on its Cholesky factor's diagonal, "
+                "so its covariance is singular and the KL is not finite. Fix: pass standard deviations > 0, or "
+                "L = torch.linalg.cholesky(cov) of a positive-definite cov."
+            )
     A = torch.linalg.solve_triangular(L2, L1, upper=False)  # L2^{-1} L1
     u = torch.linalg.solve_triangular(L2, (mean2 - mean1).unsqueeze(-1), upper=False).squeeze(-1)
     log_det1 = 2.0 * torch.log(torch.diagonal(L1).abs()).sum()
@@ -259,7 +266,10 @@ VAE_KL_METHODS = ("analytic", "mc", "stl")
 
 
 def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
-    r"""The KL term of the VAE's loss, per example, for ``VAE(..., kl=...)``.
+    r"""The KL term of a VAE's loss, per example, three ways.
+
+    ``VAE.compute_losses`` uses the closed form (``losses.kl_std_normal``, the
+    ``"analytic"`` case); the two sampled forms are here to compare with it (chapter 5).
 
     q(z|x) = N(mu, diag sigma^2), p(z) = N(0, I); z_mean = mu and
     z_log_var = log sigma^2 are (batch, d); z is (batch, d) or (N, batch, d),
