@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_train_writes_checkpoint_history_and_plots(run_a):
     out = run_a["out"]
     rows = (out / "history.csv").read_text().splitlines()
     assert rows[0] == "epoch,loss,nll,kl,val_loss,val_nll,val_kl"
-    assert len(rows) == 2 and rows[1].startswith("0,")
+    assert len(rows) == 2 and rows[1].startswith("1,")  # epochs numbered as on the console
     for name in ("loss_curves.png", "prior_samples.png", "latent_scatter.png", "manifold.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
     assert leftovers(out) == []
@@ -126,7 +127,7 @@ def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
     assert "training on 512 images, validating on 500" in stdout  # the recorded --limit and --val-limit
     first = (run_a["out"] / "history.csv").read_text()
     now = (tmp_path / "r" / "history.csv").read_text()
-    assert now.startswith(first) and len(now.splitlines()) == 3 and now.splitlines()[2].startswith("1,")
+    assert now.startswith(first) and len(now.splitlines()) == 3 and now.splitlines()[2].startswith("2,")
     assert ck.read_state(tmp_path / "r" / "model.keras")["epochs_done"] == 2
     assert int(ck.load_vae(tmp_path / "r").optimizer.iterations) == 2 * 8
     # a resumed run keeps its model's shape
@@ -257,11 +258,13 @@ def test_bad_data_folder_gives_one_clear_message(make, expected, tmp_path):
     ids=["uint8-never-scaled", "float-never-scaled", "nan", "inf", "wrong-image-shape"],
 )
 def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch):
-    """The package's checks (train_vae -> check_images) reject the data, and main reports them."""
-    real = cli._prepare
-    monkeypatch.setattr(cli, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
+    """The package's check (VAE.fit -> check_images, once per fit) rejects the data, and main reports it."""
+    from vae_course import commands
+
+    real = commands._prepare
+    monkeypatch.setattr(commands, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
     code, _, err = run(["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA])
-    assert_clean_error(code, err, "x_train: ", *expected)
+    assert_clean_error(code, err, "error: x: ", *expected)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()
 
 
@@ -344,6 +347,28 @@ def test_help_on_each_command():
     assert code == 0 and all(c in out for c in ("train", "sample", "evaluate"))
 
 
+def test_help_is_quick_plain_text_and_imports_no_torch_or_keras():
+    code = (
+        "import sys, time; t = time.perf_counter(); from vae_course.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['evaluate', '--help']):\n"
+        "    try: main(argv)\n"
+        "    except SystemExit: pass\n"
+        "print('SECONDS', time.perf_counter() - t)\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'keras', 'matplotlib.pyplot') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout  # what makes it quick: nothing heavy is imported
+    assert float(re.search(r"SECONDS (\S+)", proc.stdout).group(1)) < 1.0
+    assert "``" not in proc.stdout and ":func:" not in proc.stdout  # no RST markup
+    words = " ".join(proc.stdout.split())  # argparse wraps lines
+    assert "(default: 20)" in words and "(default: 0.001)" in words and "Adam with learning rate 0.001" in words
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vae_course", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "fetch-data" in proc.stdout
+    assert time.perf_counter() - start < 2.0  # the whole process, interpreter start-up included
+
+
 def test_python_dash_m_vae_course(run_a, tmp_path):
     """The real entry point: a run that works, and bad input that exits 2 with no traceback."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -368,6 +393,8 @@ def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_mnist", interrupted)
+    from vae_course import commands
+
+    monkeypatch.setattr(commands, "_mnist", interrupted)
     code, _, err = run(["train", "--out", tmp_path, "--epochs", "1"])
     assert code == 130 and err.startswith("error: interrupted") and "Traceback" not in err

