@@ -46,11 +46,16 @@ def check_backend() -> None:
     if chosen != "torch":
         raise BackendError(f"vae_course runs on Keras's torch backend, but KERAS_BACKEND is {chosen!r}. {_FIX}")
     backend = _keras_backend_in_use()
+    if backend == "unknown":
+        raise BackendError(
+            "vae_course runs on Keras's torch backend, but an earlier `import keras` ran (or failed) with another "
+            "backend, e.g. the one ~/.keras/keras.json names, and Keras cannot switch backends once imported. "
+            + _FIX
+        )
     if backend not in (None, "torch"):
         raise BackendError(
-            f"vae_course runs on Keras's torch backend, but keras was imported before it with the "
-            f"{backend!r} backend (from ~/.keras/keras.json or KERAS_BACKEND), and Keras cannot "
-            f"switch backends once imported. {_FIX}"
+            f"vae_course runs on Keras's torch backend, but keras was imported before it with the {backend!r} "
+            f"backend, and Keras cannot switch backends once imported. {_FIX}"
         )
 
 
