@@ -12,6 +12,7 @@ the median milliseconds per step of each:
 4. + Keras's Adam update in PyTorch's fused kernel (``vae_course.optimizers.Adam``):
    the package as it is.
 """
+
 import argparse
 import os
 import statistics
@@ -19,13 +20,13 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
+import keras
 
-import vae_course  # noqa: E402,F401
-from vae_course import models  # noqa: E402
-from vae_course.data import load_mnist_float  # noqa: E402
-from vae_course.models import build_vae  # noqa: E402
-from vae_course.optimizers import Adam as FusedAdam  # noqa: E402
+import vae_course  # noqa: F401
+from vae_course import models
+from vae_course.data import load_mnist_float
+from vae_course.models import build_vae
+from vae_course.optimizers import Adam as FusedAdam
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@
 benchmarks/bench_train.py times vae_course against a hand-written PyTorch loop;
 the comparison only means something if both compute the same function.
 """
+
 import importlib.util
 import math
 from pathlib import Path

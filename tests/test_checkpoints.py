@@ -2,6 +2,7 @@
 
 Uses a tiny VAE on 8 x 8 random images, so that every test runs in well under a second.
 """
+
 import csv
 import json
 import math
@@ -46,16 +47,14 @@ def outputs(vae, x, z):
 def test_atomic_path_replaces_on_success_and_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "history.csv"
     atomic.atomic_write_text(target, "old\n")
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_path(target) as tmp:
-            assert tmp.parent == tmp_path and tmp != target
-            tmp.write_text("half-writ")
-            raise RuntimeError("crash in the middle of a write")
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("half-writ")
+        raise RuntimeError("crash in the middle of a write")
     assert target.read_text() == "old\n"
-    with pytest.raises(KeyboardInterrupt):
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_text("half-writ")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise KeyboardInterrupt
     assert target.read_text() == "old\n"
     assert leftovers(tmp_path) == []
     atomic.atomic_write_text(target, "new\n")
@@ -121,7 +120,7 @@ def _bad_checkpoints(folder, good):
     with zipfile.ZipFile(good) as zf:  # flip bytes inside the stored weights
         info = zf.getinfo("model.weights.h5")
     start = info.header_offset + 30 + len(info.filename) + len(info.extra)
-    corrupt[start + 4096: start + 4104] = b"\xff" * 8
+    corrupt[start + 4096 : start + 4104] = b"\xff" * 8
     (folder / "corrupt.keras").write_bytes(bytes(corrupt))
     with zipfile.ZipFile(folder / "notmodel.keras", "w") as zf:
         zf.writestr("readme.txt", "a zip file, but no model")
@@ -208,8 +207,9 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, im
     vae = tiny_vae()
     callbacks, stop = cb.training_callbacks(tmp_path, state={"settings": {"seed": 0}})
     snap = Snapshot()
-    train_vae(vae, images, images[:32], epochs=4, batch_size=32, verbose=0,
-              callbacks=callbacks + [snap, Poison(epoch=2)])
+    train_vae(
+        vae, images, images[:32], epochs=4, batch_size=32, verbose=0, callbacks=callbacks + [snap, Poison(epoch=2)]
+    )
     # Epochs counted from 1, as on the console: the third epoch is poisoned at its start.
     assert stop.stopped and stop.epoch == 3 and stop.batch == 1 and stop.last_good_epoch == 2
     assert sorted(snap.weights) == [0, 1, 2]  # Keras's epoch indices: the third ended (with NaN), the fourth never ran

@@ -4,6 +4,7 @@ Runs go through ``main([...])`` in this process (one real ``subprocess`` run
 checks the module entry point); training runs are tiny (``--limit 512
 --val-limit 500 --epochs 1``) and shared between tests where they can be.
 """
+
 import contextlib
 import io
 import os
@@ -19,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-import vae_course  # noqa: F401
+import vae_course
 import vae_course.train
 from vae_course import checkpoints as ck
 from vae_course import cli
@@ -137,17 +138,45 @@ def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "b"
-    code, stdout, stderr = run([
-        "train", "--out", out, "--likelihood", "bernoulli", "--latent-dim", "3",
-        "--limit", "256", "--val-limit", "200", "--epochs", "1", "--data-dir", DATA,
-    ])
+    code, stdout, stderr = run(
+        [
+            "train",
+            "--out",
+            out,
+            "--likelihood",
+            "bernoulli",
+            "--latent-dim",
+            "3",
+            "--limit",
+            "256",
+            "--val-limit",
+            "200",
+            "--epochs",
+            "1",
+            "--data-dir",
+            DATA,
+        ]
+    )
     assert code == 0, stderr
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss_curves.png", "model.keras", "prior_samples.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "history.csv",
+        "loss_curves.png",
+        "model.keras",
+        "prior_samples.png",
+    ]
     model, history = (out / "model.keras").read_bytes(), (out / "history.csv").read_bytes()
     # An absurd learning rate makes the weights overflow after one step: the loss turns NaN in epoch 2.
-    code, stdout, stderr = run(["train", "--resume", out, "--epochs", "2", "--learning-rate", "1e10", "--data-dir", DATA])
-    assert_clean_error(code, stderr, "training stopped in epoch 2", "became nan",
-                       f"last good checkpoint, after epoch 1, is kept in {out / 'model.keras'}", "--learning-rate")
+    code, stdout, stderr = run(
+        ["train", "--resume", out, "--epochs", "2", "--learning-rate", "1e10", "--data-dir", DATA]
+    )
+    assert_clean_error(
+        code,
+        stderr,
+        "training stopped in epoch 2",
+        "became nan",
+        f"last good checkpoint, after epoch 1, is kept in {out / 'model.keras'}",
+        "--learning-rate",
+    )
     assert (out / "model.keras").read_bytes() == model
     assert (out / "history.csv").read_bytes() == history
     assert leftovers(out) == []
@@ -165,7 +194,9 @@ def test_refuses_to_overwrite_an_earlier_run(run_a):
 
 # --------------------------------------------------------------- sample, evaluate
 def test_sample_writes_a_png(run_a, tmp_path):
-    code, stdout, err = run(["sample", "--model", run_a["out"] / "model.keras", "--n", "9", "--out", tmp_path / "s.png"])
+    code, stdout, err = run(
+        ["sample", "--model", run_a["out"] / "model.keras", "--n", "9", "--out", tmp_path / "s.png"]
+    )
     assert code == 0, err
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG and leftovers(tmp_path) == []
     code, _, err = run(["sample", "--model", run_a["out"], "--out", tmp_path / "s.jpg"])
@@ -173,7 +204,9 @@ def test_sample_writes_a_png(run_a, tmp_path):
 
 
 def test_evaluate_prints_negative_elbo_and_iwae_bound(run_a):
-    code, stdout, err = run(["evaluate", "--model", run_a["out"] / "model.keras", "--k", "20", "--limit", "100", "--data-dir", DATA])
+    code, stdout, err = run(
+        ["evaluate", "--model", run_a["out"] / "model.keras", "--k", "20", "--limit", "100", "--data-dir", DATA]
+    )
     assert code == 0, err
     assert "100 test images" in stdout
     nelbo = float(re.search(r"-ELBO \(one z per image\)\s+(-?\d+\.\d+) nats", stdout).group(1))
@@ -329,14 +362,19 @@ def test_bad_checkpoint_gives_one_clear_message(name, expected, command, bad_che
 
 def test_a_model_for_other_images_is_refused(tmp_path):
     ck.save_vae(build_vae(image_shape=(14, 14), hidden_units=(8,)), tmp_path / "model.keras")
-    code, _, err = run(["evaluate", "--model", tmp_path / "model.keras", "--k", "2", "--limit", "4", "--data-dir", DATA])
+    code, _, err = run(
+        ["evaluate", "--model", tmp_path / "model.keras", "--k", "2", "--limit", "4", "--data-dir", DATA]
+    )
     assert_clean_error(code, err, "takes images of shape (14, 14)", "MNIST images are (28, 28)", "Fix:")
 
 
 # ---------------------------------------------------------- help and the module
 def test_help_on_each_command():
     for command, options in [
-        ("train", ["--epochs", "--latent-dim", "--likelihood", "--batch-size", "--seed", "--out", "--resume", "--limit"]),
+        (
+            "train",
+            ["--epochs", "--latent-dim", "--likelihood", "--batch-size", "--seed", "--out", "--resume", "--limit"],
+        ),
         ("sample", ["--model", "--n", "--out"]),
         ("evaluate", ["--model", "--k", "--limit"]),
         ("fetch-data", ["--dest"]),
@@ -375,17 +413,27 @@ def test_python_dash_m_vae_course(run_a, tmp_path):
     model = run_a["out"] / "model.keras"
     proc = subprocess.run(
         [sys.executable, "-m", "vae_course", "sample", "--model", model, "--n", "4", "--out", tmp_path / "s.png"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG and "wrote 4 samples" in proc.stdout
     # argparse's check needs no Keras import, so this one is quick
     proc = subprocess.run(
         [sys.executable, "-m", "vae_course", "train", "--latent-dim", "0", "--out", tmp_path / "x"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
+    )
     assert not (tmp_path / "x").exists()
 
 

@@ -56,7 +56,10 @@ def test_fetch_data_with_the_registry_unreachable_stops_quickly_with_npms_reason
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "vae_course", "fetch-data", "--dest", str(tmp_path / "mnist")],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     seconds = time.perf_counter() - start
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -164,7 +164,11 @@ class _Net:
     """What fast.enabled needs of a model: an encoder, a decoder, an optimizer."""
 
     def __init__(self, optimizer):
-        self.encoder, self.decoder, self.optimizer = build_encoder(2, SHAPE, (4,)), build_decoder(2, SHAPE, (4,)), optimizer
+        self.encoder, self.decoder, self.optimizer = (
+            build_encoder(2, SHAPE, (4,)),
+            build_decoder(2, SHAPE, (4,)),
+            optimizer,
+        )
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"beta_1": 0.5, "epsilon": 1e-3}])
@@ -186,9 +190,11 @@ def test_each_fused_step_is_keras_adams_update(kwargs, monkeypatch):
 
 def test_amsgrad_keeps_keras_update_and_says_so():
     (_, ours), _ = _adam_pair(amsgrad=True)
-    with pytest.warns(fast.FastPathWarning, match="Adam update falls back.*AMSGrad"):
-        with fast.enabled(_Net(ours[0])) as on:
-            assert not on["adam"]
+    with (
+        pytest.warns(fast.FastPathWarning, match="Adam update falls back.*AMSGrad"),
+        fast.enabled(_Net(ours[0])) as on,
+    ):
+        assert not on["adam"]
 
 
 def test_a_broken_kernel_is_caught_once_and_named(images, monkeypatch):

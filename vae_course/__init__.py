@@ -49,8 +49,7 @@ def check_backend() -> None:
     if backend == "unknown":
         raise BackendError(
             "vae_course runs on Keras's torch backend, but an earlier `import keras` ran (or failed) with another "
-            "backend, e.g. the one ~/.keras/keras.json names, and Keras cannot switch backends once imported. "
-            + _FIX
+            "backend, e.g. the one ~/.keras/keras.json names, and Keras cannot switch backends once imported. " + _FIX
         )
     if backend not in (None, "torch"):
         raise BackendError(

@@ -44,7 +44,9 @@ def save_vae(vae, path, state=None):
     """
     path = Path(path)
     if path.suffix != ".keras":
-        raise CheckpointError(f"checkpoint {path}: the name must end in .keras (Keras's format). Fix: e.g. {path.with_suffix('.keras')}.")
+        raise CheckpointError(
+            f"checkpoint {path}: the name must end in .keras (Keras's format). Fix: e.g. {path.with_suffix('.keras')}."
+        )
     with atomic_path(path) as tmp:
         vae.save(tmp)
         if state is not None:
@@ -64,7 +66,9 @@ def _resolve(path):
             )
         return inner
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: no such file. Expected a .keras file written by training. {_RETRAIN}.")
+        raise CheckpointError(
+            f"checkpoint {path}: no such file. Expected a .keras file written by training. {_RETRAIN}."
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: not a regular file. {_RETRAIN}.")
     return path
@@ -107,7 +111,9 @@ def read_state(path):
         try:
             return json.loads(zf.read(STATE_ENTRY))
         except ValueError as exc:
-            raise CheckpointError(f"checkpoint {path}: its {STATE_ENTRY} entry is not valid JSON ({exc}). {_RETRAIN}.") from exc
+            raise CheckpointError(
+                f"checkpoint {path}: its {STATE_ENTRY} entry is not valid JSON ({exc}). {_RETRAIN}."
+            ) from exc
 
 
 def load_vae(path, compile=True):
@@ -135,8 +141,7 @@ def load_vae(path, compile=True):
         vae = keras.saving.load_model(path, compile=compile)
     except Exception as exc:  # h5py, deserialization and shape errors of all kinds
         raise CheckpointError(
-            f"checkpoint {path}: Keras could not load it ({type(exc).__name__}: {str(exc)[:300]}). "
-            f"{_RETRAIN}."
+            f"checkpoint {path}: Keras could not load it ({type(exc).__name__}: {str(exc)[:300]}). {_RETRAIN}."
         ) from exc
     if not isinstance(vae, models.VAE):
         raise CheckpointError(f"checkpoint {path}: loaded a {type(vae).__name__}, not a vae_course VAE. {_RETRAIN}.")
@@ -178,12 +183,11 @@ def write_history(path, rows):
     """
     extra = sorted({k for r in rows for k in r} - set(HISTORY_COLUMNS))
     columns = list(HISTORY_COLUMNS) + extra
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(columns)
-            for r in rows:
-                writer.writerow([str(int(r["epoch"])) if c == "epoch" else _fmt(r.get(c, "NA")) for c in columns])
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([str(int(r["epoch"])) if c == "epoch" else _fmt(r.get(c, "NA")) for c in columns])
     return Path(path)
 
 
@@ -211,7 +215,9 @@ def read_history(path):
             row = {k: float(v) for k, v in zip(header, values) if v != "NA"}
             row["epoch"] = int(values[0])
         except ValueError as exc:
-            raise CheckpointError(f"history {path}: line {line}: {exc}. Fix: delete or rename it to start a new history.") from exc
+            raise CheckpointError(
+                f"history {path}: line {line}: {exc}. Fix: delete or rename it to start a new history."
+            ) from exc
         rows.append(row)
     return rows
 

@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode n draws from the prior z ~ N(0, I) and save the decoder's mean images as a PNG grid.",
     )
     p.add_argument("--model", metavar="FILE", required=True, help=MODEL_HELP)
-    p.add_argument("--n", metavar="N", type=_positive_int("number of samples"), default=16, help="number of samples (default: 16)")
+    p.add_argument(
+        "--n", metavar="N", type=_positive_int("number of samples"), default=16, help="number of samples (default: 16)"
+    )
     p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
     p.add_argument("--n-cols", metavar="C", type=_positive_int("columns"), help="grid columns (default: about sqrt(n))")
     p.add_argument("--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)")
@@ -172,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         help="importance samples per image (default: 1000)",
     )
-    p.add_argument("--limit", metavar="N", type=_positive_int("number of test images"), help="use only the first N test images")
+    p.add_argument(
+        "--limit", metavar="N", type=_positive_int("number of test images"), help="use only the first N test images"
+    )
     p.add_argument("--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)")
     p.add_argument("--data-dir", metavar="DIR", help=DATA_HELP)
     p.set_defaults(func="evaluate")

@@ -205,4 +205,5 @@ def _save(fig, path):
 def _stderr(values):
     return values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
+
 __all__ = ["fetch_data", "train_command", "sample", "evaluate", "PLOTS", "SETTINGS"]

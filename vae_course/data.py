@@ -15,6 +15,7 @@ Where it looks, in order:
 A folder may hold the four original IDX files (``train-images-idx3-ubyte``
 and friends, raw or ``.gz``) or one ``mnist.npz`` as Keras saves it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,6 +58,7 @@ def cache_dir() -> Path:
 def default_data_dir() -> Path:
     """Where ``fetch_mnist`` puts the IDX files and ``load_mnist`` looks third."""
     return cache_dir() / "mnist"
+
 
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -107,7 +109,7 @@ def read_idx(path, expected_shape=None) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated header. {_FIX}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected_bytes = header + int(np.prod(shape))
     if len(raw) != expected_bytes:
         raise DataError(

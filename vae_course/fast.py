@@ -49,8 +49,7 @@ class FastPathWarning(UserWarning):
 
 def _warn(what: str, why: str) -> None:
     warnings.warn(
-        f"vae_course.fast: {what} falls back to Keras's own code ({why}); results are the same, "
-        "training is slower.",
+        f"vae_course.fast: {what} falls back to Keras's own code ({why}); results are the same, training is slower.",
         FastPathWarning,
         stacklevel=3,
     )
@@ -110,7 +109,9 @@ def _plain_dense(layer: keras.layers.Layer) -> bool:
 
 def _chain_call(chain: list[keras.layers.Layer]):
     """A replacement for a model's ``call``: its layers' ``call`` in turn, ``training`` passed on."""
-    kinds = ["dense" if _plain_dense(layer) else "training" if _takes(layer, "training") else "plain" for layer in chain]
+    kinds = [
+        "dense" if _plain_dense(layer) else "training" if _takes(layer, "training") else "plain" for layer in chain
+    ]
 
     def call(inputs, training=None, mask=None):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
@@ -156,9 +157,7 @@ def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[b
             got = _chain_call(chain)(x, training=False)
         want = want if isinstance(want, (list, tuple)) else [want]
         got = got if isinstance(got, (list, tuple)) else [got]
-        same = len(want) == len(got) and all(
-            torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got)
-        )
+        same = len(want) == len(got) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got))
         return same, "" if same else "its layers called in a chain do not give the model's output"
     except Exception as exc:  # any failure means: do not use it
         return False, f"calling its layers in a chain failed: {type(exc).__name__}: {exc}"

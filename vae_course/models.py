@@ -314,9 +314,7 @@ def _check_x_std(x_std):
 
 def _check_num_mc_samples(num_mc_samples):
     if isinstance(num_mc_samples, bool) or not isinstance(num_mc_samples, int) or num_mc_samples < 1:
-        raise ValueError(
-            f"num_mc_samples must be an integer >= 1, got {num_mc_samples!r}. Fix: e.g. num_mc_samples=1."
-        )
+        raise ValueError(f"num_mc_samples must be an integer >= 1, got {num_mc_samples!r}. Fix: e.g. num_mc_samples=1.")
     return num_mc_samples
 
 
