@@ -1,31 +1,37 @@
-"""What each training-path change saves: time per step with the changes added one by one.
+"""What each part of vae_course.fast saves: time per training step with the parts added one by one.
 
     python benchmarks/bench_steps.py [--rounds 10]
 
-Four configurations of the same VAE train 300 steps (19,200 MNIST images,
+Three configurations of the same VAE train 300 steps (19,200 MNIST images,
 batch 64) in turns, round after round; the first round is a warm-up. Prints
 the median milliseconds per step of each:
 
-1. every layer through Keras's ``Layer.__call__``, Keras's own Adam;
-2. + the encoder and decoder as a chain of ``layer.call`` (``models.run_chain``);
-3. + each Dense layer as one ``torch.addmm`` (``models._dense_addmm``);
-4. + Keras's Adam update in PyTorch's fused kernel (``vae_course.optimizers.Adam``):
-   the package as it is.
+1. Keras's own code: every layer through ``Layer.__call__``, Keras's Adam;
+2. + the encoder and decoder run as chains of their layers' ``call``, each
+   Dense as one ``torch.addmm`` (vae_course.fast, part 1);
+3. + Keras's Adam update in PyTorch's fused kernel (part 2): what
+   ``train_vae`` runs.
 """
+
 import argparse
+import contextlib
 import os
 import statistics
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
+import keras
 
-import vae_course  # noqa: E402,F401
-from vae_course import models  # noqa: E402
-from vae_course.data import load_mnist_float  # noqa: E402
-from vae_course.models import build_vae  # noqa: E402
-from vae_course.optimizers import Adam as FusedAdam  # noqa: E402
+from vae_course import fast
+from vae_course.data import load_mnist_float
+from vae_course.models import build_vae
+
+
+@contextlib.contextmanager
+def chained_only(vae):
+    with fast._chained(vae.encoder, "encoder"), fast._chained(vae.decoder, "decoder"):
+        yield
 
 
 def main(argv=None):
@@ -34,38 +40,26 @@ def main(argv=None):
     args = ap.parse_args(argv)
     (x_train, _), _ = load_mnist_float()
     x = x_train[:19200]
-    run_chain, dense_addmm = models.run_chain, models._dense_addmm
-
-    def through_call(model, chain, x):
-        return model(x)
-
-    def dense_call(layer, x):
-        return layer.call(x)
-
     configs = {
-        "Layer.__call__ everywhere, Keras's Adam": (through_call, dense_addmm, keras.optimizers.Adam),
-        "+ layers called in a chain": (run_chain, dense_call, keras.optimizers.Adam),
-        "+ each Dense as one torch.addmm": (run_chain, dense_addmm, keras.optimizers.Adam),
-        "+ fused Adam (the package as it is)": (run_chain, dense_addmm, FusedAdam),
+        "Keras's own code (Layer.__call__, Keras's Adam)": lambda vae: contextlib.nullcontext(),
+        "+ layers chained, Dense as torch.addmm": chained_only,
+        "+ fused Adam (train_vae's path)": fast.enabled,
     }
     vaes = {}
-    for name, (_, _, opt) in configs.items():
+    for name in configs:
         keras.utils.set_random_seed(0)
         vaes[name] = build_vae()
-        vaes[name].compile(optimizer=opt(1e-3))
+        vaes[name].compile(optimizer=keras.optimizers.Adam(1e-3))
     times = {name: [] for name in configs}
-    try:
-        for r in range(args.rounds + 1):
-            for name, (chain_fn, dense_fn, _) in configs.items():
-                models.run_chain, models._dense_addmm = chain_fn, dense_fn
+    for r in range(args.rounds + 1):
+        for name, switch in configs.items():
+            with switch(vaes[name]):
                 t = time.perf_counter()
                 vaes[name].fit(x, epochs=1, batch_size=64, verbose=0)
                 if r:  # round 0 warms up
                     times[name].append((time.perf_counter() - t) / 300 * 1e3)
-    finally:
-        models.run_chain, models._dense_addmm = run_chain, dense_addmm
     for name, ts in times.items():
-        print(f"{name:<42} {statistics.median(ts):6.2f} ms/step   (rounds: {', '.join(f'{t:.2f}' for t in ts)})")
+        print(f"{name:<48} {statistics.median(ts):6.2f} ms/step   (rounds: {', '.join(f'{t:.2f}' for t in ts)})")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the process's peak resident memory during it are recorded. Prints seconds per
 epoch for each side, their median ratio, and the IWAE evaluation throughput
 (images per second at k = 1000).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,15 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import keras
+import torch
+from torch import nn
 
-import vae_course  # noqa: E402
-from vae_course.data import load_mnist_float  # noqa: E402
-from vae_course.evaluate import iwae_bound  # noqa: E402
-from vae_course.models import build_vae  # noqa: E402
-from vae_course.train import train_vae  # noqa: E402
+import vae_course
+from vae_course.data import load_mnist_float
+from vae_course.evaluate import iwae_bound
+from vae_course.models import build_vae
+from vae_course.train import train_vae
 
 BATCH = 64
 
@@ -85,7 +85,7 @@ def reference_epoch(model, opt, x_train, x_val):
     perm = torch.randperm(len(x_train))
     total = 0.0
     for i in range(0, len(x_train), BATCH):
-        x = x_train[perm[i:i + BATCH]]
+        x = x_train[perm[i : i + BATCH]]
         opt.zero_grad()
         loss = model.losses(x).mean()
         loss.backward()
@@ -93,7 +93,7 @@ def reference_epoch(model, opt, x_train, x_val):
         total += loss.item() * len(x)
     model.eval()
     with torch.no_grad():
-        val = sum(model.losses(x_val[i:i + BATCH]).sum().item() for i in range(0, len(x_val), BATCH))
+        val = sum(model.losses(x_val[i : i + BATCH]).sum().item() for i in range(0, len(x_val), BATCH))
     return total / len(x_train), val / len(x_val)
 
 
@@ -102,14 +102,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="epochs per side (alternating)")
     ap.add_argument("--iwae-images", type=int, default=200, help="test images for the IWAE throughput (0 skips)")
     ap.add_argument("--profile", action="store_true", help="cProfile one package epoch and print the top entries")
-    ap.add_argument("--reference-adam", choices=["default", "fused"], default="default",
-                    help="the reference's torch.optim.Adam: PyTorch's default CPU implementation, or fused=True")
+    ap.add_argument(
+        "--reference-adam",
+        choices=["default", "fused"],
+        default="default",
+        help="the reference's torch.optim.Adam: PyTorch's default CPU implementation, or fused=True",
+    )
     args = ap.parse_args(argv)
 
     (x_train, _), (x_test, _) = load_mnist_float()
-    print(f"python {platform.python_version()}, torch {torch.__version__}, keras {keras.__version__}, "
-          f"vae_course {vae_course.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-          f"reference Adam: {args.reference_adam}")
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, keras {keras.__version__}, "
+        f"vae_course {vae_course.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"reference Adam: {args.reference_adam}"
+    )
 
     keras.utils.set_random_seed(0)
     vae = build_vae()
@@ -126,7 +132,7 @@ def main(argv=None):
     for r in range(args.repeats):
         reset_peak_rss()
         t, c = time.perf_counter(), time.process_time()
-        h = vae.fit(x_train, epochs=1, batch_size=BATCH, validation_data=(x_test,), verbose=0).history
+        h = train_vae(vae, x_train, x_test, epochs=1, batch_size=BATCH, seed=None, verbose=0).history
         pkg.append(time.perf_counter() - t)
         pkg_cpu.append(time.process_time() - c)
         pkg_mem.append(peak_rss_mb())
@@ -136,20 +142,31 @@ def main(argv=None):
         refs.append(time.perf_counter() - t)
         ref_cpu.append(time.process_time() - c)
         ref_mem.append(peak_rss_mb())
-        print(f"repeat {r + 1}: vae_course {pkg[-1]:6.2f} s (val loss {h['val_loss'][0]:.2f})   "
-              f"plain PyTorch {refs[-1]:6.2f} s (val loss {va:.2f})   ratio {pkg[-1] / refs[-1]:.3f}", flush=True)
+        print(
+            f"repeat {r + 1}: vae_course {pkg[-1]:6.2f} s (val loss {h['val_loss'][0]:.2f})   "
+            f"plain PyTorch {refs[-1]:6.2f} s (val loss {va:.2f})   ratio {pkg[-1] / refs[-1]:.3f}",
+            flush=True,
+        )
 
     ratios = [a / b for a, b in zip(pkg, refs)]
     cpu_ratios = [a / b for a, b in zip(pkg_cpu, ref_cpu)]
     print()
     print("| | wall s / epoch (median) | CPU s / epoch (median) | peak RSS (MB) |")
     print("|---|---|---|---|")
-    print(f"| vae_course (`train_vae`, Keras fit) | {statistics.median(pkg):.2f} | {statistics.median(pkg_cpu):.2f} | {max(pkg_mem):.0f} |")
-    print(f"| plain PyTorch loop | {statistics.median(refs):.2f} | {statistics.median(ref_cpu):.2f} | {max(ref_mem):.0f} |")
-    print(f"median ratio vae_course / PyTorch, wall time: {statistics.median(ratios):.3f} "
-          f"(per repeat: {', '.join(f'{q:.3f}' for q in ratios)})")
-    print(f"median ratio vae_course / PyTorch, CPU time:  {statistics.median(cpu_ratios):.3f} "
-          f"(per repeat: {', '.join(f'{q:.3f}' for q in cpu_ratios)})")
+    print(
+        f"| vae_course (`train_vae`, Keras fit) | {statistics.median(pkg):.2f} | {statistics.median(pkg_cpu):.2f} | {max(pkg_mem):.0f} |"
+    )
+    print(
+        f"| plain PyTorch loop | {statistics.median(refs):.2f} | {statistics.median(ref_cpu):.2f} | {max(ref_mem):.0f} |"
+    )
+    print(
+        f"median ratio vae_course / PyTorch, wall time: {statistics.median(ratios):.3f} "
+        f"(per repeat: {', '.join(f'{q:.3f}' for q in ratios)})"
+    )
+    print(
+        f"median ratio vae_course / PyTorch, CPU time:  {statistics.median(cpu_ratios):.3f} "
+        f"(per repeat: {', '.join(f'{q:.3f}' for q in cpu_ratios)})"
+    )
 
     if args.iwae_images:
         n = args.iwae_images
@@ -164,7 +181,7 @@ def main(argv=None):
 
         prof = cProfile.Profile()
         prof.enable()
-        vae.fit(x_train[:19200], epochs=1, batch_size=BATCH, verbose=0)
+        train_vae(vae, x_train[:19200], epochs=1, batch_size=BATCH, seed=None, verbose=0)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(20)
     return 0

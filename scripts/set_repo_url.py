@@ -13,6 +13,7 @@ Only those two strings change: each file is edited as text, so the rest of
 formatting) stays byte for byte as it was. Nothing is written unless every file
 can be changed. ``tests/test_book_config.py`` checks that the two agree.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,14 +68,14 @@ def new_notebook_text(path: Path, url: str) -> str:
         raise SystemExit(f"error: {path}: no code cell, so no set-up cell (see CONTRIBUTING.md)")
     source = cells[idx]["source"]
     lines = source if isinstance(source, list) else source.splitlines(keepends=True)
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines):  # noqa: B007 (i is used after the loop)
         m = CELL_URL_RE.match(line.rstrip("\r\n"))
         if m:
             break
     else:
-        raise SystemExit(f"error: {path}: the set-up cell has no `REPO_URL = \"...\"` line")
+        raise SystemExit(f'error: {path}: the set-up cell has no `REPO_URL = "..."` line')
     # Only the quoted URL changes: the comment after it and the line ending stay.
-    new_line = line[: m.start(1)] + url + line[m.end(1):]
+    new_line = line[: m.start(1)] + url + line[m.end(1) :]
     if new_line == line:
         return text
     if isinstance(source, list):
@@ -83,11 +84,11 @@ def new_notebook_text(path: Path, url: str) -> str:
         if old_json not in text:
             raise SystemExit(f"error: {path}: cannot find the REPO_URL line in the file's text")
         new_text = text.replace(old_json, new_json, 1)
-        new_lines = lines[:i] + [new_line] + lines[i + 1:]
+        new_lines = lines[:i] + [new_line] + lines[i + 1 :]
         expected_source = new_lines
     else:
         old_json, new_json = json.dumps(source, ensure_ascii=False), None
-        expected_source = "".join(lines[:i] + [new_line] + lines[i + 1:])
+        expected_source = "".join(lines[:i] + [new_line] + lines[i + 1 :])
         new_json = json.dumps(expected_source, ensure_ascii=False)
         if old_json not in text:
             raise SystemExit(f"error: {path}: cannot find the set-up cell's source in the file's text")

@@ -1,4 +1,5 @@
 """Reading the book's configuration, shared by the book tests."""
+
 from pathlib import Path
 
 import yaml

@@ -8,6 +8,7 @@
 * _config.yml never executes notebooks and builds Colab links from that URL on branch main;
 * scripts/set_repo_url.py changes the URL in both places and nothing else.
 """
+
 import json
 import re
 import shutil
@@ -126,11 +127,16 @@ def test_set_repo_url_changes_only_the_url(tmp_path):
     subprocess.run(script + ["https://github.com/someone/their-fork.git"], check=True, capture_output=True)
     config = yaml.safe_load((tmp_path / "_config.yml").read_text(encoding="utf-8"))
     assert config["repository"]["url"] == "https://github.com/someone/their-fork"
-    assert config == {**load_config(), "repository": {**load_config()["repository"], "url": config["repository"]["url"]}}
+    assert config == {
+        **load_config(),
+        "repository": {**load_config()["repository"], "url": config["repository"]["url"]},
+    }
     for nb_path in sorted((tmp_path / "book").iterdir()):
         old = json.loads(before[nb_path])
         new = json.loads(nb_path.read_bytes())
-        old["cells"][1]["source"] = with_repo_url("".join(old["cells"][1]["source"]), "https://github.com/someone/their-fork")
+        old["cells"][1]["source"] = with_repo_url(
+            "".join(old["cells"][1]["source"]), "https://github.com/someone/their-fork"
+        )
         new["cells"][1]["source"] = "".join(new["cells"][1]["source"])
         assert new == old, f"{nb_path.name}: set_repo_url.py changed more than REPO_URL"
 

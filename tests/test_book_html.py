@@ -20,6 +20,7 @@
 
 Without Chromium the tests fail (not skip): ``apt-get install chromium``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -157,7 +158,7 @@ class _Ids(html.parser.HTMLParser):
                 self.ids.add(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ids_in(path: Path):
     parser = _Ids()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -340,7 +341,9 @@ def test_page_renders(page_path, build, server, chromium):
         download = server + "_sources/" + rel
         if download not in info["links"]:
             problems.append(f"no download link to {download}")
-        elif json.loads((HTML / "_sources" / rel).read_text(encoding="utf-8")) != json.loads(notebook.read_text(encoding="utf-8")):
+        elif json.loads((HTML / "_sources" / rel).read_text(encoding="utf-8")) != json.loads(
+            notebook.read_text(encoding="utf-8")
+        ):
             problems.append(f"the downloadable {rel} differs from the repository's")
         if not has_math:
             problems.append("a chapter with no math at all")
@@ -348,14 +351,19 @@ def test_page_renders(page_path, build, server, chromium):
         problems.append(f"a Colab link on a page that is not a notebook: {colab}")
 
     seconds = time.monotonic() - start
-    print(f"\n{page_path}: {info['containers']} formulas, {len(info['images'])} images, "
-          f"{len(set(info['links']))} links, {seconds:.1f} s")
+    print(
+        f"\n{page_path}: {info['containers']} formulas, {len(info['images'])} images, "
+        f"{len(set(info['links']))} links, {seconds:.1f} s"
+    )
     assert not problems, f"{page_path}:\n  " + "\n  ".join(problems)
 
 
 def test_every_built_page_was_checked(build):
     """A page the build made but PAGES does not list would go unchecked."""
-    built = {p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
-             if p.relative_to(HTML).parts[0] not in ("_static", "_sources", "_images")}
+    built = {
+        p.relative_to(HTML).as_posix()
+        for p in HTML.rglob("*.html")
+        if p.relative_to(HTML).parts[0] not in ("_static", "_sources", "_images")
+    }
     assert built, "the build produced no page"
     assert built <= set(PAGES), f"pages built but not checked: {sorted(built - set(PAGES))}"

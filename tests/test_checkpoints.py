@@ -1,7 +1,8 @@
-"""vae_course.checkpoints: atomic files, load_vae's checks, history.csv and the training callbacks.
+"""vae_course.atomic, .checkpoints and .callbacks: atomic files, load_vae's checks, history.csv, the training callbacks.
 
 Uses a tiny VAE on 8 x 8 random images, so that every test runs in well under a second.
 """
+
 import csv
 import json
 import math
@@ -12,9 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-import vae_course  # noqa: F401  (selects the torch backend)
+from vae_course import atomic
+from vae_course import callbacks as cb
 from vae_course import checkpoints as ck
-from vae_course.data import DataError
+from vae_course.errors import CourseError, TrainingDiverged
 from vae_course.models import build_vae
 from vae_course.train import train_vae
 
@@ -44,24 +46,22 @@ def outputs(vae, x, z):
 # ------------------------------------------------------------------ atomic files
 def test_atomic_path_replaces_on_success_and_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "history.csv"
-    ck.atomic_write_text(target, "old\n")
-    with pytest.raises(RuntimeError):
-        with ck.atomic_path(target) as tmp:
-            assert tmp.parent == tmp_path and tmp != target
-            tmp.write_text("half-writ")
-            raise RuntimeError("crash in the middle of a write")
+    atomic.atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("half-writ")
+        raise RuntimeError("crash in the middle of a write")
     assert target.read_text() == "old\n"
-    with pytest.raises(KeyboardInterrupt):
-        with ck.atomic_path(target) as tmp:
-            tmp.write_text("half-writ")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise KeyboardInterrupt
     assert target.read_text() == "old\n"
     assert leftovers(tmp_path) == []
-    ck.atomic_write_text(target, "new\n")
+    atomic.atomic_write_text(target, "new\n")
     assert target.read_text() == "new\n" and leftovers(tmp_path) == []
     mask = os.umask(0)
     os.umask(mask)
-    new = ck.atomic_write_text(tmp_path / "fresh.txt", "x")
+    new = atomic.atomic_write_text(tmp_path / "fresh.txt", "x")
     assert new.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
 
@@ -120,7 +120,7 @@ def _bad_checkpoints(folder, good):
     with zipfile.ZipFile(good) as zf:  # flip bytes inside the stored weights
         info = zf.getinfo("model.weights.h5")
     start = info.header_offset + 30 + len(info.filename) + len(info.extra)
-    corrupt[start + 4096: start + 4104] = b"\xff" * 8
+    corrupt[start + 4096 : start + 4104] = b"\xff" * 8
     (folder / "corrupt.keras").write_bytes(bytes(corrupt))
     with zipfile.ZipFile(folder / "notmodel.keras", "w") as zf:
         zf.writestr("readme.txt", "a zip file, but no model")
@@ -146,7 +146,7 @@ def test_load_vae_explains_missing_truncated_and_foreign_files(tmp_path, good_ch
         with pytest.raises(ck.CheckpointError) as info:
             ck.load_vae(tmp_path / name)
         msg = str(info.value)
-        assert isinstance(info.value, DataError) and isinstance(info.value, ValueError)
+        assert isinstance(info.value, CourseError) and isinstance(info.value, ValueError)
         assert name in msg, msg  # which input
         assert expected in msg, msg  # what is wrong / expected
         assert "Fix:" in msg, msg  # how to fix it
@@ -155,8 +155,8 @@ def test_load_vae_explains_missing_truncated_and_foreign_files(tmp_path, good_ch
 # ---------------------------------------------------------------------- history
 def test_history_round_trip_keeps_every_digit(tmp_path):
     rows = [
-        {"epoch": 0, "loss": 1 / 3, "nll": 0.1, "kl": 2.0, "val_loss": 3.0, "val_nll": 2.5, "val_kl": 0.5},
-        {"epoch": 1, "loss": 0.25, "nll": 0.2, "kl": 0.05},  # no validation: NA
+        {"epoch": 1, "loss": 1 / 3, "nll": 0.1, "kl": 2.0, "val_loss": 3.0, "val_nll": 2.5, "val_kl": 0.5},
+        {"epoch": 2, "loss": 0.25, "nll": 0.2, "kl": 0.05},  # no validation: NA
     ]
     path = ck.write_history(tmp_path / "history.csv", rows)
     with open(path, newline="") as fh:
@@ -205,15 +205,17 @@ class Snapshot(keras.callbacks.Callback):
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, images, capsys):
     vae = tiny_vae()
-    callbacks, stop = ck.training_callbacks(tmp_path, state={"settings": {"seed": 0}})
+    callbacks, stop = cb.training_callbacks(tmp_path, state={"settings": {"seed": 0}})
     snap = Snapshot()
-    train_vae(vae, images, images[:32], epochs=4, batch_size=32, verbose=0,
-              callbacks=callbacks + [snap, Poison(epoch=2)])
-    assert stop.stopped and stop.epoch == 2 and stop.batch == 0 and stop.last_good_epoch == 1
-    assert sorted(snap.weights) == [0, 1, 2]  # epoch 2 ended (with NaN), epoch 3 never ran
-    # history.csv and model.keras end at the last good epoch (index 1) ...
+    train_vae(
+        vae, images, images[:32], epochs=4, batch_size=32, verbose=0, callbacks=callbacks + [snap, Poison(epoch=2)]
+    )
+    # Epochs counted from 1, as on the console: the third epoch is poisoned at its start.
+    assert stop.stopped and stop.epoch == 3 and stop.batch == 1 and stop.last_good_epoch == 2
+    assert sorted(snap.weights) == [0, 1, 2]  # Keras's epoch indices: the third ended (with NaN), the fourth never ran
+    # history.csv and model.keras end at the last good epoch (the second) ...
     rows = ck.read_history(tmp_path / "history.csv")
-    assert [r["epoch"] for r in rows] == [0, 1] and all(math.isfinite(r["loss"]) for r in rows)
+    assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
     state = ck.read_state(tmp_path / "model.keras")
     assert state["epochs_done"] == 2 and state["settings"] == {"seed": 0}
     assert state["metrics"]["loss"] == rows[1]["loss"]
@@ -223,7 +225,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, im
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), want)
     msg = str(stop.error(tmp_path / "model.keras"))
     assert "epoch 3" in msg and "nan" in msg and "after epoch 2" in msg and "Fix:" in msg
-    assert isinstance(stop.error(), ck.TrainingDiverged)
+    assert isinstance(stop.error(), TrainingDiverged) and not isinstance(stop.error(), ck.CheckpointError)
     out = capsys.readouterr().out  # the per-epoch timing lines
     assert "epoch 1/4: " in out and " s  loss " in out and "val_kl" in out
     assert leftovers(tmp_path) == []
@@ -231,7 +233,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, im
 
 def test_nan_weights_with_finite_logs_are_not_saved(tmp_path, images):
     vae = tiny_vae()
-    callbacks, stop = ck.training_callbacks(tmp_path)
+    callbacks, stop = cb.training_callbacks(tmp_path)
     # Poison after the epoch's metrics were computed but before the writers see it.
     train_vae(vae, images, None, epochs=2, batch_size=32, verbose=0, callbacks=[Poison(0, "end")] + callbacks)
     assert stop.stopped and stop.last_good_epoch is None and "weights" in stop.what
@@ -241,16 +243,16 @@ def test_nan_weights_with_finite_logs_are_not_saved(tmp_path, images):
 
 def test_resumed_history_is_appended_and_epochs_counted_on(tmp_path, images):
     vae = tiny_vae()
-    callbacks, _ = ck.training_callbacks(tmp_path)
+    callbacks, _ = cb.training_callbacks(tmp_path)
     train_vae(vae, images, None, epochs=1, batch_size=32, verbose=0, callbacks=callbacks)
     first = (tmp_path / "history.csv").read_text()
     vae = ck.load_vae(tmp_path)
     done = ck.read_state(tmp_path / "model.keras")["epochs_done"]
-    callbacks, _ = ck.training_callbacks(tmp_path, ck.read_history(tmp_path / "history.csv"))
+    callbacks, _ = cb.training_callbacks(tmp_path, ck.read_history(tmp_path / "history.csv"))
     train_vae(vae, images, None, epochs=2, batch_size=32, verbose=0, callbacks=callbacks, initial_epoch=done)
     text = (tmp_path / "history.csv").read_text()
     assert text.startswith(first)
-    assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [0, 1, 2]
+    assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [1, 2, 3]
     assert ck.read_state(tmp_path / "model.keras")["epochs_done"] == 3
     assert int(ck.load_vae(tmp_path).optimizer.iterations) == 3 * 4
     with zipfile.ZipFile(tmp_path / "model.keras") as zf:
@@ -260,7 +262,7 @@ def test_resumed_history_is_appended_and_epochs_counted_on(tmp_path, images):
 def test_resume_state_reads_epochs_settings_and_history(tmp_path, images):
     vae = tiny_vae()
     train_vae(vae, images, None, epochs=1, batch_size=32, verbose=0)
-    rows = [{"epoch": e, "loss": 1.0 + e, "nll": 1.0, "kl": 0.0} for e in range(3)]
+    rows = [{"epoch": e, "loss": 1.0 + e, "nll": 1.0, "kl": 0.0} for e in (1, 2, 3)]
     ck.write_history(tmp_path / "history.csv", rows)
     # recorded state wins: a history row beyond the checkpoint is dropped
     ck.save_vae(vae, tmp_path / "model.keras", {"epochs_done": 2, "settings": {"seed": 7}})
@@ -281,10 +283,10 @@ class Interrupt(keras.callbacks.Callback):
 
 def test_ctrl_c_mid_epoch_keeps_the_last_checkpoint_whole(tmp_path, images):
     vae = tiny_vae()
-    callbacks, _ = ck.training_callbacks(tmp_path)
+    callbacks, _ = cb.training_callbacks(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         train_vae(vae, images, None, epochs=3, batch_size=32, verbose=0, callbacks=callbacks + [Interrupt()])
     assert ck.read_state(tmp_path / "model.keras")["epochs_done"] == 1
-    assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [0]
+    assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [1]
     assert int(ck.load_vae(tmp_path).optimizer.iterations) == 4
     assert leftovers(tmp_path) == []

@@ -4,6 +4,7 @@ Runs go through ``main([...])`` in this process (one real ``subprocess`` run
 checks the module entry point); training runs are tiny (``--limit 512
 --val-limit 500 --epochs 1``) and shared between tests where they can be.
 """
+
 import contextlib
 import io
 import os
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-import vae_course  # noqa: F401
+import vae_course
 import vae_course.train
 from vae_course import checkpoints as ck
 from vae_course import cli
@@ -84,7 +86,7 @@ def test_train_writes_checkpoint_history_and_plots(run_a):
     out = run_a["out"]
     rows = (out / "history.csv").read_text().splitlines()
     assert rows[0] == "epoch,loss,nll,kl,val_loss,val_nll,val_kl"
-    assert len(rows) == 2 and rows[1].startswith("0,")
+    assert len(rows) == 2 and rows[1].startswith("1,")  # epochs numbered as on the console
     for name in ("loss_curves.png", "prior_samples.png", "latent_scatter.png", "manifold.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
     assert leftovers(out) == []
@@ -126,7 +128,7 @@ def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
     assert "training on 512 images, validating on 500" in stdout  # the recorded --limit and --val-limit
     first = (run_a["out"] / "history.csv").read_text()
     now = (tmp_path / "r" / "history.csv").read_text()
-    assert now.startswith(first) and len(now.splitlines()) == 3 and now.splitlines()[2].startswith("1,")
+    assert now.startswith(first) and len(now.splitlines()) == 3 and now.splitlines()[2].startswith("2,")
     assert ck.read_state(tmp_path / "r" / "model.keras")["epochs_done"] == 2
     assert int(ck.load_vae(tmp_path / "r").optimizer.iterations) == 2 * 8
     # a resumed run keeps its model's shape
@@ -136,17 +138,45 @@ def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "b"
-    code, stdout, stderr = run([
-        "train", "--out", out, "--likelihood", "bernoulli", "--latent-dim", "3",
-        "--limit", "256", "--val-limit", "200", "--epochs", "1", "--data-dir", DATA,
-    ])
+    code, stdout, stderr = run(
+        [
+            "train",
+            "--out",
+            out,
+            "--likelihood",
+            "bernoulli",
+            "--latent-dim",
+            "3",
+            "--limit",
+            "256",
+            "--val-limit",
+            "200",
+            "--epochs",
+            "1",
+            "--data-dir",
+            DATA,
+        ]
+    )
     assert code == 0, stderr
-    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "loss_curves.png", "model.keras", "prior_samples.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "history.csv",
+        "loss_curves.png",
+        "model.keras",
+        "prior_samples.png",
+    ]
     model, history = (out / "model.keras").read_bytes(), (out / "history.csv").read_bytes()
     # An absurd learning rate makes the weights overflow after one step: the loss turns NaN in epoch 2.
-    code, stdout, stderr = run(["train", "--resume", out, "--epochs", "2", "--learning-rate", "1e10", "--data-dir", DATA])
-    assert_clean_error(code, stderr, "training stopped in epoch 2", "became nan",
-                       f"last good checkpoint, after epoch 1, is kept in {out / 'model.keras'}", "--learning-rate")
+    code, stdout, stderr = run(
+        ["train", "--resume", out, "--epochs", "2", "--learning-rate", "1e10", "--data-dir", DATA]
+    )
+    assert_clean_error(
+        code,
+        stderr,
+        "training stopped in epoch 2",
+        "became nan",
+        f"last good checkpoint, after epoch 1, is kept in {out / 'model.keras'}",
+        "--learning-rate",
+    )
     assert (out / "model.keras").read_bytes() == model
     assert (out / "history.csv").read_bytes() == history
     assert leftovers(out) == []
@@ -164,7 +194,9 @@ def test_refuses_to_overwrite_an_earlier_run(run_a):
 
 # --------------------------------------------------------------- sample, evaluate
 def test_sample_writes_a_png(run_a, tmp_path):
-    code, stdout, err = run(["sample", "--model", run_a["out"] / "model.keras", "--n", "9", "--out", tmp_path / "s.png"])
+    code, stdout, err = run(
+        ["sample", "--model", run_a["out"] / "model.keras", "--n", "9", "--out", tmp_path / "s.png"]
+    )
     assert code == 0, err
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG and leftovers(tmp_path) == []
     code, _, err = run(["sample", "--model", run_a["out"], "--out", tmp_path / "s.jpg"])
@@ -172,7 +204,9 @@ def test_sample_writes_a_png(run_a, tmp_path):
 
 
 def test_evaluate_prints_negative_elbo_and_iwae_bound(run_a):
-    code, stdout, err = run(["evaluate", "--model", run_a["out"] / "model.keras", "--k", "20", "--limit", "100", "--data-dir", DATA])
+    code, stdout, err = run(
+        ["evaluate", "--model", run_a["out"] / "model.keras", "--k", "20", "--limit", "100", "--data-dir", DATA]
+    )
     assert code == 0, err
     assert "100 test images" in stdout
     nelbo = float(re.search(r"-ELBO \(one z per image\)\s+(-?\d+\.\d+) nats", stdout).group(1))
@@ -257,11 +291,13 @@ def test_bad_data_folder_gives_one_clear_message(make, expected, tmp_path):
     ids=["uint8-never-scaled", "float-never-scaled", "nan", "inf", "wrong-image-shape"],
 )
 def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch):
-    """The package's checks (train_vae -> check_images) reject the data, and main reports them."""
-    real = cli._prepare
-    monkeypatch.setattr(cli, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
+    """The package's check (VAE.fit -> check_images, once per fit) rejects the data, and main reports it."""
+    from vae_course import commands
+
+    real = commands._prepare
+    monkeypatch.setattr(commands, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
     code, _, err = run(["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA])
-    assert_clean_error(code, err, "x_train: ", *expected)
+    assert_clean_error(code, err, "error: x: ", *expected)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()
 
 
@@ -326,14 +362,19 @@ def test_bad_checkpoint_gives_one_clear_message(name, expected, command, bad_che
 
 def test_a_model_for_other_images_is_refused(tmp_path):
     ck.save_vae(build_vae(image_shape=(14, 14), hidden_units=(8,)), tmp_path / "model.keras")
-    code, _, err = run(["evaluate", "--model", tmp_path / "model.keras", "--k", "2", "--limit", "4", "--data-dir", DATA])
+    code, _, err = run(
+        ["evaluate", "--model", tmp_path / "model.keras", "--k", "2", "--limit", "4", "--data-dir", DATA]
+    )
     assert_clean_error(code, err, "takes images of shape (14, 14)", "MNIST images are (28, 28)", "Fix:")
 
 
 # ---------------------------------------------------------- help and the module
 def test_help_on_each_command():
     for command, options in [
-        ("train", ["--epochs", "--latent-dim", "--likelihood", "--batch-size", "--seed", "--out", "--resume", "--limit"]),
+        (
+            "train",
+            ["--epochs", "--latent-dim", "--likelihood", "--batch-size", "--seed", "--out", "--resume", "--limit"],
+        ),
         ("sample", ["--model", "--n", "--out"]),
         ("evaluate", ["--model", "--k", "--limit"]),
         ("fetch-data", ["--dest"]),
@@ -344,23 +385,55 @@ def test_help_on_each_command():
     assert code == 0 and all(c in out for c in ("train", "sample", "evaluate"))
 
 
+def test_help_is_quick_plain_text_and_imports_no_torch_or_keras():
+    code = (
+        "import sys, time; t = time.perf_counter(); from vae_course.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['evaluate', '--help']):\n"
+        "    try: main(argv)\n"
+        "    except SystemExit: pass\n"
+        "print('SECONDS', time.perf_counter() - t)\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'keras', 'matplotlib.pyplot') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout  # what makes it quick: nothing heavy is imported
+    assert float(re.search(r"SECONDS (\S+)", proc.stdout).group(1)) < 1.0
+    assert "``" not in proc.stdout and ":func:" not in proc.stdout  # no RST markup
+    words = " ".join(proc.stdout.split())  # argparse wraps lines
+    assert "(default: 20)" in words and "(default: 0.001)" in words and "Adam with learning rate 0.001" in words
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vae_course", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "fetch-data" in proc.stdout
+    assert time.perf_counter() - start < 2.0  # the whole process, interpreter start-up included
+
+
 def test_python_dash_m_vae_course(run_a, tmp_path):
     """The real entry point: a run that works, and bad input that exits 2 with no traceback."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     model = run_a["out"] / "model.keras"
     proc = subprocess.run(
         [sys.executable, "-m", "vae_course", "sample", "--model", model, "--n", "4", "--out", tmp_path / "s.png"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG and "wrote 4 samples" in proc.stdout
     # argparse's check needs no Keras import, so this one is quick
     proc = subprocess.run(
         [sys.executable, "-m", "vae_course", "train", "--latent-dim", "0", "--out", tmp_path / "x"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -368,6 +441,8 @@ def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_mnist", interrupted)
+    from vae_course import commands
+
+    monkeypatch.setattr(commands, "_mnist", interrupted)
     code, _, err = run(["train", "--out", tmp_path, "--epochs", "1"])
     assert code == 130 and err.startswith("error: interrupted") and "Traceback" not in err

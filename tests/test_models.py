@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vae_course.data import DataError
-from vae_course.models import VAE, ELBOMetrics, build_decoder, build_encoder, build_vae, chain_layers, run_chain
+from vae_course.models import VAE, ELBOMetrics, build_decoder, build_encoder, build_vae
 
 
 def test_default_models_are_the_sources():
@@ -26,31 +26,6 @@ def test_other_sizes():
     dec = build_decoder(latent_dim=50, image_shape=(8, 8), hidden_units=(32,), output_activation=None)
     assert enc.count_params() == (64 * 32 + 32) + (32 * 100 + 100)
     assert tuple(dec(torch.randn(3, 50)).shape) == (3, 8, 8)
-
-
-def test_fast_path_computes_the_same_function():
-    vae = build_vae()
-    assert chain_layers(vae.encoder) is not None and chain_layers(vae.decoder) is not None
-    x, z = torch.rand(16, 28, 28), torch.randn(16, 2)
-    for a, b in zip(vae.encoder(x), vae.encode(x)):
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)  # addmm vs matmul + add: rounding only
-    torch.testing.assert_close(vae.decoder_output(z), vae.decoder(z), rtol=1e-6, atol=1e-6)
-    # and the gradients through it are the same too
-    w = vae.encoder.get_layer("enc_dense_0").kernel.value
-    g1 = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
-    g2 = torch.autograd.grad(vae.encode(x)[0].sum(), w)[0]
-    torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-6)
-
-
-def test_non_chain_models_fall_back_to_call():
-    inp = keras.Input((4,))
-    a, b = keras.layers.Dense(3)(inp), keras.layers.Dense(3)(inp)
-    model = keras.Model(inp, keras.layers.Add()([a, b]))
-    assert chain_layers(model) is None
-    drop = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5)])
-    assert chain_layers(drop) is None  # Dropout's result depends on `training`
-    x = torch.rand(2, 4)
-    assert torch.equal(run_chain(model, None, x), model(x))
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "2"])

@@ -105,7 +105,7 @@ def test_optimal_baselines_minimise(mu, sigma, k):
         (quadratic.score_variance_scale, quadratic.optimal_baseline_scale),
     ]:
         b = torch.tensor(float(opt(mu, sigma, k)), dtype=DT)
-        slope = grad(lambda bb: var(mu, sigma, k, bb))(b)
+        slope = grad(lambda bb, var=var: var(mu, sigma, k, bb))(b)
         assert abs(slope.item()) < 1e-9
         v = var(mu, sigma, k, b.item())
         assert v < var(mu, sigma, k, b.item() + 0.1) and v < var(mu, sigma, k, b.item() - 0.1)

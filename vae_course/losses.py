@@ -4,12 +4,10 @@ All functions use ``keras.ops``, so the Keras model calls them on its own
 tensors; numpy arrays are accepted too. Each returns shape ``(batch,)``:
 the per-pixel (or per-latent) terms are summed over every non-batch axis.
 """
-import math
-
 import keras
 from keras import ops
 
-LOG_2PI = math.log(2.0 * math.pi)
+from .gaussian import LOG_2PI, normal_log_prob
 
 
 def _sum_per_example(t):
@@ -44,9 +42,7 @@ def gaussian_nll(x, x_mean, log_std):
     x = ops.convert_to_tensor(x)
     x_mean = ops.convert_to_tensor(x_mean, dtype=x.dtype)
     log_std = ops.convert_to_tensor(log_std, dtype=x.dtype)
-    z = (x - x_mean) * ops.exp(-log_std)
-    nll = 0.5 * ops.square(z) + log_std + 0.5 * LOG_2PI
-    return _sum_per_example(nll)
+    return -_sum_per_example(normal_log_prob(x, x_mean, log_var=2.0 * log_std))
 
 
 def bernoulli_nll(x, logits):
@@ -67,18 +63,19 @@ def bernoulli_nll(x, logits):
 def std_normal_log_prob(z):
     r"""log N(z; 0, I) summed over the last axis: (..., d) -> (...)."""
     z = ops.convert_to_tensor(z)
-    return -0.5 * ops.sum(ops.square(z) + LOG_2PI, axis=-1)
+    return ops.sum(normal_log_prob(z, 0.0, 1.0), axis=-1)
 
 
 def diag_gaussian_log_prob(z, mean, log_var):
     r"""log N(z; mean, diag exp(log_var)) summed over the last axis: (..., d) -> (...)."""
     z = ops.convert_to_tensor(z)
-    return -0.5 * ops.sum(
-        ops.square(z - mean) * ops.exp(-log_var) + log_var + LOG_2PI, axis=-1
-    )
+    mean = ops.convert_to_tensor(mean, dtype=z.dtype)
+    log_var = ops.convert_to_tensor(log_var, dtype=z.dtype)
+    return ops.sum(normal_log_prob(z, mean, log_var=log_var), axis=-1)
 
 
 __all__ = [
+    "LOG_2PI",
     "kl_std_normal",
     "gaussian_nll",
     "bernoulli_nll",

@@ -1,0 +1,226 @@
+"""vae_course.fast: the training speed-ups take effect, compute Keras's result, and fall back loudly."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from vae_course import fast
+from vae_course.models import VAE, build_decoder, build_encoder, build_vae
+from vae_course.train import train_vae
+
+SHAPE = (8, 8)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).random((96, *SHAPE), dtype=np.float32)
+
+
+def tiny_vae(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    return build_vae(latent_dim=2, image_shape=SHAPE, hidden_units=(16, 16), **kwargs)
+
+
+class StepCounter(keras.callbacks.Callback):
+    """Counts Layer.__call__ and torch._fused_adam_ calls inside each training step."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.layer_calls, self.fused_calls, self.per_step = 0, 0, []
+        layer_call, fused = keras.layers.Layer.__call__, torch._fused_adam_
+
+        def counted_layer_call(layer, *args, **kwargs):
+            self.layer_calls += 1
+            return layer_call(layer, *args, **kwargs)
+
+        def counted_fused(*args, **kwargs):
+            self.fused_calls += 1
+            return fused(*args, **kwargs)
+
+        monkeypatch.setattr(keras.layers.Layer, "__call__", counted_layer_call)
+        monkeypatch.setattr(torch, "_fused_adam_", counted_fused)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.layer_calls, self.fused_calls = 0, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.per_step.append((self.layer_calls, self.fused_calls))
+
+
+def test_train_vae_takes_the_fast_path(images, monkeypatch):
+    """Each step calls Layer.__call__ twice (encoder, decoder), not once per layer, and the fused kernel once."""
+    vae = tiny_vae()
+    counter = StepCounter(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fast.FastPathWarning)
+        train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter])
+    assert counter.per_step == [(2, 1)] * 3
+    # Keras's own path, for comparison: one Layer.__call__ per layer and no fused kernel.
+    plain = tiny_vae()
+    plain.compile(optimizer=keras.optimizers.Adam())
+    counter = StepCounter(monkeypatch)
+    plain.fit(images, epochs=1, batch_size=32, verbose=0, callbacks=[counter])
+    assert counter.per_step == [(2 + 5 + 5, 0)] * 3  # 5 layers in each network
+    # Everything is put back after fit.
+    assert "call" not in vars(vae.encoder) and "call" not in vars(vae.decoder)
+    assert "_parallel_update_step" not in vars(vae.optimizer)
+
+
+def test_same_function_and_gradients_inside_and_outside(images):
+    vae = tiny_vae()
+    vae.compile(optimizer=keras.optimizers.Adam())
+    x, z = torch.as_tensor(images[:16]), torch.randn(16, 2)
+    w = vae.encoder.get_layer("enc_dense_0").kernel.value
+    want = [*vae.encoder(x), vae.decoder(z)]
+    g_want = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
+    with fast.enabled(vae) as on:
+        assert on == {"encoder": True, "decoder": True, "adam": True}
+        got = [*vae.encoder(x), vae.decoder(z)]
+        g_got = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # addmm vs matmul + add: rounding only
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="vae_course_tests")
+class TrainingSpy(keras.layers.Layer):
+    """Identity that records the ``training`` flag of each call."""
+
+    seen = []
+
+    def call(self, x, training=None):
+        TrainingSpy.seen.append(training)
+        return x
+
+
+def test_training_flag_reaches_every_layer(images):
+    image = keras.Input(SHAPE)
+    h = keras.layers.Flatten()(image)
+    h = TrainingSpy()(keras.layers.Dense(16, activation="relu")(h))
+    h = keras.layers.Dropout(0.5)(h)
+    from vae_course.models import SplitGaussianParams
+
+    encoder = keras.Model(image, list(SplitGaussianParams()(keras.layers.Dense(4)(h))))
+    keras.utils.set_random_seed(0)
+    vae = VAE(encoder, build_decoder(2, SHAPE, (16,)))
+    assert fast.chain_of(encoder)[0] is not None  # Dropout and the spy take `training`: still a chain
+    TrainingSpy.seen.clear()
+    train_vae(vae, images[:64], images[:32], epochs=1, batch_size=32, verbose=0)
+    assert TrainingSpy.seen[-3:] == [True, True, False]  # two training steps, one validation batch
+    with fast.enabled(vae):  # Dropout is live in training mode, off in inference mode
+        x = torch.as_tensor(images[:4])
+        assert torch.equal(encoder(x, training=False)[0], encoder(x, training=False)[0])
+        assert not torch.equal(encoder(x, training=True)[0], encoder(x, training=True)[0])
+
+
+# Keras keeps tracking the replaced encoder's weights; they get no gradient, and Keras says so.
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")
+def test_a_swapped_encoder_is_the_one_trained(images, monkeypatch):
+    keras.utils.set_random_seed(0)
+    first = build_encoder(2, SHAPE, (16, 16), name="first_encoder")
+    vae = VAE(first, build_decoder(2, SHAPE, (16, 16)))
+    old = [w.numpy().copy() for w in first.weights]
+    new = build_encoder(2, SHAPE, (16, 16), name="new_encoder")
+    before = [w.numpy().copy() for w in new.weights]
+    vae.encoder = new  # allowed until the VAE is built
+    counter = StepCounter(monkeypatch)
+    train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter])
+    assert counter.per_step == [(2, 1)] * 3  # the new encoder runs fast too
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(old, first.weights))
+    assert not any(np.array_equal(a, w.numpy()) for a, w in zip(before, new.weights))
+
+
+def test_a_network_that_is_not_a_chain_falls_back_with_a_warning(images):
+    image = keras.Input(SHAPE)
+    h = keras.layers.Flatten()(image)
+    h = keras.layers.Add()([keras.layers.Dense(4)(h), keras.layers.Dense(4)(h)])
+    from vae_course.models import SplitGaussianParams
+
+    encoder = keras.Model(image, list(SplitGaussianParams()(h)), name="branchy")
+    vae = VAE(encoder, build_decoder(2, SHAPE, (16,)))
+    with pytest.warns(fast.FastPathWarning, match="encoder 'branchy' falls back.*not a plain chain"):
+        h = train_vae(vae, images, epochs=1, batch_size=32, verbose=0).history
+    assert np.isfinite(h["loss"][0])
+
+
+def _adam_pair(**kwargs):
+    rng = np.random.default_rng(0)
+    shapes = [(30, 20), (20,), (20, 5)]
+    inits = [rng.normal(size=s).astype("float32") for s in shapes]
+    out = []
+    for _ in range(2):
+        opt = keras.optimizers.Adam(1e-3, **kwargs)
+        variables = [keras.Variable(w) for w in inits]
+        opt.build(variables)
+        out.append((opt, variables))
+    grads = [
+        [keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32") * 10.0**-i) for s in shapes]
+        for i in range(12)
+    ]
+    return out, grads
+
+
+class _Net:
+    """What fast.enabled needs of a model: an encoder, a decoder, an optimizer."""
+
+    def __init__(self, optimizer):
+        self.encoder, self.decoder, self.optimizer = (
+            build_encoder(2, SHAPE, (4,)),
+            build_decoder(2, SHAPE, (4,)),
+            optimizer,
+        )
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"beta_1": 0.5, "epsilon": 1e-3}])
+def test_each_fused_step_is_keras_adams_update(kwargs, monkeypatch):
+    (ref, ours), grads = _adam_pair(**kwargs)
+    calls = []
+    fused = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    with fast.enabled(_Net(ours[0])) as on:
+        assert on["adam"]
+        for g in grads:  # 12 steps, gradients from 1 down to 1e-11: epsilon matters at the end
+            with torch.no_grad():
+                ref[0].apply(g, ref[1])
+                ours[0].apply(g, ours[1])
+            for a, b in zip(ref[1], ours[1]):
+                np.testing.assert_allclose(
+                    keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), rtol=1e-6, atol=1e-7
+                )  # float32 rounding
+    assert len(calls) == 12 and int(ours[0].iterations.numpy()) == 12
+
+
+def test_amsgrad_keeps_keras_update_and_says_so():
+    (_, ours), _ = _adam_pair(amsgrad=True)
+    with (
+        pytest.warns(fast.FastPathWarning, match="Adam update falls back.*AMSGrad"),
+        fast.enabled(_Net(ours[0])) as on,
+    ):
+        assert not on["adam"]
+
+
+def test_a_broken_kernel_is_caught_once_and_named(images, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fused Adam for this device")
+
+    monkeypatch.setattr(torch, "_fused_adam_", broken)
+    fast.fused_adam_works.cache_clear()
+    try:
+        vae = tiny_vae()
+        with pytest.warns(fast.FastPathWarning, match="Adam update falls back.*no fused Adam for this device"):
+            h = train_vae(vae, images, epochs=1, batch_size=32, verbose=0).history
+        assert np.isfinite(h["loss"][0]) and int(vae.optimizer.iterations) == 3
+    finally:
+        fast.fused_adam_works.cache_clear()
+
+
+def test_the_compiled_model_saves_keras_adam(tmp_path, images):
+    vae = tiny_vae()
+    train_vae(vae, images, epochs=1, batch_size=32, learning_rate=2e-3, verbose=0)
+    vae.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(back.optimizer).__name__ == "Adam" and float(back.optimizer.learning_rate) == pytest.approx(2e-3)
+    assert int(back.optimizer.iterations) == 3

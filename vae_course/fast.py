@@ -1,0 +1,294 @@
+"""Faster training steps for the course's VAE on Keras's torch backend: the same math, fewer torch calls.
+
+``train_vae`` switches this on for the length of one ``fit``::
+
+    with fast.enabled(vae):
+        vae.fit(...)
+
+Inside the block:
+
+1. **Chained layers.** A network that is a plain chain of layers (the
+   course's encoder and decoder are) runs its layers' ``call`` one after the
+   other, instead of going through ``Layer.__call__`` for each (input checks,
+   name scopes, autocasting, masks).
+   ``training`` is passed on to every layer whose ``call`` takes it; each
+   Dense layer runs as one ``torch.addmm``, as PyTorch's own ``Linear`` does.
+   The network still gets one ``Layer.__call__`` of its own.
+2. **Fused Adam.** Keras's Adam update (a dozen ``torch._foreach_*`` calls,
+   five of which copy every weight) runs in PyTorch's fused kernel
+   ``torch._fused_adam_``, one pass over the weights, in place.
+
+Both rest on details that Keras and PyTorch do not promise to keep
+(``Layer.call``'s arguments, the optimizer's moment slots, a private
+PyTorch kernel). Each is therefore checked once per process, on tiny inputs,
+against Keras's own result; what fails the check is not used, and a
+``FastPathWarning`` says which part fell back and why. Whatever the
+network, the fallback is Keras's own code, so the result is the same, only
+slower. The networks are looked up when the block starts: an encoder or
+decoder swapped in before ``fit`` is the one that runs fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import math
+import warnings
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+import torch
+from keras import layers
+
+
+class FastPathWarning(UserWarning):
+    """A part of the fast path is not used (the result is the same, training is slower)."""
+
+
+def _warn(what: str, why: str) -> None:
+    warnings.warn(
+        f"vae_course.fast: {what} falls back to Keras's own code ({why}); results are the same, training is slower.",
+        FastPathWarning,
+        stacklevel=3,
+    )
+
+
+# ------------------------------------------------------------- chained layers
+def _takes(layer: keras.layers.Layer, name: str) -> bool:
+    return name in inspect.signature(layer.call).parameters
+
+
+def chain_of(model: keras.Model) -> tuple[list[keras.layers.Layer] | None, str]:
+    """The layers of ``model`` in order if it is a plain chain, else ``(None, why not)``.
+
+    A plain chain: one input; every layer called once, on the previous
+    layer's output alone; the last layer's output is the model's; no layer
+    takes a ``mask``, has an activity regularizer, or computes in a dtype
+    other than float32. Found with Keras's public ``layer.input`` and
+    ``layer.output`` (the tensors of a layer's first call).
+    """
+    try:
+        if not isinstance(model, keras.Model) or len(model.inputs) != 1:
+            return None, "not a Keras functional model with one input"
+        chain, prev = [], [model.inputs[0]]
+        for layer in model.layers:
+            if isinstance(layer, layers.InputLayer):
+                continue
+            if _takes(layer, "mask") or layer.activity_regularizer is not None:
+                return None, f"layer {layer.name!r} takes a mask or has an activity regularizer"
+            if layer.compute_dtype != "float32":
+                return None, f"layer {layer.name!r} computes in {layer.compute_dtype}"
+            inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+            if len(inputs) != len(prev) or any(a is not b for a, b in zip(inputs, prev)):
+                return None, f"layer {layer.name!r} is not fed by the layer before it alone"
+            prev = list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
+            chain.append(layer)
+        if len(prev) != len(model.outputs) or any(a is not b for a, b in zip(prev, model.outputs)):
+            return None, "its outputs are not the last layer's"
+        return chain, ""
+    except (AttributeError, TypeError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _dense_addmm(layer: layers.Dense, x: torch.Tensor) -> torch.Tensor:
+    """``Dense.call``: activation(x @ kernel + bias), with the product and the sum as one ``torch.addmm``."""
+    y = torch.addmm(layer.bias.value, x, layer.kernel.value)
+    return layer.activation(y) if layer.activation is not None else y
+
+
+def _plain_dense(layer: keras.layers.Layer) -> bool:
+    return (
+        type(layer) is layers.Dense
+        and layer.bias is not None
+        and not getattr(layer, "lora_enabled", False)
+        and getattr(layer, "quantization_mode", None) is None
+    )
+
+
+def _chain_call(chain: list[keras.layers.Layer]):
+    """A replacement for a model's ``call``: its layers' ``call`` in turn, ``training`` passed on."""
+    kinds = [
+        "dense" if _plain_dense(layer) else "training" if _takes(layer, "training") else "plain" for layer in chain
+    ]
+
+    def call(inputs, training=None, mask=None):
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        for layer, kind in zip(chain, kinds):
+            if kind == "dense" and isinstance(x, torch.Tensor) and x.ndim == 2:
+                x = _dense_addmm(layer, x)
+            elif kind == "plain":
+                x = layer.call(x)
+            else:
+                x = layer.call(x, training=training)
+        return list(x) if isinstance(x, tuple) else x
+
+    return call
+
+
+@contextlib.contextmanager
+def _chained(model: keras.Model, what: str) -> Iterator[bool]:
+    """Run ``model`` as a chain of its layers' ``call`` inside the block; yields whether it does."""
+    chain, why = chain_of(model)
+    if chain is None:
+        _warn(f"the {what} {getattr(model, 'name', '')!r}", f"not a plain chain of layers: {why}")
+        yield False
+        return
+    ok, why = _chain_works(model, chain)
+    if not ok:
+        _warn(f"the {what} {model.name!r}", why)
+        yield False
+        return
+    vars(model)["call"] = _chain_call(chain)  # an instance attribute: Layer.__call__ finds it first
+    try:
+        yield True
+    finally:
+        vars(model).pop("call", None)
+
+
+def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[bool, str]:
+    """Check, on a tiny batch, that the chain computes what ``model`` computes."""
+    try:
+        shape = (3, *model.inputs[0].shape[1:])
+        x = keras.ops.convert_to_tensor(np.random.default_rng(0).random(shape, dtype=np.float32))  # Keras's device
+        with torch.no_grad():
+            want = model(x, training=False)
+            got = _chain_call(chain)(x, training=False)
+        want = want if isinstance(want, (list, tuple)) else [want]
+        got = got if isinstance(got, (list, tuple)) else [got]
+        same = len(want) == len(got) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got))
+        return same, "" if same else "its layers called in a chain do not give the model's output"
+    except Exception as exc:  # any failure means: do not use it
+        return False, f"calling its layers in a chain failed: {type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------- fused Adam
+def _fused_update(optimizer: keras.optimizers.Optimizer):
+    """A replacement for the torch backend Adam's ``_parallel_update_step``: one ``torch._fused_adam_``.
+
+    Keras's Adam, with g the gradient and t the step:
+    m_t = b1 m + (1 - b1) g, v_t = b2 v + (1 - b2) g^2,
+    w_t = w - lr sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps).
+    PyTorch's kernel puts epsilon inside the bias correction,
+    sqrt(v_t) / sqrt(1 - b2^t) + eps', so eps' = eps / sqrt(1 - b2^t) gives
+    Keras's update to floating-point rounding.
+    """
+    slots: dict = {}
+
+    def update(grads, variables, learning_rate):
+        key = tuple(id(v) for v in variables)
+        if key not in slots:
+            index = [optimizer._get_variable_index(v) for v in variables]
+            slots.clear()
+            slots[key] = (
+                [v.value for v in variables],
+                [optimizer._momentums[i].value for i in index],
+                [optimizer._velocities[i].value for i in index],
+            )
+        params, m, v = slots[key]
+        step = float(optimizer.iterations.value) + 1.0
+        steps = [torch.tensor(step, dtype=torch.float32, device=params[0].device)] * len(params)
+        torch._fused_adam_(
+            params,
+            list(grads),
+            m,
+            v,
+            [],
+            steps,
+            lr=float(learning_rate),
+            beta1=optimizer.beta_1,
+            beta2=optimizer.beta_2,
+            weight_decay=0.0,
+            eps=optimizer.epsilon / math.sqrt(1.0 - optimizer.beta_2**step),
+            amsgrad=False,
+            maximize=False,
+        )
+
+    return update
+
+
+def _fusable(optimizer) -> str:
+    """Why ``optimizer`` cannot take the fused update ('' if it can)."""
+    if type(optimizer).__name__ != "Adam" or not isinstance(optimizer, keras.optimizers.Adam):
+        return f"the optimizer is {type(optimizer).__name__}, not Keras's Adam"
+    if optimizer.amsgrad or optimizer.weight_decay or optimizer.use_ema:
+        return "AMSGrad, weight decay or EMA is on"
+    if optimizer.clipnorm or optimizer.clipvalue or optimizer.global_clipnorm:
+        return "gradient clipping is on"
+    if not callable(getattr(optimizer, "_parallel_update_step", None)):
+        return "Keras's torch Adam has no _parallel_update_step to replace"
+    return ""
+
+
+@functools.cache
+def fused_adam_works() -> str:
+    """Check once, on three tiny weights, that the fused update is Keras's Adam ('' if it is, else why not)."""
+    try:
+        rng = np.random.default_rng(0)
+        shapes = [(5, 3), (3,), (2, 2)]
+        inits = [rng.normal(size=s).astype("float32") for s in shapes]
+        grads = [[keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)]
+        results, calls = [], []
+        for fused in (False, True):
+            opt = keras.optimizers.Adam(1e-2)
+            why = _fusable(opt)
+            if why:
+                return why
+            variables = [keras.Variable(w) for w in inits]
+            opt.build(variables)
+            if fused:
+                update = _fused_update(opt)
+
+                def counted(*args, update=update):
+                    calls.append(1)
+                    return update(*args)
+
+                vars(opt)["_parallel_update_step"] = counted
+            with torch.no_grad():
+                for g in grads:
+                    opt.apply(g, variables)
+            results.append([v.value.detach().clone() for v in variables])
+        if len(calls) != len(grads):
+            return "Keras's Adam no longer calls _parallel_update_step"
+        if not all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results)):
+            return "the fused kernel does not give Keras's update"
+        return ""
+    except Exception as exc:  # e.g. a torch without the kernel for this device
+        return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _fused(optimizer) -> Iterator[bool]:
+    why = _fusable(optimizer) or fused_adam_works()
+    if why:
+        _warn("the Adam update", why)
+        yield False
+        return
+    vars(optimizer)["_parallel_update_step"] = _fused_update(optimizer)
+    try:
+        yield True
+    finally:
+        vars(optimizer).pop("_parallel_update_step", None)
+
+
+# --------------------------------------------------------------------- switch
+@contextlib.contextmanager
+def enabled(vae: keras.Model) -> Iterator[dict[str, bool]]:
+    """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
+
+    ``vae`` must be compiled. Yields which parts are on, e.g.
+    ``{"encoder": True, "decoder": True, "adam": True}``; a part that is off
+    has said why in a :class:`FastPathWarning`. Everything is put back on
+    leaving the block, also after an error.
+    """
+    with contextlib.ExitStack() as stack:
+        on = {
+            "encoder": stack.enter_context(_chained(vae.encoder, "encoder")),
+            "decoder": stack.enter_context(_chained(vae.decoder, "decoder")),
+            "adam": stack.enter_context(_fused(vae.optimizer)),
+        }
+        yield on
+
+
+__all__ = ["FastPathWarning", "enabled", "chain_of", "fused_adam_works"]
