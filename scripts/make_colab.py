@@ -208,7 +208,9 @@ class Chapter:
                 if target not in self.titles:
                     raise ConversionError(f"{self.name}: {{doc}}`{body}` is not a chapter of the book")
                 return f"[{m2.group('text') or self.titles[target]}]({colab_link(self.root, target)})"
-            raise ConversionError(f"{self.name}: the role {{{kind}}} has no Colab form; add it to scripts/make_colab.py")
+            raise ConversionError(
+                f"{self.name}: the role {{{kind}}} has no Colab form; add it to scripts/make_colab.py"
+            )
 
         return ROLE_RE.sub(role, text)
 
@@ -222,7 +224,9 @@ class Chapter:
         if name == "literalinclude":
             path = (self.root / Path(self.docname).parent / arg.strip()).resolve()
             if "pyobject" not in options:
-                raise ConversionError(f"{self.name}: literalinclude {arg} without :pyobject: (the edition shows objects)")
+                raise ConversionError(
+                    f"{self.name}: literalinclude {arg} without :pyobject: (the edition shows objects)"
+                )
             rel = path.relative_to(self.root).as_posix()
             code = pyobject_source(path, options["pyobject"])
             return f"From `{rel}`, `{options['pyobject']}`:\n\n```python\n{code}\n```"
@@ -255,7 +259,9 @@ class Chapter:
                 return ""
             keys = sorted(self.cited, key=lambda k: (self.bib.names(k), self.bib.year(k)))
             return "\n".join(f"- {self.bib.entry(k)}" for k in keys)
-        raise ConversionError(f"{self.name}: the directive {{{name}}} has no Colab form; add it to scripts/make_colab.py")
+        raise ConversionError(
+            f"{self.name}: the directive {{{name}}} has no Colab form; add it to scripts/make_colab.py"
+        )
 
     def convert_text(self, text: str) -> str:
         """A markdown cell's text with every MyST construct replaced by CommonMark."""
@@ -277,9 +283,11 @@ class Chapter:
             i = j + 1
         text = "\n".join(out)
         text = LABELLED_MATH_RE.sub(
-            lambda m: f"$${m.group('body').rstrip()} \\tag{{{self.equations[m.group('label')]}}}\n$$"
-            if m.group("body").endswith("\n")
-            else f"$${m.group('body')} \\tag{{{self.equations[m.group('label')]}}}$$",
+            lambda m: (
+                f"$${m.group('body').rstrip()} \\tag{{{self.equations[m.group('label')]}}}\n$$"
+                if m.group("body").endswith("\n")
+                else f"$${m.group('body')} \\tag{{{self.equations[m.group('label')]}}}$$"
+            ),
             text,
         )
         return self.roles(text)
@@ -287,7 +295,7 @@ class Chapter:
     def fold_solutions(self, text: str, inside: bool) -> str:
         """Solution text goes in <details> under a "Solution to Exercise" heading; code cells fold in Colab."""
         out = []
-        for i, piece in enumerate(re.split(f"({SOL_START}[^\x00]*{SOL_START}|{SOL_END})", text)):
+        for piece in re.split(f"({SOL_START}[^\x00]*{SOL_START}|{SOL_END})", text):
             if piece.startswith(SOL_START):
                 label = piece[len(SOL_START) : -len(SOL_START)]
                 out.append(
@@ -315,7 +323,9 @@ class Chapter:
                 cell["source"] = text.strip("\n").splitlines(keepends=True)
             elif cell["cell_type"] == "code" and self.in_solution:
                 title = f"# @title Solution to Exercise {self.exercises[self.in_solution]} (code)\n"
-                cell["source"] = [title] + list(cell["source"]) if isinstance(cell["source"], list) else title + cell["source"]
+                cell["source"] = (
+                    [title] + list(cell["source"]) if isinstance(cell["source"], list) else title + cell["source"]
+                )
                 cell.setdefault("metadata", {})["cellView"] = "form"
             cells.append(cell)
         if self.in_solution:

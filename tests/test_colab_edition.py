@@ -20,13 +20,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from booktools import ROOT, toc_files
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import make_colab  # noqa: E402
+import make_colab
 
 CHAPTERS = [f for f in toc_files() if (ROOT / f"{f}.ipynb").is_file()]
 
@@ -80,7 +79,9 @@ def test_every_code_block_of_the_book_is_shown(docname, rendered):
         if cell["cell_type"] == "code":
             assert source in text, f"{docname}: a code cell of the book is missing: {source[:80]!r}"
             continue
-        for path, name in re.findall(r"```\{literalinclude\}\s*\.\./vae_course/(\w+)\.py\s*\n:pyobject:\s*(\S+)", source):
+        for path, name in re.findall(
+            r"```\{literalinclude\}\s*\.\./vae_course/(\w+)\.py\s*\n:pyobject:\s*(\S+)", source
+        ):
             obj = importlib.import_module(f"vae_course.{path}")
             for part in name.split("."):
                 obj = getattr(obj, part)
@@ -120,7 +121,9 @@ def test_unknown_myst_stops_the_script(tmp_path):
     nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": ["See {ref}`somewhere`."]})
     (tmp_path / f"{CHAPTERS[1]}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_colab.py"), "--root", str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(ROOT / "scripts" / "make_colab.py"), "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 2 and "{ref}" in run.stderr and CHAPTERS[1].split("/")[-1] in run.stderr, run.stderr
     assert not (tmp_path / "colab").exists(), "nothing may be written when a chapter cannot be converted"

@@ -52,8 +52,10 @@ def test_idx_round_trip_raw_and_gzip(tmp_path, gz):
 
 
 def test_npz_folder(tmp_path):
-    (x_train, y_train), (x_test, y_test) = ((np.zeros((60000, 28, 28), np.uint8), np.zeros(60000, np.uint8)),
-                                            (np.ones((10000, 28, 28), np.uint8), np.ones(10000, np.uint8)))
+    (x_train, y_train), (x_test, y_test) = (
+        (np.zeros((60000, 28, 28), np.uint8), np.zeros(60000, np.uint8)),
+        (np.ones((10000, 28, 28), np.uint8), np.ones(10000, np.uint8)),
+    )
     np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     (a, _), (b, c) = load_mnist(tmp_path)
     assert a.shape == (60000, 28, 28) and b.sum() == 10000 * 784 and c.sum() == 10000

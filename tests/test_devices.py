@@ -51,7 +51,7 @@ def test_estimators_draw_on_the_tensors_device(device):
     b = sample_gaussian(mean.cpu(), scale.cpu(), 10, torch.Generator().manual_seed(3))
     assert on(device, a) and torch.allclose(a.cpu(), b)
     # Both gradient estimators of E[(x - k)^2], k = 0: d/dmu = 2 mu, d/dsigma = 2 sigma.
-    f = lambda v: (v**2).sum(-1)  # noqa: E731
+    f = lambda v: (v**2).sum(-1)
     for est in (score_function_grads, reparam_grads):
         g = est(f, mean, scale, 400_000)
         assert on(device, g["mean"]) and on(device, g["scale"])

@@ -1,5 +1,6 @@
 """The ELBO's gradient estimators (full, analytic KL, sticking the landing, score function),
 the general Gaussian KL and the VAE's KL term, against closed forms and torch.distributions."""
+
 import math
 
 import pytest
@@ -22,10 +23,10 @@ def t(values):
 def per_draw_grad_m(model, m, v, estimator, n, gen, baseline=0.0):
     """n one-draw estimates of d ELBO / dm, from the package's estimators (not from the closed forms)."""
     mean, scale = t([m]), t([math.sqrt(v)])
-    log_lik = lambda z: model.log_likelihood(X, z[..., 0])  # noqa: E731
+    log_lik = lambda z: model.log_likelihood(X, z[..., 0])
     if estimator == "score":
         # The ELBO's integrand f(z) = log p(x, z) - log q(z); its score-function gradient is f * grad log q.
-        f = lambda z: model.log_joint(X, z[..., 0]) - est.gaussian_log_prob(z, mean, scale)  # noqa: E731
+        f = lambda z: model.log_joint(X, z[..., 0]) - est.gaussian_log_prob(z, mean, scale)
         return est.score_function_grads(f, mean, scale, n, baseline=baseline, generator=gen)["mean"][:, 0]
     return est.elbo_grads(log_lik, mean, scale, n, estimator=estimator, generator=gen)["mean"][:, 0]
 
@@ -73,11 +74,17 @@ def test_stl_is_exactly_zero_at_the_posterior_and_full_equals_stl_in_value():
     model = MODELS[0]
     m, v = model.posterior(X)
     gen = torch.Generator().manual_seed(3)
-    g = est.elbo_grads(lambda z: model.log_likelihood(X, z[..., 0]), m.reshape(1), v.sqrt().reshape(1), 1000,
-                       estimator="stl", generator=gen)
+    g = est.elbo_grads(
+        lambda z: model.log_likelihood(X, z[..., 0]),
+        m.reshape(1),
+        v.sqrt().reshape(1),
+        1000,
+        estimator="stl",
+        generator=gen,
+    )
     assert g["mean"].abs().max() < 1e-12 and g["scale"].abs().max() < 1e-12
     z = torch.randn(50, 1, generator=gen, dtype=F64)
-    log_lik = lambda z: model.log_likelihood(X, z[..., 0])  # noqa: E731
+    log_lik = lambda z: model.log_likelihood(X, z[..., 0])
     full = est.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "full")
     stl = est.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "stl")
     assert torch.equal(full, stl)
@@ -110,20 +117,28 @@ def test_gaussian_kl_matches_torch_distributions():
     for d in (1, 2, 5):
         for _ in range(3):
             m1, m2 = torch.randn(d, generator=gen, dtype=F64), torch.randn(d, generator=gen, dtype=F64)
-            L1 = torch.tril(torch.randn(d, d, generator=gen, dtype=F64), -1) + torch.diag(0.3 + torch.rand(d, generator=gen, dtype=F64))
-            L2 = torch.tril(torch.randn(d, d, generator=gen, dtype=F64), -1) + torch.diag(0.3 + torch.rand(d, generator=gen, dtype=F64))
+            L1 = torch.tril(torch.randn(d, d, generator=gen, dtype=F64), -1) + torch.diag(
+                0.3 + torch.rand(d, generator=gen, dtype=F64)
+            )
+            L2 = torch.tril(torch.randn(d, d, generator=gen, dtype=F64), -1) + torch.diag(
+                0.3 + torch.rand(d, generator=gen, dtype=F64)
+            )
             ref = kl_divergence(MultivariateNormal(m1, scale_tril=L1), MultivariateNormal(m2, scale_tril=L2))
             torch.testing.assert_close(est.gaussian_kl(m1, L1, m2, L2), ref, rtol=1e-12, atol=1e-12)
             s1, s2 = torch.diagonal(L1).abs(), torch.diagonal(L2).abs()
             ref = kl_divergence(Independent(Normal(m1, s1), 1), Independent(Normal(m2, s2), 1))
             torch.testing.assert_close(est.gaussian_kl(m1, s1, m2, s2), ref, rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(est.gaussian_kl(m1, s1, m2, L2),
-                                       kl_divergence(MultivariateNormal(m1, scale_tril=torch.diag(s1)), MultivariateNormal(m2, scale_tril=L2)),
-                                       rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                est.gaussian_kl(m1, s1, m2, L2),
+                kl_divergence(MultivariateNormal(m1, scale_tril=torch.diag(s1)), MultivariateNormal(m2, scale_tril=L2)),
+                rtol=1e-12,
+                atol=1e-12,
+            )
             assert est.gaussian_kl(m1, L1, m1, L1).item() == pytest.approx(0.0, abs=1e-12)
     # d = 1 is chapter 4's univariate formula (in variances).
     assert est.gaussian_kl(t([0.4]), t([0.5]), t([-1.0]), t([2.0])).item() == pytest.approx(
-        kl_gaussian(0.4, 0.25, -1.0, 4.0).item(), rel=1e-14)
+        kl_gaussian(0.4, 0.25, -1.0, 4.0).item(), rel=1e-14
+    )
     with pytest.raises(ValueError, match="same dimension"):
         est.gaussian_kl(t([0.0]), t([1.0]), t([0.0, 0.0]), t([1.0, 1.0]))
     with pytest.raises(ValueError, match="scale2 has a zero standard deviation"):
@@ -148,7 +163,7 @@ def test_vae_kl_term_three_ways():
     torch.testing.assert_close(est.vae_kl_term(z_mean, z_log_var), closed)
     v_mc, g_mc = grads("mc", z_mean, z_log_var)
     v_stl, g_stl = grads("stl", z_mean, z_log_var)
-    assert torch.equal(v_mc, v_stl)                         # same value ...
+    assert torch.equal(v_mc, v_stl)  # same value ...
     one = torch.ones_like(z_mean)
     # ... unbiased for the KL and for its gradient (mu, (e^l - 1)/2), but through different estimators:
     sd_value = (0.5 * (z_log_var.exp() - 1) ** 2 + z_mean**2 * z_log_var.exp()).sum(-1).sqrt()

@@ -1,4 +1,5 @@
 """The estimators against closed forms and torch.distributions, seeded."""
+
 import math
 
 import pytest
@@ -19,7 +20,9 @@ def gen():
 
 
 def within(estimate: est.MCEstimate, truth, n_se=4.0):
-    return torch.all((estimate.mean - torch.as_tensor(truth, dtype=estimate.mean.dtype)).abs() <= n_se * estimate.stderr)
+    return torch.all(
+        (estimate.mean - torch.as_tensor(truth, dtype=estimate.mean.dtype)).abs() <= n_se * estimate.stderr
+    )
 
 
 def test_mc_estimate_standard_error():
@@ -33,21 +36,27 @@ def test_mc_estimate_standard_error():
 
 def test_monte_carlo_of_a_known_expectation(gen):
     # E[X^2] = mu^2 + sigma^2 for X ~ N(mu, sigma^2)
-    sampler = lambda n, g: est.sample_gaussian(torch.tensor([1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64), n, g)  # noqa: E731
+    sampler = lambda n, g: est.sample_gaussian(
+        torch.tensor([1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64), n, g
+    )
     e = est.monte_carlo(lambda x: (x**2).sum(-1), sampler, 100_000, gen)
     assert within(e, 5.0)
 
 
 @pytest.mark.parametrize("mu, sigma", [(1.0, 2.0), (3.5, 0.5), (-1.0, 1.0)])
 def test_score_function_is_unbiased(gen, mu, sigma):
-    g = est.score_function_grads(f, torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64), 200_000, generator=gen)
+    g = est.score_function_grads(
+        f, torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64), 200_000, generator=gen
+    )
     assert within(est.mc_estimate(g["mean"]), [2 * (mu - K)])
     assert within(est.mc_estimate(g["scale"]), [2 * sigma])
 
 
 @pytest.mark.parametrize("mu, sigma", [(1.0, 2.0), (3.5, 0.5), (-1.0, 1.0)])
 def test_reparameterization_is_unbiased(gen, mu, sigma):
-    g = est.reparam_grads(f, torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64), 100_000, generator=gen)
+    g = est.reparam_grads(
+        f, torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64), 100_000, generator=gen
+    )
     assert within(est.mc_estimate(g["mean"]), [2 * (mu - K)])
     assert within(est.mc_estimate(g["scale"]), [2 * sigma])
 
@@ -91,7 +100,7 @@ def test_gradients_flow_through_the_cholesky_factor(gen):
     # E|x|^2 = |m|^2 + tr(L L^T)  =>  d/dL = 2L (lower triangle), d/dm = 2m.
     L = torch.tensor([[1.0, 0.0], [0.5, 2.0]], dtype=torch.float64)
     m = torch.tensor([0.3, -1.0], dtype=torch.float64)
-    sq = lambda x: (x**2).sum(-1)  # noqa: E731
+    sq = lambda x: (x**2).sum(-1)
     rp = est.reparam_grads(sq, m, L, 100_000, generator=gen)
     sf = est.score_function_grads(sq, m, L, 400_000, generator=gen)
     for g in (rp, sf):

@@ -1,4 +1,5 @@
 """The estimators added for chapters 1 and 2: reporting, t quantiles, importance sampling, discrete latents."""
+
 import math
 
 import pytest
@@ -10,9 +11,16 @@ from vae_course import quadratic
 DT = torch.float64
 
 
-@pytest.mark.parametrize("mean,se,text", [(1.2517, 0.0034, "1.252 ± 0.003"), (21.715, 0.111, "21.7 ± 0.1"),
-                                          (-0.00071, 0.002, "-0.001 ± 0.002"), (38550.0, 54.0, "38550 ± 54"),
-                                          (0.1, 0.0, "0.1000 ± 0")])
+@pytest.mark.parametrize(
+    "mean,se,text",
+    [
+        (1.2517, 0.0034, "1.252 ± 0.003"),
+        (21.715, 0.111, "21.7 ± 0.1"),
+        (-0.00071, 0.002, "-0.001 ± 0.002"),
+        (38550.0, 54.0, "38550 ± 54"),
+        (0.1, 0.0, "0.1000 ± 0"),
+    ],
+)
 def test_format_estimate(mean, se, text):
     assert est.format_estimate(torch.tensor(mean), se) == text
 
@@ -30,8 +38,12 @@ def test_t_quantile_closed_forms(prob):
     # large dof: the Cornish-Fisher expansion around the normal quantile z (error O(dof^-4))
     z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(prob, dtype=DT)).item()
     for nu in (100, 1000, 10_000):
-        cf = (z + (z**3 + z) / (4 * nu) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
-              + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3))
+        cf = (
+            z
+            + (z**3 + z) / (4 * nu)
+            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3)
+        )
         assert est.student_t_quantile(prob, nu) == pytest.approx(cf, rel=1e-6)
 
 
@@ -62,7 +74,9 @@ def test_importance_sampling_of_a_tail_probability(shift):
         lambda x: std.log_prob(x[:, 0]),
         lambda m, g: shift + torch.randn(m, 1, generator=g, dtype=DT),
         lambda x: prop.log_prob(x[:, 0]),
-        n, torch.Generator().manual_seed(1))
+        n,
+        torch.Generator().manual_seed(1),
+    )
     exact = 1 - std.cdf(torch.tensor(t, dtype=DT)).item()
     assert abs(e.mean.item() - exact) < 4 * e.stderr.item()
     var = quadratic.tail_importance_variance(t, shift)
@@ -72,8 +86,9 @@ def test_importance_sampling_of_a_tail_probability(shift):
 
 def test_leave_one_out_baseline():
     v = torch.tensor([[1.0, 0.0], [2.0, 10.0], [6.0, 2.0]], dtype=DT)
-    torch.testing.assert_close(est.leave_one_out_baseline(v),
-                               torch.tensor([[4.0, 6.0], [3.5, 1.0], [1.5, 5.0]], dtype=DT))
+    torch.testing.assert_close(
+        est.leave_one_out_baseline(v), torch.tensor([[4.0, 6.0], [3.5, 1.0], [1.5, 5.0]], dtype=DT)
+    )
     with pytest.raises(ValueError, match="at least 2 draws"):
         est.leave_one_out_baseline(torch.ones(1))
 
@@ -82,7 +97,7 @@ def test_leave_one_out_baseline():
 def test_bernoulli_score_grads_unbiased(baseline):
     k = 0.45
     logits = torch.tensor([0.0, 1.2, -2.0], dtype=DT)
-    f = lambda x: ((x - k) ** 2).sum(-1)  # noqa: E731
+    f = lambda x: ((x - k) ** 2).sum(-1)
     g = est.bernoulli_score_grads(f, logits, 400_000, baseline, torch.Generator().manual_seed(2))
     assert g["logits"].shape == (400_000, 3) and set(g["x"].unique().tolist()) <= {0.0, 1.0}
     p = torch.sigmoid(logits)
@@ -109,22 +124,31 @@ def test_bernoulli_mean_baseline_is_biased(per_coordinate):
     exact = quadratic.bernoulli_grad_logit(0.5, k)
     gen = torch.Generator().manual_seed(4)
     for baseline, factor in (("mean", 0.5), ("rloo", 1.0)):
-        if per_coordinate:          # 40 000 independent one-bit problems in one call
+        if per_coordinate:  # 40 000 independent one-bit problems in one call
             g = est.bernoulli_score_grads(lambda x: (x - k) ** 2, torch.zeros(calls, dtype=DT), 2, baseline, gen)
             vals = g["logits"].mean(0)
             assert g["f"].shape == (2, calls)
         else:
             f = quadratic.shifted_square(k)
-            vals = torch.stack([est.bernoulli_score_grads(f, torch.zeros(1, dtype=DT), 2, baseline, gen)["logits"].mean()
-                                for _ in range(calls // 10)])
+            vals = torch.stack(
+                [
+                    est.bernoulli_score_grads(f, torch.zeros(1, dtype=DT), 2, baseline, gen)["logits"].mean()
+                    for _ in range(calls // 10)
+                ]
+            )
         e = est.mc_estimate(vals)
         assert abs(e.mean.item() - factor * exact) < 4 * e.stderr.item()
-        assert e.stderr.item() < 0.12 * exact        # precise enough to tell 0.5 from 1
+        assert e.stderr.item() < 0.12 * exact  # precise enough to tell 0.5 from 1
 
 
-@pytest.mark.parametrize("kwargs,match", [({"logits": torch.zeros(2, 2)}, r"logits must have shape \(d,\)"),
-                                          ({"baseline": "median"}, "baseline must be a number, 'rloo' or 'mean'"),
-                                          ({"f": lambda x: x[:, :1]}, r"f must map draws \(N, d\) = \(4, 2\)")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"logits": torch.zeros(2, 2)}, r"logits must have shape \(d,\)"),
+        ({"baseline": "median"}, "baseline must be a number, 'rloo' or 'mean'"),
+        ({"f": lambda x: x[:, :1]}, r"f must map draws \(N, d\) = \(4, 2\)"),
+    ],
+)
 def test_bernoulli_bad_input(kwargs, match):
     args = {"f": lambda x: x.sum(-1), "logits": torch.zeros(2), "num_samples": 4, **kwargs}
     with pytest.raises(ValueError, match=match):

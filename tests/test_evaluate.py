@@ -4,6 +4,7 @@ A linear-Gaussian VAE: z ~ N(0, 1), x | z ~ N(z w + b, s^2 I) in D = 4 dimension
 so p(x) = N(b, w w^T + s^2 I). With the encoder set to the exact posterior every
 importance weight equals p(x), and the bound is exact for every k.
 """
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The closed forms of vae_course.linear_gaussian, against torch.distributions and quadrature."""
+
 import math
 
 import pytest
@@ -128,9 +129,16 @@ def test_float32_inputs_keep_their_dtype():
     assert model.posterior(x)[1].dtype == torch.float32
 
 
-@pytest.mark.parametrize("kwargs", [dict(w=1.0, b=0.0, s=0.0), dict(w=1.0, b=0.0, s=-1.0),
-                                    dict(w=float("nan"), b=0.0, s=1.0), dict(w=True, b=0.0, s=1.0),
-                                    dict(w="1", b=0.0, s=1.0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(w=1.0, b=0.0, s=0.0),
+        dict(w=1.0, b=0.0, s=-1.0),
+        dict(w=float("nan"), b=0.0, s=1.0),
+        dict(w=True, b=0.0, s=1.0),
+        dict(w="1", b=0.0, s=1.0),
+    ],
+)
 def test_bad_parameters_are_refused(kwargs):
     with pytest.raises(ValueError):
         LinearGaussian(**kwargs)

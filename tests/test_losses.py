@@ -1,4 +1,5 @@
 """Every density and KL against torch.distributions on random inputs."""
+
 import math
 
 import numpy as np
@@ -84,9 +85,7 @@ def test_bernoulli_nll_on_grey_pixels_is_the_cross_entropy(gen):
 def test_log_probs_match_torch(gen):
     z = torch.randn(7, 3, generator=gen)
     mean, log_var = torch.randn(7, 3, generator=gen), torch.randn(7, 3, generator=gen)
-    torch.testing.assert_close(
-        losses.std_normal_log_prob(z), Independent(Normal(torch.zeros(3), 1.0), 1).log_prob(z)
-    )
+    torch.testing.assert_close(losses.std_normal_log_prob(z), Independent(Normal(torch.zeros(3), 1.0), 1).log_prob(z))
     torch.testing.assert_close(
         losses.diag_gaussian_log_prob(z, mean, log_var),
         Independent(Normal(mean, torch.exp(0.5 * log_var)), 1).log_prob(z),

@@ -71,8 +71,7 @@ def test_training_lowers_the_loss(mnist_float):
     vae = build_vae()
     vae.compile(optimizer="adam")
     before = vae.evaluate(x_test[:1000], batch_size=250, verbose=0, return_dict=True)["loss"]
-    hist = vae.fit(x_train[:3000], y_train[:3000], epochs=2, batch_size=64, verbose=0,
-                   validation_data=(x_test[:1000],))
+    hist = vae.fit(x_train[:3000], y_train[:3000], epochs=2, batch_size=64, verbose=0, validation_data=(x_test[:1000],))
     h = hist.history
     assert set(h) == {"loss", "nll", "kl", "val_loss", "val_nll", "val_kl"}
     assert h["loss"][1] < h["loss"][0]
@@ -123,3 +122,49 @@ def test_save_and_load_round_trip(tmp_path):
     for a, b in zip(vae.encoder(x), back.encoder(x)):
         assert torch.equal(a, b)
     assert torch.equal(vae.decoder(z), back.decoder(z))
+
+
+@pytest.mark.parametrize("num_mc_samples", [1, 3])
+def test_kl_options_of_the_loss(num_mc_samples):
+    """kl="mc" and "stl" give log q(z) - log p(z) at the loss's own draws; at q = p the value is 0
+    for all three, the "mc" gradient still carries the score term, and "stl"'s gradient is exactly 0."""
+    import torch
+
+    vaes = {}
+    for kl in ("analytic", "mc", "stl"):
+        keras.utils.set_random_seed(0)
+        vaes[kl] = build_vae(latent_dim=3, image_shape=(2, 2), hidden_units=(4,), num_mc_samples=num_mc_samples, kl=kl)
+    x = np.random.default_rng(0).random((5, 2, 2)).astype(np.float32)
+    # Away from the prior: "mc" and "stl" agree in value, and average to the analytic KL.
+    keras.utils.set_random_seed(1)
+    _, _, kl_mc = vaes["mc"].compute_losses(x)
+    keras.utils.set_random_seed(1)
+    _, _, kl_stl = vaes["stl"].compute_losses(x)
+    torch.testing.assert_close(kl_mc, kl_stl)
+    _, _, kl_exact = vaes["analytic"].compute_losses(x)
+    draws = []
+    for seed in range(400):
+        keras.utils.set_random_seed(seed)
+        draws.append(keras.ops.convert_to_numpy(vaes["mc"].compute_losses(x)[2]))
+    draws = np.array(draws)
+    se = draws.std(0) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(0) - keras.ops.convert_to_numpy(kl_exact)) < 4 * se + 1e-6)
+    # At q = p (encoder outputs mean 0, log-variance 0): KL = 0; gradients in the encoder's bias.
+    grads = {}
+    for kl, vae in vaes.items():
+        layer = vae.encoder.get_layer("z_params")
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+        vae.zero_grad()
+        _, _, kl_value = vae.compute_losses(x)
+        torch.testing.assert_close(kl_value, torch.zeros_like(kl_value), atol=1e-6, rtol=0)
+        kl_value.sum().backward()
+        grads[kl] = layer.bias.value.grad.detach().abs().max().item()
+    assert grads["analytic"] == 0.0 and grads["stl"] == 0.0
+    assert grads["mc"] > 0.1, "the total-derivative estimate keeps the score term's noise at q = p"
+
+
+def test_kl_option_round_trips_and_rejects_bad_values(tmp_path):
+    vae = build_vae(latent_dim=2, image_shape=(2, 2), hidden_units=(4,), kl="stl")
+    assert VAE.from_config(vae.get_config()).kl == "stl"
+    with pytest.raises(ValueError, match="kl must be one of"):
+        build_vae(latent_dim=2, image_shape=(2, 2), hidden_units=(4,), kl="sampled")

@@ -1,19 +1,20 @@
 """vae_course.plots: each function returns a labelled Figure and shows nothing; save_figure is atomic."""
+
 import matplotlib
 
-matplotlib.use("Agg")  # noqa: E402  (no display in tests)
+matplotlib.use("Agg")
 
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
 
-import vae_course  # noqa: E402,F401
-from vae_course import plots  # noqa: E402
-from vae_course.data import DataError  # noqa: E402
-from vae_course.models import build_vae  # noqa: E402
+import vae_course  # noqa: F401
+from vae_course import plots
+from vae_course.data import DataError
+from vae_course.models import build_vae
 
 SHAPE = (8, 8)
 
@@ -54,7 +55,14 @@ def test_latent_grid_is_the_inverse_normal_cdf_of_a_uniform_grid():
 
 
 def test_plot_history_has_three_labelled_panels_with_train_and_val():
-    history = {"loss": [3.0, 2.0], "nll": [2.5, 1.8], "kl": [0.5, 0.2], "val_loss": [2.9, 2.1], "val_nll": [2.4, 1.9], "val_kl": [0.5, 0.2]}
+    history = {
+        "loss": [3.0, 2.0],
+        "nll": [2.5, 1.8],
+        "kl": [0.5, 0.2],
+        "val_loss": [2.9, 2.1],
+        "val_nll": [2.4, 1.9],
+        "val_kl": [0.5, 0.2],
+    }
     fig = plots.plot_history(history)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     for ax, key in zip(fig.axes, ("loss", "nll", "kl")):

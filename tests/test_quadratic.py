@@ -6,6 +6,7 @@ integrates exactly (up to rounding) for degree <= 59. The per-sample
 estimators are built here from autograd of the package's log-density and
 transform, not from the formulas under test.
 """
+
 import math
 
 import numpy as np
@@ -50,7 +51,7 @@ def per_node_estimators(mu, sigma, k, baseline):
     f = quadratic.shifted_square(k)
     score = vmap(grad(gaussian_log_prob, argnums=(1, 2)), in_dims=(0, None, None))(x, m, s)
     sf = torch.cat([(f(x) - baseline)[:, None] * g for g in score], dim=1)
-    path = lambda e, mm, ss: f(transform(e, mm, ss))  # noqa: E731
+    path = lambda e, mm, ss: f(transform(e, mm, ss))
     rp = torch.cat(vmap(grad(path, argnums=(1, 2)), in_dims=(0, None, None))(eps, m, s), dim=1)
     return sf, rp, w
 
@@ -58,8 +59,9 @@ def per_node_estimators(mu, sigma, k, baseline):
 @pytest.mark.parametrize("mu,sigma,k", CASES)
 def test_expectation_and_variance_exact(mu, sigma, k):
     t, w = gauss_hermite()
-    fx = quadratic.shifted_square(k)(transform(t[:, None], torch.tensor([mu], dtype=DT),
-                                               torch.tensor([sigma], dtype=DT)))
+    fx = quadratic.shifted_square(k)(
+        transform(t[:, None], torch.tensor([mu], dtype=DT), torch.tensor([sigma], dtype=DT))
+    )
     mean, var = exact_moments(fx, w)
     assert mean.item() == pytest.approx(quadratic.expectation(mu, sigma, k), rel=1e-12)
     assert var.item() == pytest.approx(quadratic.variance(mu, sigma, k), rel=1e-12)
@@ -136,8 +138,9 @@ def test_gradient_variances_monte_carlo(mu, sigma, k):
 
 def test_expectation_and_variance_monte_carlo():
     mu, sigma, k = 1.0, 0.5, 0.0
-    x = sample_gaussian(torch.tensor([mu], dtype=DT), torch.tensor([sigma], dtype=DT), 400_000,
-                        torch.Generator().manual_seed(3))
+    x = sample_gaussian(
+        torch.tensor([mu], dtype=DT), torch.tensor([sigma], dtype=DT), 400_000, torch.Generator().manual_seed(3)
+    )
     fx = quadratic.shifted_square(k)(x)
     est = mc_estimate(fx)
     assert abs(est.mean.item() - quadratic.expectation(mu, sigma, k)) < 5 * est.stderr.item()
@@ -172,8 +175,11 @@ def test_squared_norm_monte_carlo():
     ref = quadratic.squared_norm_grads(MEAN, CHOL)
     for key in ("mean", "scale"):
         e = mc_estimate(g[key])
-        lower = torch.ones_like(e.mean, dtype=torch.bool) if key == "mean" else torch.tril(
-            torch.ones(3, 3, dtype=torch.bool))
+        lower = (
+            torch.ones_like(e.mean, dtype=torch.bool)
+            if key == "mean"
+            else torch.tril(torch.ones(3, 3, dtype=torch.bool))
+        )
         z = ((e.mean - ref[key]) / e.stderr)[lower]
         assert z.abs().max().item() < 5
         assert torch.all(e.mean[~lower] == 0)

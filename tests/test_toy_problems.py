@@ -6,6 +6,7 @@ from the package's log-density and transform, exact enumeration of the
 Bernoulli outcomes with torch.distributions' log-probability, and
 Gauss-Hermite quadrature (exact for polynomials).
 """
+
 import itertools
 import math
 
@@ -44,7 +45,7 @@ def test_sine_closed_forms(mu, sigma, omega):
     assert moments(f(x), w)[0] == pytest.approx(quadratic.sine_expectation(mu, sigma, omega), abs=1e-9)
     score_mu = vmap(grad(gaussian_log_prob, argnums=1), in_dims=(0, None, None))(x, m, s)[:, 0]
     sf_mean, sf_var = moments(f(x) * score_mu, w)
-    path = lambda e, mm: f(transform(e, mm, s))  # noqa: E731
+    path = lambda e, mm: f(transform(e, mm, s))
     rp = vmap(grad(path, argnums=1), in_dims=(0, None))(eps, m)[:, 0]
     rp_mean, rp_var = moments(rp, w)
     exact = quadratic.sine_grad_mean(mu, sigma, omega)
@@ -61,7 +62,7 @@ def test_sine_published_numbers():
 
 @pytest.mark.parametrize("t_,shift", [(2.0, 0.0), (2.0, 2.0), (2.0, 2.5), (3.0, 1.0), (1.0, -0.5)])
 def test_tail_importance_variance(t_, shift):
-    x = torch.linspace(t_, t_ + 25.0, 500_001, dtype=DT)      # the region x > t, trapezoid rule
+    x = torch.linspace(t_, t_ + 25.0, 500_001, dtype=DT)  # the region x > t, trapezoid rule
     log_p = -0.5 * x**2 - 0.5 * math.log(2 * math.pi)
     log_q = -0.5 * (x - shift) ** 2 - 0.5 * math.log(2 * math.pi)
     prob = torch.trapezoid(log_p.exp(), x).item()
@@ -87,7 +88,7 @@ def bernoulli_enumeration(eta, k, outcomes):
     """Exact law of x in {0, 1}^N under Bernoulli(sigmoid(eta)): (x (M, N), probabilities (M,), scores (M, N))."""
     x = torch.tensor(outcomes, dtype=DT)
     logit = torch.tensor(eta, dtype=DT)
-    logp = lambda e, xx: torch.distributions.Bernoulli(logits=e).log_prob(xx)  # noqa: E731
+    logp = lambda e, xx: torch.distributions.Bernoulli(logits=e).log_prob(xx)
     score = vmap(vmap(grad(logp), in_dims=(None, 0)), in_dims=(None, 0))(logit, x)
     prob = torch.exp(torch.distributions.Bernoulli(logits=logit).log_prob(x).sum(-1))
     return x, prob, score
@@ -99,8 +100,9 @@ def test_bernoulli_single_sample(eta, k):
     p = torch.sigmoid(torch.tensor(eta, dtype=DT)).item()
     f = (x[:, 0] - k) ** 2
     assert (prob * f).sum().item() == pytest.approx(quadratic.bernoulli_expectation(p, k), rel=1e-12)
-    exact_grad = grad(lambda e: (torch.sigmoid(e) * (1 - k) ** 2 + (1 - torch.sigmoid(e)) * k**2))(
-        torch.tensor(eta, dtype=DT)).item()
+    exact_grad = grad(lambda e: torch.sigmoid(e) * (1 - k) ** 2 + (1 - torch.sigmoid(e)) * k**2)(
+        torch.tensor(eta, dtype=DT)
+    ).item()
     assert quadratic.bernoulli_grad_logit(p, k) == pytest.approx(exact_grad, rel=1e-12)
     for c in (0.0, 0.3, -2.0):
         g = (f - c) * score[:, 0]
@@ -114,12 +116,12 @@ def test_bernoulli_single_sample(eta, k):
 @pytest.mark.parametrize("eta,k", [(0.0, 0.45), (1.3, 0.45), (-0.8, 2.0)])
 def test_bernoulli_rloo_variance_by_enumeration(n, eta, k):
     x, prob, score = bernoulli_enumeration(eta, k, list(itertools.product([0.0, 1.0], repeat=n)))
-    f = (x - k) ** 2                                         # (M, N)
-    loo = vmap(leave_one_out_baseline)(f)                    # (M, N)
-    est = ((f - loo) * score).mean(-1)                       # the N-draw estimate per outcome
+    f = (x - k) ** 2  # (M, N)
+    loo = vmap(leave_one_out_baseline)(f)  # (M, N)
+    est = ((f - loo) * score).mean(-1)  # the N-draw estimate per outcome
     mean = (prob * est).sum().item()
     p = torch.sigmoid(torch.tensor(eta, dtype=DT)).item()
-    assert mean == pytest.approx(quadratic.bernoulli_grad_logit(p, k), abs=1e-12)   # unbiased
+    assert mean == pytest.approx(quadratic.bernoulli_grad_logit(p, k), abs=1e-12)  # unbiased
     var = (prob * (est - mean) ** 2).sum().item()
     assert quadratic.bernoulli_rloo_variance(p, k, n) == pytest.approx(var, rel=1e-9, abs=1e-15)
     # The baseline that includes draw n itself shrinks the mean by (N - 1)/N.
@@ -141,6 +143,7 @@ def test_sgd_excess_floor_by_simulation(step):
     for _ in range(int(10 / step)):
         a = (1 - 2 * step) * a - step * math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT)
     from vae_course.estimators import mc_estimate
+
     e = mc_estimate(a**2)
     assert abs(e.mean.item() - quadratic.sgd_excess_floor(step, var)) < 4 * e.stderr.item()
     with pytest.raises(ValueError, match="step must lie in"):

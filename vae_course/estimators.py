@@ -15,6 +15,7 @@ ops. The gradient estimators return one gradient estimate per sample, so a
 chapter can average them (the estimate) and measure their variance; the mean
 over samples is the usual N-sample estimator.
 """
+
 from __future__ import annotations
 
 import math
@@ -133,7 +134,7 @@ def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=No
     with torch.no_grad():
         fx = f(x) - baseline
     score = vmap(grad(gaussian_log_prob, argnums=(1, 2)), in_dims=(0, None, None))(x, mean, scale)
-    shape = lambda g: fx.reshape((-1,) + (1,) * (g.ndim - 1))  # noqa: E731
+    shape = lambda g: fx.reshape((-1,) + (1,) * (g.ndim - 1))
     g_mean, g_scale = (g * shape(g) for g in score)
     if scale.ndim == 2:
         g_scale = torch.tril(g_scale)
@@ -152,7 +153,7 @@ def reparam_grads(f, mean, scale, num_samples, generator=None):
     """
     mean, scale = _check(mean, scale)
     eps = standard_normal((num_samples, mean.shape[0]), mean, generator)
-    path = lambda e, m, s: f(transform(e, m, s))  # noqa: E731
+    path = lambda e, m, s: f(transform(e, m, s))
     g_mean, g_scale = vmap(grad(path, argnums=(1, 2)), in_dims=(0, None, None))(eps, mean, scale)
     if scale.ndim == 2:
         g_scale = torch.tril(g_scale)
@@ -223,7 +224,7 @@ def elbo_integrand(log_likelihood, z, mean, scale, estimator="full"):
     if estimator not in ELBO_ESTIMATORS:
         raise ValueError(f"estimator must be one of {ELBO_ESTIMATORS}, got {estimator!r}.")
     d = mean.shape[-1]
-    log_prior = -0.5 * (z * z).sum(-1) - 0.5 * d * LOG_2PI
+    log_prior = normal_log_prob(z, 0.0, 1.0).sum(-1)
     if estimator == "full":
         return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean, scale)
     if estimator == "stl":
@@ -263,8 +264,9 @@ VAE_KL_METHODS = ("analytic", "mc", "stl")
 def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
     r"""The KL term of a VAE's loss, per example, three ways.
 
-    ``VAE.compute_losses`` uses the closed form (``losses.kl_std_normal``, the
-    ``"analytic"`` case); the two sampled forms are here to compare with it (chapter 5).
+    ``VAE(..., kl=...)`` computes its KL term with this function, at the draws z
+    its likelihood term used; the default ``"analytic"`` is the usual choice, and
+    chapters 4 and 5 compare the two sampled forms with it.
 
     q(z|x) = N(mu, diag sigma^2), p(z) = N(0, I); z_mean = mu and
     z_log_var = log sigma^2 are (batch, d); z is (batch, d) or (N, batch, d),
@@ -281,7 +283,7 @@ def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
     from . import losses  # the Keras-ops densities; imported here to keep this module torch-only at import
 
     if kl not in VAE_KL_METHODS:
-        raise ValueError(f"kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: e.g. kl=\"analytic\".")
+        raise ValueError(f'kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: e.g. kl="analytic".')
     if kl == "analytic":
         return losses.kl_std_normal(z_mean, z_log_var)
     if z is None:
@@ -411,13 +413,15 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
     u = torch.rand((num_samples, logits.shape[0]), generator=generator, dtype=logits.dtype)
     x = (u < p).to(logits.dtype)
     values = f(x)
-    if values.shape == x.shape:             # one value per coordinate: d independent one-bit problems
+    if values.shape == x.shape:  # one value per coordinate: d independent one-bit problems
         fx = values
     elif values.shape == x.shape[:1]:
         fx = values[:, None]
     else:
-        raise ValueError(f"f must map draws (N, d) = {tuple(x.shape)} to values (N,) or, for d independent "
-                         f"problems, (N, d); got {tuple(values.shape)}.")
+        raise ValueError(
+            f"f must map draws (N, d) = {tuple(x.shape)} to values (N,) or, for d independent "
+            f"problems, (N, d); got {tuple(values.shape)}."
+        )
     if isinstance(baseline, str):
         if baseline == "rloo":
             c = leave_one_out_baseline(fx)

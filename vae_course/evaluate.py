@@ -10,6 +10,7 @@ and L_1 is the ELBO, L_k grows with k and tends to log p(x) (Burda, Grosse
 image, computed in chunks of samples with a running logsumexp so that
 k = 5000 fits in memory.
 """
+
 from __future__ import annotations
 
 import math

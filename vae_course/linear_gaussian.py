@@ -16,6 +16,7 @@ may be Python numbers or torch tensors of any broadcastable shapes, and the
 result has the broadcast shape. Python numbers become float64 tensors;
 tensors keep their dtype. All operations are differentiable torch ops.
 """
+
 from __future__ import annotations
 
 import math

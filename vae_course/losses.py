@@ -4,6 +4,7 @@ All functions use ``keras.ops``, so the Keras model calls them on its own
 tensors; numpy arrays are accepted too. Each returns shape ``(batch,)``:
 the per-pixel (or per-latent) terms are summed over every non-batch axis.
 """
+
 import keras
 from keras import ops
 

@@ -23,6 +23,7 @@ from keras import layers, ops
 from . import losses
 from .data import check_images
 from .defaults import DEFAULTS, LIKELIHOODS
+from .estimators import VAE_KL_METHODS, vae_kl_term
 
 
 # ------------------------------------------------------------------ encoder
@@ -114,9 +115,13 @@ class VAE(keras.Model):
 
     loss(x) = nll(x) + kl(x), per example, where
 
-    * kl(x) = KL(q(z|x) || N(0, I)), analytic (``losses.kl_std_normal``);
-    * nll(x) = -(1/L) sum_l log p(x | z_l), z_l = mu + sigma * eps_l,
-      eps_l ~ N(0, I) of shape (batch, latent_dim), L = ``num_mc_samples``.
+    * nll(x) = -(1/N) sum_n log p(x | z_n), z_n = mu + sigma * eps_n,
+      eps_n ~ N(0, I) of shape (batch, latent_dim), N = ``num_mc_samples``;
+    * kl(x) = KL(q(z|x) || N(0, I)): ``kl="analytic"`` (the default) in closed
+      form (``losses.kl_std_normal``); ``"mc"`` estimated as log q(z_n) - log p(z_n)
+      at the same draws; ``"stl"`` the same value with the encoder's outputs
+      inside log q held constant ("sticking the landing"), see
+      ``estimators.vae_kl_term``.
 
     ``likelihood="gaussian"``: p(x|z) = N(x; decoder(z), x_std^2) with the
     decoder giving means. ``likelihood="bernoulli"``: p(x|z) =
@@ -133,6 +138,7 @@ class VAE(keras.Model):
         likelihood: str = DEFAULTS.likelihood,
         x_std: float = DEFAULTS.x_std,
         num_mc_samples: int = 1,
+        kl: str = "analytic",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -141,6 +147,7 @@ class VAE(keras.Model):
         self.likelihood = _check_likelihood(likelihood)
         self.x_std = _check_x_std(x_std)
         self.num_mc_samples = _check_num_mc_samples(num_mc_samples)
+        self.kl = _check_kl(kl)
         self.elbo_metrics = ELBOMetrics()
 
     @property
@@ -157,8 +164,8 @@ class VAE(keras.Model):
     def reparameterize(self, z_mean, z_log_var, num_samples: int | None = None):
         """z = mu + sigma * eps, eps ~ N(0, I).
 
-        Shapes: (batch, d) in; (batch, d) out, or (L, batch, d) when
-        ``num_samples`` = L is given.
+        Shapes: (batch, d) in; (batch, d) out, or (N, batch, d) when
+        ``num_samples`` = N is given.
         """
         shape = ops.shape(z_mean) if num_samples is None else (num_samples, *ops.shape(z_mean))
         eps = keras.random.normal(shape, dtype=z_mean.dtype)
@@ -173,16 +180,16 @@ class VAE(keras.Model):
     def compute_losses(self, x, training=False):
         """Per-example (loss, nll, kl), each (batch,); loss = nll + kl = -ELBO estimate."""
         z_mean, z_log_var = self.encoder(x, training=training)
-        kl = losses.kl_std_normal(z_mean, z_log_var)
         if self.num_mc_samples == 1:
             z = self.reparameterize(z_mean, z_log_var)
             nll = -self.log_likelihood(x, self.decoder(z, training=training))
         else:
-            L = self.num_mc_samples
-            z = self.reparameterize(z_mean, z_log_var, L)  # (L, batch, d)
+            N = self.num_mc_samples
+            z = self.reparameterize(z_mean, z_log_var, N)  # (N, batch, d)
             out = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
-            x_rep = ops.tile(x, (L,) + (1,) * (len(ops.shape(x)) - 1))
-            nll = -ops.mean(ops.reshape(self.log_likelihood(x_rep, out), (L, -1)), axis=0)
+            x_rep = ops.tile(x, (N,) + (1,) * (len(ops.shape(x)) - 1))
+            nll = -ops.mean(ops.reshape(self.log_likelihood(x_rep, out), (N, -1)), axis=0)
+        kl = vae_kl_term(z_mean, z_log_var, z, kl=self.kl)
         return nll + kl, nll, kl
 
     # ------------------------------------------------------------ training
@@ -250,6 +257,7 @@ class VAE(keras.Model):
             "likelihood": self.likelihood,
             "x_std": self.x_std,
             "num_mc_samples": self.num_mc_samples,
+            "kl": self.kl,
             "name": self.name,
         }
 
@@ -268,13 +276,14 @@ def build_vae(
     hidden_units: Sequence[int] = (512, 512),
     x_std: float = DEFAULTS.x_std,
     num_mc_samples: int = 1,
+    kl: str = "analytic",
 ) -> VAE:
     """Encoder, decoder and VAE wired together, the decoder's output matching the likelihood."""
     likelihood = _check_likelihood(likelihood)
     encoder = build_encoder(latent_dim, image_shape, hidden_units)
     output_activation = "sigmoid" if likelihood == "gaussian" else None
     decoder = build_decoder(latent_dim, image_shape, hidden_units, output_activation=output_activation)
-    vae = VAE(encoder, decoder, likelihood=likelihood, x_std=x_std, num_mc_samples=num_mc_samples, name="vae")
+    vae = VAE(encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, name="vae")
     vae.build((None, *image_shape))
     return vae
 
@@ -284,6 +293,15 @@ def _images(data):
     """The images of a batch as ``fit`` hands it over: x, (x,), (x, y) or (x, y, w)."""
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     return x[0] if isinstance(x, (list, tuple)) else x
+
+
+def _check_kl(kl):
+    if kl not in VAE_KL_METHODS:
+        raise ValueError(
+            f"kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: kl='analytic' (closed form, the usual choice), "
+            "'mc' (log q - log p at the loss's draws) or 'stl' (the same, sticking the landing)."
+        )
+    return kl
 
 
 def _check_latent_dim(latent_dim):

@@ -13,6 +13,7 @@ in grey with 0 as black.
 * :func:`plot_images`, :func:`plot_reconstructions`, :func:`plot_interpolation`.
 * :func:`save_figure` — write a PNG atomically.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,9 @@ def plot_history(history):
     """
     history = getattr(history, "history", history)
     if not isinstance(history, dict) or "loss" not in history:
-        raise DataError("plot_history: expected a dict of per-epoch lists with at least a 'loss' key (History.history).")
+        raise DataError(
+            "plot_history: expected a dict of per-epoch lists with at least a 'loss' key (History.history)."
+        )
     n = len(history["loss"])
     epochs = np.asarray(history["epoch"], dtype=float) + 1 if "epoch" in history else np.arange(1, n + 1)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
@@ -92,7 +95,9 @@ def plot_latent(z_mean, labels):
     z = _numpy(z_mean)
     labels = _numpy(labels).astype(int).ravel()
     if z.ndim != 2 or z.shape[1] < 2 or len(z) != len(labels):
-        raise DataError(f"plot_latent: z_mean of shape {z.shape} and {len(labels)} labels; expected (n, d >= 2) and n labels.")
+        raise DataError(
+            f"plot_latent: z_mean of shape {z.shape} and {len(labels)} labels; expected (n, d >= 2) and n labels."
+        )
     fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
     points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7, linewidths=0)
     bar = fig.colorbar(points, ax=ax, ticks=range(10))
@@ -162,8 +167,13 @@ def plot_images(images, n_cols=8, titles=None):
         raise DataError(f"plot_images: {len(titles)} titles for {len(x)} images; give one per image.")
     n_cols = min(int(n_cols), max(1, len(x)))
     n_rows = max(1, math.ceil(len(x) / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols, 1.2 * n_rows + (0.25 * n_rows if titles else 0)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(1.2 * n_cols, 1.2 * n_rows + (0.25 * n_rows if titles else 0)),
+        squeeze=False,
+        layout="constrained",
+    )
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < len(x):

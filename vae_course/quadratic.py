@@ -30,6 +30,7 @@ where only the score function applies.
 The scalar functions accept floats, numpy arrays or torch tensors (anything
 that broadcasts with ``+``, ``*`` and ``**``).
 """
+
 from __future__ import annotations
 
 import math
