@@ -224,10 +224,13 @@ def scale_images(x) -> np.ndarray:
 
 
 def binarize(x, seed=0) -> np.ndarray:
-    """Dynamic-style binarization: each pixel ~ Bernoulli(its intensity).
+    """One random binarization: each pixel is 1 with probability equal to its intensity.
 
     ``x`` is float in [0, 1]; the result is float32 0/1 of the same shape,
-    reproducible for a given ``seed``.
+    reproducible for a given ``seed``. One call draws once: training on its
+    result is *static* binarization (the same binary image every epoch). For
+    *dynamic* binarization, a fresh draw each epoch as in Burda et al. (2015),
+    see :func:`vae_course.binarization.train_vae_dynamic`.
     """
     x = check_images(x)
     rng = np.random.default_rng(seed)

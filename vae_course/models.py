@@ -119,13 +119,18 @@ class SplitGaussianParams(layers.Layer):
         return shape, shape
 
 
-def build_encoder(latent_dim=2, image_shape=(28, 28), hidden_units=(512, 512), name="encoder"):
-    """q_phi(z | x): images (batch, *image_shape) -> (z_mean, z_log_var), each (batch, latent_dim)."""
+def build_encoder(latent_dim=2, image_shape=(28, 28), hidden_units=(512, 512), name="encoder", activation="relu"):
+    """q_phi(z | x): images (batch, *image_shape) -> (z_mean, z_log_var), each (batch, latent_dim).
+
+    ``hidden_units`` and ``activation`` set the hidden layers: the source's
+    (512, 512) ReLU by default; Burda et al. (2015)'s one-stochastic-layer VAE
+    uses ``hidden_units=(200, 200), activation="tanh"`` with latent_dim=50.
+    """
     latent_dim = _check_latent_dim(latent_dim)
     image = keras.Input(shape=tuple(image_shape), name="image")
     h = layers.Flatten(name="flatten")(image)
     for i, units in enumerate(hidden_units):
-        h = layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"enc_dense_{i}")(h)
     h = layers.Dense(2 * latent_dim, name="z_params")(h)
     z_mean, z_log_var = SplitGaussianParams(name="split")(h)
     return keras.Model(image, [z_mean, z_log_var], name=name)
@@ -137,8 +142,11 @@ def build_decoder(
     hidden_units=(512, 512),
     output_activation="sigmoid",
     name="decoder",
+    activation="relu",
 ):
     """p_theta(x | z): z (batch, latent_dim) -> images (batch, *image_shape).
+
+    ``hidden_units`` and ``activation`` set the hidden layers, as in :func:`build_encoder`.
 
     ``output_activation="sigmoid"`` gives pixel means in (0, 1), as the
     source's model; ``None`` gives logits, which the Bernoulli likelihood wants.
@@ -147,7 +155,7 @@ def build_decoder(
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
     for i, units in enumerate(hidden_units):
-        h = layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"dec_dense_{i}")(h)
     h = layers.Dense(int(np.prod(image_shape)), name="pixels")(h)
     h = layers.Reshape(tuple(image_shape), name="reshape")(h)
     if output_activation is not None:
@@ -335,12 +343,19 @@ class VAE(keras.Model):
         return cls(**config)
 
 
-def build_vae(latent_dim=2, likelihood="gaussian", image_shape=(28, 28), hidden_units=(512, 512), x_std=0.5, num_mc_samples=1):
-    """Encoder, decoder and VAE wired together, the decoder's output matching the likelihood."""
+def build_vae(
+    latent_dim=2, likelihood="gaussian", image_shape=(28, 28), hidden_units=(512, 512), x_std=0.5, num_mc_samples=1,
+    activation="relu",
+):
+    """Encoder, decoder and VAE wired together, the decoder's output matching the likelihood.
+
+    Burda et al. (2015)'s architecture: ``build_vae(50, "bernoulli", hidden_units=(200, 200), activation="tanh")``.
+    """
     likelihood = _check_likelihood(likelihood)
-    encoder = build_encoder(latent_dim, image_shape, hidden_units)
+    encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
     decoder = build_decoder(
-        latent_dim, image_shape, hidden_units, output_activation="sigmoid" if likelihood == "gaussian" else None
+        latent_dim, image_shape, hidden_units, output_activation="sigmoid" if likelihood == "gaussian" else None,
+        activation=activation,
     )
     vae = VAE(encoder, decoder, likelihood=likelihood, x_std=x_std, num_mc_samples=num_mc_samples, name="vae")
     vae.build((None,) + tuple(image_shape))
