@@ -136,7 +136,7 @@ def test_paired_difference_matches_a_t_statistic():
 
 
 def test_dynamic_binarization_draws_new_pixels_every_epoch(monkeypatch):
-    import vae_course.binarization as binarization
+    from vae_course import binarization
 
     seen = []
     real = binarization.binarize
