@@ -9,7 +9,7 @@ is seeded: the same seed gives the same model on the same machine.
   sigma = 0.5, latent_dim 2, 784-512-512 ReLU networks, 20 epochs, batch 64.
 * :func:`get_burda` — Burda et al. (2015)'s one-stochastic-layer architecture
   (784-200-200-latent, tanh) with a Bernoulli likelihood and dynamic
-  binarization, for ``epochs`` epochs (5 in the chapters; the paper: ~3,280).
+  binarization, for ``epochs`` epochs (3 in the chapters; the paper: 3,280).
 * :func:`get_sigma` — the source's model with another decoder sigma, trained
   briefly (chapter 8's sigma sweep).
 """
@@ -55,7 +55,7 @@ def get_chapter6(seed=0, verbose=0, epochs=20):
     return load_or_train(f"mnist_gaussian_latent2{tag}_seed{seed}", train)
 
 
-def get_burda(latent_dim, epochs=5, seed=0, warmup_epochs=0, verbose=0):
+def get_burda(latent_dim, epochs=3, seed=0, warmup_epochs=0, verbose=0):
     """Bernoulli VAE, Burda's 200-200 tanh networks, dynamic binarization; ``(vae, loaded)``.
 
     ``warmup_epochs`` > 0 trains with KL warm-up over that many epochs
