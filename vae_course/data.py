@@ -237,12 +237,13 @@ def scale_images(x) -> np.ndarray:
 
 
 def binarize(x, seed: int = 0) -> np.ndarray:
-    """One fixed binarization: each pixel ~ Bernoulli(its intensity), drawn once.
+    """One random binarization: each pixel is 1 with probability equal to its intensity.
 
     ``x`` is float in [0, 1]; the result is float32 0/1 of the same shape,
-    the same for the same ``seed``. The draw is made once, here: a model
-    trained on the result sees the same binary images every epoch (not
-    the dynamic binarization that draws new ones each epoch).
+    reproducible for a given ``seed``. One call draws once: training on its
+    result is *static* binarization (the same binary image every epoch). For
+    *dynamic* binarization, a fresh draw each epoch as in Burda et al. (2015),
+    see :func:`vae_course.binarization.train_vae_dynamic`.
     """
     x = check_images(x)
     rng = np.random.default_rng(seed)

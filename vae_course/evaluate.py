@@ -21,6 +21,7 @@ import torch
 
 from . import losses
 from .data import check_images
+from .estimators import standard_normal
 
 
 def _log_weights(vae, x, z_mean, z_log_var, eps):
@@ -35,12 +36,15 @@ def _log_weights(vae, x, z_mean, z_log_var, eps):
     return log_px_z + log_pz - log_qz
 
 
-def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0):
+def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, posterior=None):
     r"""The k-sample importance-weighted bound L_k(x) for each image, k = ``num_samples``.
 
     vae: a trained :class:`vae_course.models.VAE`; x: float images (batch, H, W)
     in [0, 1]. Returns a float64 numpy array of shape (batch,), in nats.
     ``max_rows`` caps how many decoder rows (samples x images) run at once.
+    ``posterior=(z_mean, z_log_var)``, each (batch, latent_dim), replaces the
+    encoder's q(z|x) as the proposal (e.g. a wider one, or the per-image fit of
+    :func:`fit_local_posterior`).
 
     Runs on the device Keras's torch backend uses (CUDA, MPS or CPU): the
     draws of epsilon come from a generator on that device, seeded with
@@ -51,13 +55,18 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0):
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
     x = check_images(x, "x", vae.image_shape)
+    if posterior is not None:
+        posterior = _check_posterior(posterior, len(x), vae.latent_dim)
     out = np.empty(len(x), dtype=np.float64)
     gen = None
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
             b = xb.shape[0]
-            z_mean, z_log_var = vae.encode(xb)
+            if posterior is None:
+                z_mean, z_log_var = vae.encode(xb)
+            else:
+                z_mean, z_log_var = (keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior)
             if gen is None:
                 gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
             chunk = max(1, min(num_samples, max_rows // b))
@@ -89,4 +98,180 @@ def negative_elbo(vae, x, batch_size=500, seed=0):
     return np.concatenate(res)
 
 
-__all__ = ["iwae_bound", "negative_elbo"]
+def _check_posterior(posterior, n, latent_dim):
+    """(z_mean, z_log_var) as two float32 arrays of shape (n, latent_dim), or a clear error."""
+    try:
+        z_mean, z_log_var = posterior
+    except (TypeError, ValueError):
+        raise ValueError(
+            "posterior must be a pair (z_mean, z_log_var) of arrays of shape (batch, latent_dim); "
+            f"got {type(posterior).__name__}. Fix: pass posterior=(z_mean, z_log_var)."
+        ) from None
+    out = []
+    for name, a in (("z_mean", z_mean), ("z_log_var", z_log_var)):
+        a = np.asarray(keras.ops.convert_to_numpy(a) if not isinstance(a, np.ndarray) else a, dtype=np.float32)
+        if a.shape != (n, latent_dim):
+            raise ValueError(
+                f"posterior {name}: shape {a.shape}, expected ({n}, {latent_dim}) = (number of images, "
+                "the model's latent_dim). Fix: one row of q's parameters per image."
+            )
+        if not np.isfinite(a).all():
+            raise ValueError(f"posterior {name}: holds NaN or infinite values.")
+        out.append(a)
+    return tuple(out)
+
+
+def _randn(shape, gen, like):
+    """Standard normals on the device and in the dtype of ``like``, drawn with the seeded CPU generator
+    ``gen`` and moved there (``estimators.standard_normal``): the same seed gives the same draws on
+    every device, so a local fit on a GPU starts from the same noise as on the CPU."""
+    return standard_normal(shape, like, gen)
+
+
+def elbo_given_posterior(vae, x, posterior, num_samples=100, batch_size=100, seed=0):
+    r"""The ELBO of the Gaussian q(z) = N(z_mean, diag exp(z_log_var)) for each image.
+
+    .. math:: \mathrm{ELBO}(q; x) = \frac1S \sum_{s=1}^S \log p(x \mid z_s)
+              - \mathrm{KL}\big(q \,\|\, \mathcal N(0, I)\big), \qquad z_s \sim q,
+
+    with ``num_samples`` = S draws and the analytic KL. x: (batch, H, W);
+    posterior = (z_mean, z_log_var), each (batch, latent_dim). Returns (batch,)
+    float64 numpy, in nats; reproducible for a given ``seed`` (the same seed
+    gives the same eps for two posteriors, so their difference is paired).
+    """
+    x = check_images(x, "x", vae.image_shape)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    z_mean_all, z_log_var_all = _check_posterior(posterior, len(x), vae.latent_dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    out = np.empty(len(x), dtype=np.float64)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb = keras.ops.convert_to_tensor(x[start : start + batch_size])
+            m = keras.ops.convert_to_tensor(z_mean_all[start : start + batch_size])
+            lv = keras.ops.convert_to_tensor(z_log_var_all[start : start + batch_size])
+            out[start : start + len(m)] = (
+                _elbo_terms(vae, xb, m, lv, _randn((num_samples,) + tuple(m.shape), gen, m))
+                .to(torch.float64)
+                .cpu()
+                .numpy()
+            )
+    return out
+
+
+def _elbo_terms(vae, x, z_mean, z_log_var, eps):
+    """mean_s log p(x | z_s) - KL(q || p(z)) for eps (S, b, d): (b,) torch."""
+    s, b, d = eps.shape
+    z = z_mean + torch.exp(0.5 * z_log_var) * eps
+    out = vae.decoder(z.reshape(s * b, d))
+    x_rep = x.unsqueeze(0).expand((s,) + tuple(x.shape)).reshape((s * b,) + tuple(x.shape[1:]))
+    log_px_z = vae.log_likelihood(x_rep, out).reshape(s, b).mean(0)
+    return log_px_z - losses.kl_std_normal(z_mean, z_log_var)
+
+
+def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0):
+    r"""The best Gaussian q*(z|x) for each image by itself: maximise that image's ELBO.
+
+    .. math:: (\mu^*, \log\sigma^{2*}) = \arg\max_{\mu, \log\sigma^2}
+              \mathrm{ELBO}\big(\mathcal N(\mu, \operatorname{diag}\sigma^2); x\big)
+
+    The decoder stays fixed; each image's (mu, log sigma^2) starts at the
+    encoder's output and takes ``steps`` Adam steps on the reparameterized ELBO
+    (``num_samples`` fresh draws of eps a step, the analytic KL), with the
+    learning rate falling linearly from ``learning_rate`` to 0 so that the
+    noise of the last steps averages out. This is the "optimal" posterior of
+    Cremer, Li & Duvenaud (2018): ELBO(q*) - ELBO(q_encoder) is the
+    amortization gap, log p(x) - ELBO(q*) the approximation gap.
+
+    x: (batch, H, W). Returns ``(z_mean, z_log_var)``, float32 numpy arrays of
+    shape (batch, latent_dim). Reproducible for a given ``seed``.
+    """
+    x = check_images(x, "x", vae.image_shape)
+    for name, value in (("steps", steps), ("num_samples", num_samples)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}.")
+    gen = torch.Generator().manual_seed(int(seed))
+    means, log_vars = [], []
+    for start in range(0, len(x), batch_size):
+        xb = keras.ops.convert_to_tensor(x[start : start + batch_size])
+        with torch.no_grad():
+            m0, lv0 = vae.encode(xb)
+        m = m0.detach().clone().requires_grad_(True)
+        lv = lv0.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, lv], lr=learning_rate)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
+        for _ in range(steps):
+            eps = _randn((num_samples,) + tuple(m.shape), gen, m)
+            loss = -_elbo_terms(vae, xb, m, lv, eps).sum()  # images are independent: a sum gives each its own gradient
+            grad_m, grad_lv = torch.autograd.grad(loss, [m, lv])
+            m.grad, lv.grad = grad_m, grad_lv
+            opt.step()
+            sched.step()
+        means.append(m.detach().cpu().numpy())
+        log_vars.append(lv.detach().cpu().numpy())
+    return np.concatenate(means).astype(np.float32), np.concatenate(log_vars).astype(np.float32)
+
+
+def active_units(vae, x, threshold=0.01, batch_size=500):
+    r"""Burda et al. (2015)'s activity of each latent: A_u = Cov_x(E_q[z_u]).
+
+    .. math:: A_u = \operatorname{Var}_{x}\big(\mathbb E_{q(z\mid x)}[z_u]\big)
+
+    the variance over the images x of the encoder's mean for latent u; a unit is
+    *active* when A_u > ``threshold`` (0.01 in the paper). An inactive unit's
+    q(z_u|x) is the same for every image, so it carries no information about x.
+    x: (batch, H, W). Returns ``(activity, n_active)``: a float64 array of
+    shape (latent_dim,) and an int.
+    """
+    x = check_images(x, "x", vae.image_shape)
+    if len(x) < 2:
+        raise ValueError(f"x: {len(x)} image(s); a variance over images needs at least 2.")
+    with torch.no_grad():
+        mu = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(vae.encode(x[start : start + batch_size])[0]).astype(np.float64)
+                for start in range(0, len(x), batch_size)
+            ]
+        )
+    activity = mu.var(axis=0, ddof=1)
+    return activity, int((activity > threshold).sum())
+
+
+def paired_difference(a, b):
+    r"""Mean and standard error of a - b for per-image values on the same images.
+
+    .. math:: \bar d = \frac1n\sum_i (a_i - b_i), \qquad
+              \mathrm{se} = \frac{\operatorname{sd}(a_i - b_i)}{\sqrt n}
+
+    Two bounds on the same images share most of their image-to-image spread,
+    so the paired standard error is far smaller than the one from each
+    column's own spread. a, b: 1-D arrays of the same length n >= 2.
+    Returns ``(mean, se)`` as floats.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(
+            f"paired_difference: a and b must be 1-D arrays of one value per image, the same images in "
+            f"the same order (n >= 2); got shapes {a.shape} and {b.shape}."
+        )
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def mean_and_se(a):
+    """Mean and standard error (sd / sqrt(n)) of per-image values a, a 1-D array with n >= 2."""
+    a = np.asarray(a, dtype=np.float64)
+    return paired_difference(a, np.zeros_like(a))
+
+
+__all__ = [
+    "iwae_bound",
+    "negative_elbo",
+    "elbo_given_posterior",
+    "fit_local_posterior",
+    "active_units",
+    "paired_difference",
+    "mean_and_se",
+]

@@ -45,13 +45,19 @@ def build_encoder(
     image_shape: Sequence[int] = (28, 28),
     hidden_units: Sequence[int] = (512, 512),
     name: str = "encoder",
+    activation: str = "relu",
 ) -> keras.Model:
-    """q_phi(z | x): images (batch, *image_shape) -> (z_mean, z_log_var), each (batch, latent_dim)."""
+    """q_phi(z | x): images (batch, *image_shape) -> (z_mean, z_log_var), each (batch, latent_dim).
+
+    ``hidden_units`` and ``activation`` set the hidden layers: the source's
+    (512, 512) ReLU by default; Burda et al. (2015)'s one-stochastic-layer VAE
+    uses ``hidden_units=(200, 200), activation="tanh"`` with latent_dim=50.
+    """
     latent_dim = _check_latent_dim(latent_dim)
     image = keras.Input(shape=tuple(image_shape), name="image")
     h = layers.Flatten(name="flatten")(image)
     for i, units in enumerate(hidden_units):
-        h = layers.Dense(units, activation="relu", name=f"enc_dense_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"enc_dense_{i}")(h)
     h = layers.Dense(2 * latent_dim, name="z_params")(h)
     z_mean, z_log_var = SplitGaussianParams(name="split")(h)
     return keras.Model(image, [z_mean, z_log_var], name=name)
@@ -64,8 +70,11 @@ def build_decoder(
     hidden_units: Sequence[int] = (512, 512),
     output_activation: str | None = "sigmoid",
     name: str = "decoder",
+    activation: str = "relu",
 ) -> keras.Model:
     """p_theta(x | z): z (batch, latent_dim) -> images (batch, *image_shape).
+
+    ``hidden_units`` and ``activation`` set the hidden layers, as in :func:`build_encoder`.
 
     ``output_activation="sigmoid"`` gives pixel means in (0, 1), as the
     source's model; ``None`` gives logits, which the Bernoulli likelihood wants.
@@ -74,7 +83,7 @@ def build_decoder(
     z = keras.Input(shape=(latent_dim,), name="z")
     h = z
     for i, units in enumerate(hidden_units):
-        h = layers.Dense(units, activation="relu", name=f"dec_dense_{i}")(h)
+        h = layers.Dense(units, activation=activation, name=f"dec_dense_{i}")(h)
     h = layers.Dense(int(np.prod(image_shape)), name="pixels")(h)
     h = layers.Reshape(tuple(image_shape), name="reshape")(h)
     if output_activation is not None:
@@ -277,12 +286,18 @@ def build_vae(
     x_std: float = DEFAULTS.x_std,
     num_mc_samples: int = 1,
     kl: str = "analytic",
+    activation: str = "relu",
 ) -> VAE:
-    """Encoder, decoder and VAE wired together, the decoder's output matching the likelihood."""
+    """Encoder, decoder and VAE wired together, the decoder's output matching the likelihood.
+
+    Burda et al. (2015)'s architecture: ``build_vae(50, "bernoulli", hidden_units=(200, 200), activation="tanh")``.
+    """
     likelihood = _check_likelihood(likelihood)
-    encoder = build_encoder(latent_dim, image_shape, hidden_units)
+    encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
     output_activation = "sigmoid" if likelihood == "gaussian" else None
-    decoder = build_decoder(latent_dim, image_shape, hidden_units, output_activation=output_activation)
+    decoder = build_decoder(
+        latent_dim, image_shape, hidden_units, output_activation=output_activation, activation=activation
+    )
     vae = VAE(encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, name="vae")
     vae.build((None, *image_shape))
     return vae
