@@ -92,3 +92,21 @@ def test_two_epochs_then_evaluation_on_device(device, mnist_float):
     assert abs(l1.mean() + neg_elbo.mean()) < 5.0 and l50.mean() > l1.mean()
     for fig in (plots.plot_manifold(vae, n=4), plots.plot_interpolation(vae, x[0], x[1], steps=3)):
         plots.plt.close(fig)
+
+
+def test_fast_path_takes_cpu_input_on_device(device):
+    """Inside ``fast.enabled`` the networks skip ``Layer.__call__``; a CPU tensor or array still lands on
+    Keras's device (on a GPU this once failed with a device mismatch in ``torch.addmm``)."""
+    from vae_course import fast
+
+    keras.utils.set_random_seed(0)
+    vae = build_vae(latent_dim=2, image_shape=(4, 4), hidden_units=(8,))
+    vae.compile(optimizer=keras.optimizers.Adam())
+    x = np.random.default_rng(0).random((5, 4, 4)).astype(np.float32)
+    want = vae.encoder(torch.as_tensor(x))[0]
+    with fast.enabled(vae):
+        got = vae.encoder(torch.as_tensor(x))[0]
+        got_np = vae.encoder(x)[0]
+    assert on(device, got) and on(device, got_np)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got_np, want, rtol=1e-6, atol=1e-6)

@@ -115,6 +115,7 @@ def _chain_call(chain: list[keras.layers.Layer]):
 
     def call(inputs, training=None, mask=None):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        x = keras.ops.convert_to_tensor(x)  # onto Keras's device, as Keras's own layers would put it
         for layer, kind in zip(chain, kinds):
             if kind == "dense" and isinstance(x, torch.Tensor) and x.ndim == 2:
                 x = _dense_addmm(layer, x)
