@@ -146,13 +146,13 @@ def test_a_network_that_is_not_a_chain_falls_back_with_a_warning(images):
     assert np.isfinite(h["loss"][0])
 
 
-def _adam_pair(**kwargs):
+def _adam_pair(learning_rate=1e-3, **kwargs):
     rng = np.random.default_rng(0)
     shapes = [(30, 20), (20,), (20, 5)]
     inits = [rng.normal(size=s).astype("float32") for s in shapes]
     out = []
     for _ in range(2):
-        opt = keras.optimizers.Adam(1e-3, **kwargs)
+        opt = keras.optimizers.Adam(learning_rate, **kwargs)
         variables = [keras.Variable(w) for w in inits]
         opt.build(variables)
         out.append((opt, variables))
@@ -174,7 +174,10 @@ class _Net:
         )
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"beta_1": 0.5, "epsilon": 1e-3}])
+STEPPED = keras.optimizers.schedules.PiecewiseConstantDecay([3, 7], [1e-3, 3e-4, 1e-4])  # stepped, as Burda's
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"beta_1": 0.5, "epsilon": 1e-3}, {"learning_rate": STEPPED, "epsilon": 1e-4}])
 def test_each_fused_step_is_keras_adams_update(kwargs, monkeypatch):
     (ref, ours), grads = _adam_pair(**kwargs)
     calls = []

@@ -12,6 +12,8 @@ is seeded: the same seed gives the same model on the same machine.
   binarization, for ``epochs`` epochs (3 in the chapters; the paper: 3,280).
 * :func:`get_sigma` — the source's model with another decoder sigma, trained
   briefly (chapter 8's sigma sweep).
+* :func:`burda_schedule` and :func:`train_burda_schedule` — Burda et al.'s
+  full optimiser schedule, for the long runs of ``scripts/burda_recipe.py``.
 """
 
 from __future__ import annotations
@@ -96,4 +98,61 @@ def get_sigma(x_std, epochs=2, batch_size=128, seed=0, verbose=0):
     return load_or_train(f"mnist_gaussian_latent2_sigma{x_std:g}_{epochs}ep_b{batch_size}_seed{seed}", train)
 
 
-__all__ = ["get_chapter6", "get_burda", "get_sigma", "mnist", "binary_test_images"]
+BURDA_BATCH = 20
+BURDA_EPSILON = 1e-4
+
+
+def burda_epochs(passes):
+    """Epochs in Burda et al.'s first ``passes`` passes: pass i runs 3**i epochs (8 passes: 3,280)."""
+    return (3**passes - 1) // 2
+
+
+def burda_schedule(passes, steps_per_epoch):
+    """Burda et al.'s learning rate: 1e-3 * 10**(-i/7) for the 3**i epochs of pass i = 0 .. passes-1.
+
+    Returns a float for one pass, else a Keras ``PiecewiseConstantDecay`` over
+    optimizer steps (step t, counted from 0, is in pass i while it is below the
+    end of pass i).
+    """
+    if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= 8:
+        raise ValueError(f"passes must be an integer from 1 to 8 (Burda et al. ran 8), got {passes!r}.")
+    rates = [1e-3 * 10 ** (-i / 7) for i in range(passes)]
+    if passes == 1:
+        return rates[0]
+    ends = [burda_epochs(i + 1) * steps_per_epoch for i in range(passes - 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay([e - 1 for e in ends], rates)
+
+
+def train_burda_schedule(x_train, x_val, latent_dim=50, passes=8, seed=0, verbose=2, callbacks=None):
+    """Burda et al.'s VAE recipe in full: their architecture, dynamic binarization, batch 20, Adam
+    (epsilon 1e-4) on :func:`burda_schedule`, for ``burda_epochs(passes)`` epochs. Returns
+    ``(vae, history)``. Eight passes are 3,280 epochs: hours, not a chapter's run.
+    """
+    keras.utils.set_random_seed(seed)
+    vae = build_vae(latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION)
+    steps_per_epoch = -(-len(x_train) // BURDA_BATCH)
+    lr = burda_schedule(passes, steps_per_epoch)
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=BURDA_EPSILON))
+    history = train_vae_dynamic(
+        vae,
+        x_train,
+        x_val,
+        epochs=burda_epochs(passes),
+        seed=seed,
+        verbose=verbose,
+        batch_size=BURDA_BATCH,
+        callbacks=callbacks,
+    )
+    return vae, history
+
+
+__all__ = [
+    "get_chapter6",
+    "get_burda",
+    "get_sigma",
+    "mnist",
+    "binary_test_images",
+    "burda_epochs",
+    "burda_schedule",
+    "train_burda_schedule",
+]
