@@ -22,7 +22,7 @@ SKIP = {"job", "seed", "history", "activity", "zmean_mean", "zmean_std"}
 def flatten(d, prefix=""):
     for key, value in d.items():
         name = f"{prefix}{key}"
-        if key in SKIP or name.endswith("_s") or key.endswith("_s"):
+        if key in SKIP or key == "s" or key.endswith("_s"):  # run times, not results
             continue
         if isinstance(value, dict):
             yield from flatten(value, name + ".")
