@@ -7,8 +7,8 @@ batch 64) in turns, round after round; the first round is a warm-up. Prints
 the median milliseconds per step of each:
 
 1. Keras's own code: every layer through ``Layer.__call__``, Keras's Adam;
-2. + the encoder and decoder run as chains of their layers' ``call``, each
-   Dense as one ``torch.addmm`` (vae_course.fast, part 1);
+2. + the encoder and decoder run as chains of torch calls, each Dense as one
+   ``torch.addmm`` (``vae_course.fast.enabled(vae, adam=False)``);
 3. + Keras's Adam update in PyTorch's fused kernel (part 2): what
    ``train_vae`` runs.
 """
@@ -28,12 +28,6 @@ from vae_course.data import load_mnist_float
 from vae_course.models import build_vae
 
 
-@contextlib.contextmanager
-def chained_only(vae):
-    with fast._chained(vae.encoder, "encoder"), fast._chained(vae.decoder, "decoder"):
-        yield
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
@@ -42,7 +36,7 @@ def main(argv=None):
     x = x_train[:19200]
     configs = {
         "Keras's own code (Layer.__call__, Keras's Adam)": lambda vae: contextlib.nullcontext(),
-        "+ layers chained, Dense as torch.addmm": chained_only,
+        "+ networks as chains of torch calls": lambda vae: fast.enabled(vae, adam=False),
         "+ fused Adam (train_vae's path)": fast.enabled,
     }
     vaes = {}

@@ -9,12 +9,13 @@ torch calls.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 
-from . import fast
+from . import fast as fast_path
 from .defaults import DEFAULTS
 from .models import VAE
 
@@ -30,6 +31,7 @@ def train_vae(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
     initial_epoch: int = 0,
+    fast: bool = True,
 ) -> keras.callbacks.History:
     """Train ``vae`` on images ``x_train`` (float, [0, 1]), validating on ``x_val``.
 
@@ -39,6 +41,10 @@ def train_vae(
     the model too (the command line and the chapters do). A model that is
     not compiled yet is compiled with Keras's Adam at ``learning_rate``.
     ``VAE.fit`` checks the images (float, in [0, 1], the model's shape).
+
+    ``fast=True`` runs ``fit`` inside :func:`vae_course.fast.enabled`, which
+    computes the same steps in fewer torch calls; ``fast=False`` runs Keras's
+    own code (the same weights to float32 rounding, slower), for comparisons.
 
     Returns the Keras ``History``: per-epoch ``loss``, ``nll``, ``kl`` and,
     with validation data, ``val_loss``, ``val_nll``, ``val_kl``.
@@ -53,7 +59,9 @@ def train_vae(
         keras.utils.set_random_seed(seed)
     if not vae.compiled:
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    with fast.enabled(vae):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
+    with (
+        fast_path.enabled(vae) if fast else contextlib.nullcontext()
+    ):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
         return vae.fit(
             x_train,
             epochs=initial_epoch + epochs,
