@@ -98,3 +98,14 @@ def test_every_literalinclude_points_at_an_existing_object(notebook):
         name = options.get("pyobject")
         assert name, f"{notebook.name}: literalinclude {arg} without :pyobject:"
         assert defined(path, name), f"{notebook.name}: {arg} defines no {name!r}"
+
+
+def test_readme_lists_every_module_with_about_its_line_count():
+    """README's table names every module (top level and tools) with a line count within 20% of the file's."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = {m: int(n) for m, n in re.findall(r"^\| `([\w/]+)` \| (\d+) \|", text, re.M)}
+    modules = set(TOP_LEVEL) | {f"tools/{m}" for m in TOOLS}
+    assert set(table) == modules, f"README lists {sorted(set(table) - modules)}, misses {sorted(modules - set(table))}"
+    for module, listed in table.items():
+        actual = len((PACKAGE / f"{module}.py").read_text(encoding="utf-8").splitlines())
+        assert abs(actual - listed) <= 0.2 * actual, f"README gives {module} {listed} lines; it has {actual}"
