@@ -47,12 +47,8 @@ from torch import nn
 import vae_course
 from vae_course.data import load_mnist_float
 from vae_course.models import build_vae
+from vae_course.tools.callbacks import training_callbacks
 from vae_course.train import train_vae
-
-try:
-    from vae_course.tools.callbacks import training_callbacks
-except ImportError:  # before the tools/ layout
-    from vae_course.callbacks import training_callbacks
 
 BATCH = 64
 
