@@ -7,25 +7,34 @@
 
 Inside the block:
 
-1. **Chained layers.** A network that is a plain chain of layers (the
-   course's encoder and decoder are) runs its layers' ``call`` one after the
-   other, instead of going through ``Layer.__call__`` for each (input checks,
-   name scopes, autocasting, masks).
-   ``training`` is passed on to every layer whose ``call`` takes it; each
-   Dense layer runs as one ``torch.addmm``, as PyTorch's own ``Linear`` does.
-   The network still gets one ``Layer.__call__`` of its own.
+1. **Networks as chains of torch calls.** A network that is a plain chain of
+   layers (the course's encoder and decoder are) runs its layers one after
+   the other instead of going through ``Layer.__call__`` for each (input
+   checks, name scopes, autocasting, masks). A float32 Dense layer with a
+   bias and a ReLU, sigmoid, tanh or no activation is one ``torch.addmm``
+   and one torch activation, as PyTorch's own ``Linear`` + activation;
+   Flatten, Reshape and such an Activation layer are one torch call each;
+   any other layer runs its own ``call``, with ``training`` passed on if it
+   takes it. The network still gets one ``Layer.__call__`` of its own.
 2. **Fused Adam.** Keras's Adam update (a dozen ``torch._foreach_*`` calls,
    five of which copy every weight) runs in PyTorch's fused kernel
-   ``torch._fused_adam_``, one pass over the weights, in place.
+   ``torch._fused_adam_``, one pass over the weights, in place. Only for
+   Keras's own Adam class, and only when every one of its settings is on an
+   allow-list of values that leave the update plain Adam (no AMSGrad, weight
+   decay, clipping, EMA, loss scaling or gradient accumulation); a setting
+   the list does not know turns it off.
 
 Both rest on details that Keras and PyTorch do not promise to keep
-(``Layer.call``'s arguments, the optimizer's moment slots, a private
-PyTorch kernel). Each is therefore checked once per process, on tiny inputs,
-against Keras's own result; what fails the check is not used, and a
-``FastPathWarning`` says which part fell back and why. Whatever the
-network, the fallback is Keras's own code, so the result is the same, only
-slower. The networks are looked up when the block starts: an encoder or
-decoder swapped in before ``fit`` is the one that runs fast.
+(``Layer.call``'s arguments, the optimizer's moment slots and its
+``_parallel_update_step``, a private PyTorch kernel). Each is therefore
+checked against Keras's own result on tiny inputs before it is used: the
+chain on every network when the block starts, the kernel once per process
+and device. What fails the check is not used, and a ``FastPathWarning``
+says which part fell back and why. Whatever the network, the fallback is
+Keras's own code, so the result is the same, only slower
+(``tests/test_fast.py`` trains with and without the block and compares
+the weights). The networks are looked up when the block starts: an encoder
+or decoder swapped in before ``fit`` is the one that runs fast.
 """
 
 from __future__ import annotations
