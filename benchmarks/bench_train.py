@@ -1,6 +1,6 @@
 """Training speed of vae_course against plain PyTorch loops of the same model, in alternated rounds.
 
-    python benchmarks/bench_train.py [--rounds 8] [--steps 300] [--profile]
+    python benchmarks/bench_train.py [--rounds 8] [--steps 300] [--iwae-images 200] [--profile]
 
 Every side trains the source tutorial's MNIST VAE (784-512-512-2x2 encoder,
 2-512-512-784 sigmoid decoder, Gaussian likelihood with sigma = 0.5, analytic
@@ -104,10 +104,11 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=300, help="steps per epoch (64 images each)")
     ap.add_argument("--no-command-line", action="store_true", help="leave out the command line's callbacks")
     ap.add_argument("--no-keras", action="store_true", help="leave out train_vae with the fast path off")
+    ap.add_argument("--iwae-images", type=int, default=0, help="test images for the IWAE throughput at k = 1000")
     ap.add_argument("--profile", action="store_true", help="cProfile one train_vae epoch and print the top entries")
     args = ap.parse_args(argv)
 
-    (x_all, _), _ = load_mnist_float()
+    (x_all, _), (x_test_all, _) = load_mnist_float()
     x_train = x_all[: args.steps * BATCH]
     xt = torch.from_numpy(x_train)
     print(
@@ -196,6 +197,16 @@ def main(argv=None):
         )
     spread = [max(v) / min(v) for v in ms.values()]
     print(f"slowest / fastest round of the same side: up to {max(spread):.2f}x (the machine's noise)")
+
+    if args.iwae_images:
+        from vae_course.evaluate import iwae_bound
+
+        x_test = x_test_all[: args.iwae_images]
+        vae = build_vae()  # untrained: the time per image does not depend on the weights
+        t = time.perf_counter()
+        iwae_bound(vae, x_test, 1000)
+        dt = time.perf_counter() - t
+        print(f"IWAE bound, k = 1000: {len(x_test) / dt:.1f} images/s ({len(x_test)} images in {dt:.1f} s)")
 
     if args.profile:
         import cProfile
