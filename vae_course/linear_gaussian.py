@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .gaussian import LOG_2PI, normal_kl, normal_log_prob
-from .gradients import check_estimator
+from .gradients import check_estimator, transform
 
 
 def _tensor(a):
@@ -157,7 +157,7 @@ class LinearGaussian:
         Unbiased: its mean over eps is :meth:`elbo`.
         """
         m, v = _tensor(m), _check_variance(v, "v")
-        z = m + torch.sqrt(v) * eps
+        z = transform(eps, *torch.broadcast_tensors(m, torch.sqrt(v)))  # z = m + sqrt(v) eps
         return self.log_joint(x, z) - normal_log_prob(z, m, v)
 
     def sgvb_elbo_analytic_kl(self, x, m, v, eps):
@@ -169,7 +169,7 @@ class LinearGaussian:
         Same shapes as :meth:`sgvb_elbo`; also unbiased.
         """
         m, v = _tensor(m), _check_variance(v, "v")
-        z = m + torch.sqrt(v) * eps
+        z = transform(eps, *torch.broadcast_tensors(m, torch.sqrt(v)))  # z = m + sqrt(v) eps
         return self.log_likelihood(x, z) - self.kl_to_prior(m, v)
 
     # ------------------------------------- gradient variances, closed forms
