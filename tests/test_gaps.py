@@ -171,12 +171,12 @@ def test_warmup_weights_the_kl_from_0_to_1(tmp_path):
 
     base = build_vae(latent_dim=2, likelihood="bernoulli", image_shape=(4, 4), hidden_units=(8,))
     vae = WarmupVAE(base.encoder, base.decoder, warmup_steps=4, likelihood="bernoulli")
-    assert vae.kl_weight() == 0.0
+    assert vae.beta() == 0.0
     x = (np.random.default_rng(6).random((64, 4, 4)) < 0.5).astype(np.float32)
     train_vae(vae, x, epochs=1, batch_size=32, seed=0, verbose=0)  # 2 steps: beta 0, then 1/4
-    assert vae.kl_weight() == 0.5
+    assert vae.beta() == 0.5
     train_vae(vae, x, epochs=2, batch_size=32, seed=None, verbose=0, initial_epoch=1)
-    assert vae.kl_weight() == 1.0
+    assert vae.beta() == 1.0
     plain = vae.as_vae()  # an ordinary VAE with the trained weights, which the cache can hold
     loaded = load_vae(save_vae(plain, tmp_path / "warm.keras"))
     assert type(loaded) is VAE

@@ -42,7 +42,7 @@ def test_bad_vae_arguments():
         VAE(enc, dec, likelihood="poisson")
     with pytest.raises(ValueError, match="x_std must be a positive number"):
         VAE(enc, dec, x_std=0)
-    with pytest.raises(ValueError, match="num_mc_samples must be an integer >= 1"):
+    with pytest.raises(ValueError, match="num_mc_samples must be a positive integer"):
         VAE(enc, dec, num_mc_samples=0)
 
 

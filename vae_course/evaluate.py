@@ -19,20 +19,23 @@ import keras
 import numpy as np
 import torch
 
-from . import losses
 from .data import check_images
-from .gradients import standard_normal
+from .errors import check_positive_int
+from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
+from .gradients import standard_normal, transform
+from .losses import kl_std_normal
+from .montecarlo import mean_and_se, paired_difference
 
 
 def _log_weights(vae, x, z_mean, z_log_var, eps):
     """log w for eps (c, b, d) -> (c, b)."""
     c, b, d = eps.shape
-    z = z_mean + torch.exp(0.5 * z_log_var) * eps
+    z = transform(eps, z_mean, torch.exp(0.5 * z_log_var))
     out = vae.decoder(z.reshape(c * b, d))
     x_rep = x.unsqueeze(0).expand((c,) + tuple(x.shape)).reshape((c * b,) + tuple(x.shape[1:]))
     log_px_z = vae.log_likelihood(x_rep, out).reshape(c, b)
-    log_pz = losses.std_normal_log_prob(z)
-    log_qz = losses.diag_gaussian_log_prob(z, z_mean, z_log_var)
+    log_pz = std_normal_log_prob(z)
+    log_qz = diag_gaussian_log_prob(z, z_mean, z_log_var)
     return log_px_z + log_pz - log_qz
 
 
@@ -52,8 +55,7 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
     Each chunk's log-sum-exp is taken there in float32 and only the (batch,)
     running totals are kept on the CPU in float64 (MPS has no float64).
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    num_samples = check_positive_int(num_samples, "num_samples", 5000)
     x = check_images(x, "x", vae.image_shape)
     if posterior is not None:
         posterior = _check_posterior(posterior, len(x), vae.latent_dim)
@@ -83,17 +85,22 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
 
 
 def negative_elbo(vae, x, batch_size=500, seed=0):
-    """Per-example -ELBO with the analytic KL and one z sample, as the training loss: (batch,) numpy.
+    """Per-example -ELBO with the model's KL and one z sample, as the training loss: (batch,) numpy.
 
-    Re-seeds Keras's global random state with ``seed`` (skip with seed=None).
+    The draws of z come from a ``keras.random.SeedGenerator(seed)`` of this call
+    (reproducible for a given ``seed``; nothing global is reseeded), or a
+    ``SeedGenerator`` passed as ``seed``, or with ``seed=None`` the model's own.
     """
     x = check_images(x, "x", vae.image_shape)
-    keras.utils.set_random_seed(seed) if seed is not None else None
+    if isinstance(seed, keras.random.SeedGenerator) or seed is None:
+        generator = seed
+    else:
+        generator = keras.random.SeedGenerator(seed)
     res = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
-            loss, _, _ = vae.compute_losses(xb)
+            loss, _, _ = vae.compute_losses(xb, seed=generator)
             res.append(keras.ops.convert_to_numpy(loss).astype(np.float64))
     return np.concatenate(res)
 
@@ -140,8 +147,7 @@ def elbo_given_posterior(vae, x, posterior, num_samples=100, batch_size=100, see
     gives the same eps for two posteriors, so their difference is paired).
     """
     x = check_images(x, "x", vae.image_shape)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    num_samples = check_positive_int(num_samples, "num_samples", 100)
     z_mean_all, z_log_var_all = _check_posterior(posterior, len(x), vae.latent_dim)
     gen = torch.Generator().manual_seed(int(seed))
     out = np.empty(len(x), dtype=np.float64)
@@ -162,11 +168,11 @@ def elbo_given_posterior(vae, x, posterior, num_samples=100, batch_size=100, see
 def _elbo_terms(vae, x, z_mean, z_log_var, eps):
     """mean_s log p(x | z_s) - KL(q || p(z)) for eps (S, b, d): (b,) torch."""
     s, b, d = eps.shape
-    z = z_mean + torch.exp(0.5 * z_log_var) * eps
+    z = transform(eps, z_mean, torch.exp(0.5 * z_log_var))
     out = vae.decoder(z.reshape(s * b, d))
     x_rep = x.unsqueeze(0).expand((s,) + tuple(x.shape)).reshape((s * b,) + tuple(x.shape[1:]))
     log_px_z = vae.log_likelihood(x_rep, out).reshape(s, b).mean(0)
-    return log_px_z - losses.kl_std_normal(z_mean, z_log_var)
+    return log_px_z - kl_std_normal(z_mean, z_log_var)
 
 
 def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0):
@@ -187,9 +193,8 @@ def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, b
     shape (batch, latent_dim). Reproducible for a given ``seed``.
     """
     x = check_images(x, "x", vae.image_shape)
-    for name, value in (("steps", steps), ("num_samples", num_samples)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    steps = check_positive_int(steps, "steps", 300)
+    num_samples = check_positive_int(num_samples, "num_samples", 10)
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}.")
     gen = torch.Generator().manual_seed(int(seed))
@@ -237,33 +242,6 @@ def active_units(vae, x, threshold=0.01, batch_size=500):
         )
     activity = mu.var(axis=0, ddof=1)
     return activity, int((activity > threshold).sum())
-
-
-def paired_difference(a, b):
-    r"""Mean and standard error of a - b for per-image values on the same images.
-
-    .. math:: \bar d = \frac1n\sum_i (a_i - b_i), \qquad
-              \mathrm{se} = \frac{\operatorname{sd}(a_i - b_i)}{\sqrt n}
-
-    Two bounds on the same images share most of their image-to-image spread,
-    so the paired standard error is far smaller than the one from each
-    column's own spread. a, b: 1-D arrays of the same length n >= 2.
-    Returns ``(mean, se)`` as floats.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
-        raise ValueError(
-            f"paired_difference: a and b must be 1-D arrays of one value per image, the same images in "
-            f"the same order (n >= 2); got shapes {a.shape} and {b.shape}."
-        )
-    d = a - b
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-
-
-def mean_and_se(a):
-    """Mean and standard error (sd / sqrt(n)) of per-image values a, a 1-D array with n >= 2."""
-    a = np.asarray(a, dtype=np.float64)
-    return paired_difference(a, np.zeros_like(a))
 
 
 __all__ = [

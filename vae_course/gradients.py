@@ -2,7 +2,10 @@ r"""The gradient estimators of the course (chapters 2-4), in torch.
 
 The score function (REINFORCE) and the pathwise (reparameterization)
 gradients of E_q[f(x)], the leave-one-out baseline, the score function
-of independent Bernoullis, and the pathwise gradient of the ELBO.
+of independent Bernoullis, and the ELBO's one-draw estimates
+(:func:`elbo_integrand`, three ways: ``"analytic"``, ``"mc"``, ``"stl"``, the
+same names as the VAE's ``kl=``) with their pathwise gradient.
+Torch only: nothing here imports Keras.
 
 The Gaussian estimators are about a Gaussian q = N(m, S) in d dimensions, with S given
 by a *scale*:
@@ -25,14 +28,19 @@ from __future__ import annotations
 import torch
 from torch.func import grad, vmap
 
-from .gaussian import _check, _check_scale, gaussian_log_prob
-from .losses import ELBO_ESTIMATORS, elbo_integrand
+from .gaussian import _check, _check_scale, gaussian_kl, gaussian_log_prob, normal_log_prob
 
 
 def transform(eps, mean, scale):
-    """x = m + scale * eps (diagonal) or m + L eps (full). eps: (..., d) -> (..., d)."""
-    _check_scale(mean, scale)
-    if scale.ndim == 1:
+    """x = m + scale * eps (diagonal) or m + L eps (full). eps: (..., d) -> (..., d).
+
+    The course's one reparameterization: the VAE's z = mu + sigma * eps, with
+    ``scale`` = sigma of the same shape as ``mean`` (batch, d), is the diagonal
+    case. ``scale`` with one axis more than ``mean`` is a lower-triangular L.
+    """
+    if mean.ndim == 1:
+        _check_scale(mean, scale)
+    if scale.ndim == mean.ndim:
         return mean + scale * eps
     return mean + eps @ torch.tril(scale).T
 
@@ -210,21 +218,65 @@ def bernoulli_enumeration_grad(f, logits):
     return (q[:, None] * f(outcomes)[:, None] * (outcomes - p)).sum(0)
 
 
-def elbo_grads(log_likelihood, mean, scale, num_samples, estimator="full", generator=None):
+ELBO_ESTIMATORS = ("analytic", "mc", "stl")
+_RENAMED = {"full": "mc", "analytic_kl": "analytic"}
+
+
+def check_estimator(estimator, name="estimator"):
+    """``estimator`` if it is one of :data:`ELBO_ESTIMATORS`, else a clear error (also for the old names)."""
+    if estimator in ELBO_ESTIMATORS:
+        return estimator
+    hint = (
+        f"{estimator!r} is the old name of {_RENAMED[estimator]!r}. "
+        if isinstance(estimator, str) and estimator in _RENAMED
+        else ""
+    )
+    raise ValueError(
+        f"{name} must be one of {ELBO_ESTIMATORS}, got {estimator!r}. {hint}Fix: {name}='analytic' "
+        "(the KL in closed form), 'mc' (log q - log p at the draws) or 'stl' (the same, sticking the landing)."
+    )
+
+
+def elbo_integrand(log_likelihood, z, mean, scale, estimator="mc"):
+    r"""One draw of the ELBO of q = N(m, S) under the prior p(z) = N(0, I), three ways.
+
+    z: (..., d) draws of q, written as z = m + scale eps so that gradients reach
+    (mean, scale); ``log_likelihood`` maps (..., d) to (...). Returns (...).
+
+    * ``"mc"``: log p(x|z) + log p(z) - log q(z; m, S), every term sampled;
+    * ``"analytic"``: log p(x|z) - KL(q || p), the KL exact (:func:`gaussian_kl`);
+    * ``"stl"``, sticking the landing (Roeder, Wu & Duvenaud 2017): the value of
+      ``"mc"``, but with (m, S) inside log q treated as constants (stop-gradient),
+      so its gradient drops the score term E_q[grad log q] = 0 and is exactly 0
+      wherever q is the posterior.
+
+    All three have the same mean, the ELBO, and the same expected gradient.
+    """
+    check_estimator(estimator)
+    d = mean.shape[-1]
+    log_prior = normal_log_prob(z, 0.0, 1.0).sum(-1)
+    if estimator == "mc":
+        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean, scale)
+    if estimator == "stl":
+        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean.detach(), scale.detach())
+    ones = torch.ones(d, dtype=mean.dtype, device=mean.device)
+    return log_likelihood(z) - gaussian_kl(mean, scale, torch.zeros_like(mean), ones)
+
+
+def elbo_grads(log_likelihood, mean, scale, num_samples, estimator="mc", generator=None):
     r"""Per-sample pathwise gradients of the ELBO of q = N(m, S) w.r.t. (mean, scale).
 
     .. math:: \hat g_n = \nabla_{(m, S)}\, \hat{\mathcal L}\big(m + L\varepsilon_n\big),
               \qquad \varepsilon_n \sim \mathcal N(0, I), \quad n = 1, \dots, N
 
     with :math:`\hat{\mathcal L}` the one-draw ELBO of :func:`elbo_integrand`
-    (``estimator`` = ``"full"``, ``"analytic_kl"`` or ``"stl"``) and the prior
+    (``estimator`` = ``"mc"``, ``"analytic"`` or ``"stl"``) and the prior
     N(0, I). Same shapes and return as :func:`reparam_grads`:
     ``{"mean": (N, d), "scale": (N, d) or (N, d, d)}``.
     """
-    if estimator not in ELBO_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ELBO_ESTIMATORS}, got {estimator!r}.")
+    check_estimator(estimator)
     mean, scale = _check(mean, scale)
-    eps = torch.randn((num_samples, mean.shape[0]), generator=generator, dtype=mean.dtype, device=mean.device)
+    eps = standard_normal((num_samples, mean.shape[0]), mean, generator)
 
     def one_draw(e, m, s):
         return elbo_integrand(log_likelihood, transform(e, m, s), m, s, estimator)
@@ -243,6 +295,9 @@ __all__ = [
     "reparam_grads",
     "leave_one_out_baseline",
     "bernoulli_score_grads",
+    "ELBO_ESTIMATORS",
+    "check_estimator",
+    "elbo_integrand",
     "elbo_grads",
     "bernoulli_enumeration_grad",
 ]

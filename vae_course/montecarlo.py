@@ -2,7 +2,8 @@ r"""Monte Carlo estimates, their standard errors, and how to report them (chapte
 
 E_p[f(X)] ~ (1/N) sum_n f(X_n): :func:`monte_carlo` draws the X_n and
 averages, :func:`mc_estimate` gives the mean of any n draws with its standard
-error, :func:`format_estimate` prints it to the digits that standard error
+error (the package's one standard error: :func:`mean_and_se` and
+:func:`paired_difference` of chapters 7-8 are it on per-image values), :func:`format_estimate` prints it to the digits that standard error
 supports, :func:`student_t_quantile` gives the interval's multiplier, and
 :func:`importance_sampling` estimates E_p[f] from draws of another density.
 Everything is written with torch operations.
@@ -42,6 +43,50 @@ def mc_estimate(values) -> MCEstimate:
         raise ValueError(f"mc_estimate needs at least 2 draws to give a standard error, got {n}.")
     values = values.to(torch.float64) if not values.is_floating_point() else values
     return MCEstimate(values.mean(0), values.std(0, unbiased=True) / math.sqrt(n), n)
+
+
+def mean_and_se(a):
+    """Mean and standard error (sd / sqrt(n)) of per-image values a, a 1-D array with n >= 2, as floats.
+
+    :func:`mc_estimate` of the values in float64.
+    """
+    a = torch.as_tensor(_as_float64(a))
+    if a.ndim != 1 or len(a) < 2:
+        raise ValueError(
+            f"mean_and_se: a must be a 1-D array of one value per image (n >= 2); got shape {tuple(a.shape)}. "
+            "Fix: pass e.g. the per-image bounds iwae_bound returns."
+        )
+    estimate = mc_estimate(a)
+    return float(estimate.mean), float(estimate.stderr)
+
+
+def paired_difference(a, b):
+    r"""Mean and standard error of a - b for per-image values on the same images.
+
+    .. math:: \bar d = \frac1n\sum_i (a_i - b_i), \qquad
+              \mathrm{se} = \frac{\operatorname{sd}(a_i - b_i)}{\sqrt n}
+
+    Two bounds on the same images share most of their image-to-image spread,
+    so the paired standard error is far smaller than the one from each
+    column's own spread. a, b: 1-D arrays of the same length n >= 2.
+    Returns ``(mean, se)`` as floats (:func:`mean_and_se` of a - b).
+    """
+    a, b = _as_float64(a), _as_float64(b)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(
+            f"paired_difference: a and b must be 1-D arrays of one value per image, the same images in "
+            f"the same order (n >= 2); got shapes {a.shape} and {b.shape}."
+        )
+    return mean_and_se(a - b)
+
+
+def _as_float64(a):
+    """``a`` (a list, numpy array or tensor) as a float64 numpy array on the CPU."""
+    import numpy as np
+
+    if torch.is_tensor(a):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
 
 
 def monte_carlo(f, sampler, num_samples, generator=None) -> MCEstimate:
@@ -158,6 +203,8 @@ def importance_sampling(f, log_p, proposal, log_q, num_samples, generator=None) 
 __all__ = [
     "MCEstimate",
     "mc_estimate",
+    "mean_and_se",
+    "paired_difference",
     "monte_carlo",
     "format_estimate",
     "student_t_quantile",

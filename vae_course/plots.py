@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .data import DataError
+from .errors import check_positive_int
 
 _PANELS = (
     ("loss", "loss = −ELBO"),
@@ -114,10 +115,8 @@ def latent_grid(n, latent_dim=2):
     row-major as the images are laid out: row r (top to bottom) has z_2
     falling, column c has z_1 rising; dimensions beyond the second are 0.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise DataError(f"latent_grid: n must be a positive integer, got {n!r}.")
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 2:
-        raise DataError(f"latent_grid: latent_dim must be an integer >= 2, got {latent_dim!r}.")
+    n = check_positive_int(n, "n", 15, error=DataError)
+    latent_dim = check_positive_int(latent_dim, "latent_dim", 2, minimum=2, error=DataError)
     u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     values = torch.special.ndtri(u)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
@@ -158,8 +157,7 @@ def plot_manifold(vae, n=20):
 def plot_images(images, n_cols=8, titles=None):
     """Images (batch, H, W) in a grid of ``n_cols`` columns, with optional per-image titles."""
     x = _images(images)
-    if isinstance(n_cols, bool) or not isinstance(n_cols, (int, np.integer)) or n_cols < 1:
-        raise DataError(f"plot_images: n_cols must be a positive integer, got {n_cols!r}.")
+    n_cols = check_positive_int(n_cols, "n_cols", 8, error=DataError)
     if titles is not None and len(titles) != len(x):
         raise DataError(f"plot_images: {len(titles)} titles for {len(x)} images; give one per image.")
     n_cols = min(int(n_cols), max(1, len(x)))
@@ -207,8 +205,7 @@ def plot_interpolation(vae, x_a, x_b, steps=10):
     ``x_a``, ``x_b``: one image each, (H, W) or (1, H, W). The row shows x_a,
     then ``steps`` decodings of (1 - t) z_a + t z_b for t from 0 to 1, then x_b.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise DataError(f"plot_interpolation: steps must be an integer >= 2, got {steps!r}.")
+    steps = check_positive_int(steps, "steps", 8, minimum=2, error=DataError)
     a = _numpy(x_a).reshape((1,) + tuple(vae.image_shape)).astype("float32")
     b = _numpy(x_b).reshape((1,) + tuple(vae.image_shape)).astype("float32")
     with torch.no_grad():

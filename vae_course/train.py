@@ -18,7 +18,7 @@ image is used. Binarizing once and training on the same binary images for
 every epoch ("static") over-fits those particular draws; Burda et al.'s code
 reports about 2 nats worse test log-likelihood for it.
 
-KL warm-up trains on nll + beta * kl with beta rising from 0 to 1, then
+KL warm-up trains on nll + beta * kl (the VAE's ``kl_weight``) with beta rising from 0 to 1, then
 evaluates the plain ELBO. Early in training the KL term pulls every q(z_u|x) onto the prior faster than
 the decoder learns to use z_u; a unit that reaches the prior gets no gradient
 from the likelihood to leave it, and stays *inactive* (posterior collapse).
@@ -42,7 +42,8 @@ from keras import ops
 from . import fast as fast_path
 from .data import binarize, check_images
 from .defaults import DEFAULTS
-from .models import VAE, _images, build_vae
+from .errors import check_positive_int
+from .models import VAE, build_vae, linear_warmup
 
 
 def train_vae(
@@ -74,14 +75,11 @@ def train_vae(
     Returns the Keras ``History``: per-epoch ``loss``, ``nll``, ``kl`` and,
     with validation data, ``val_loss``, ``val_nll``, ``val_kl``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}. Fix: e.g. epochs={DEFAULTS.epochs}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"batch_size must be an integer >= 1, got {batch_size!r}. Fix: e.g. batch_size={DEFAULTS.batch_size}."
-        )
+    epochs = check_positive_int(epochs, "epochs", DEFAULTS.epochs)
+    batch_size = check_positive_int(batch_size, "batch_size", DEFAULTS.batch_size)
     if seed is not None:
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(seed)  # the shuffling
+        vae.seed_generator.state.assign(ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype))
     if not vae.compiled:
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
     with (
@@ -114,11 +112,11 @@ def train_vae_dynamic(vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, **k
     ``learning_rate``, ``callbacks``). Returns a dict of per-epoch metrics like
     ``History.history``: ``loss``, ``nll``, ``kl`` (and ``val_*`` with x_val).
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    epochs = check_positive_int(epochs, "epochs", 5)
     x_train = check_images(x_train, "x_train", vae.image_shape)
     if seed is not None:
-        keras.utils.set_random_seed(seed)  # weights are already built; this seeds shuffling and z draws
+        keras.utils.set_random_seed(seed)  # weights are already built; this seeds the shuffling
+        vae.seed_generator.state.assign(ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype))
     history = {}
     for epoch in range(epochs):
         xb = binarize(x_train, seed=[int(seed or 0), epoch])
@@ -133,43 +131,29 @@ def train_vae_dynamic(vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, **k
 # --------------------------------------------------------------------------
 
 
+@keras.saving.register_keras_serializable(package="vae_course")
 class WarmupVAE(VAE):
-    """A :class:`~vae_course.models.VAE` whose training step minimises nll + beta_t * kl, beta_t = min(1, t / warmup_steps).
+    """A :class:`~vae_course.models.VAE` with KL warm-up: ``kl_weight=linear_warmup(warmup_steps)``.
 
-    The logged ``loss`` stays nll + kl (the negative ELBO, beta = 1), so its
-    numbers compare with an ordinary VAE's. Use :meth:`as_vae` to get the
-    trained model as a plain VAE (to save it, or to evaluate it).
+    Training minimises nll + beta_t * kl with beta_t = min(1, t / warmup_steps)
+    at optimizer step t; the VAE's own ``train_step`` does it, and ``beta()``
+    gives the current weight. The logged ``loss`` stays nll + kl (the negative
+    ELBO), so its numbers compare with an ordinary VAE's. Use :meth:`as_vae`
+    to get the trained model as a plain VAE (to save it, or to evaluate it).
     """
 
     def __init__(self, encoder, decoder, warmup_steps=1000, **kwargs):
-        super().__init__(encoder, decoder, **kwargs)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
-            raise ValueError(
-                f"warmup_steps must be an integer >= 1, got {warmup_steps!r}. Fix: e.g. one epoch, 938 steps."
-            )
-        self.warmup_steps = warmup_steps
-        self.steps_done = 0
+        kwargs.pop("kl_weight", None)
+        super().__init__(encoder, decoder, kl_weight=linear_warmup(warmup_steps), **kwargs)
+        self.warmup_steps = self.kl_weight.steps
 
-    def kl_weight(self):
-        """beta_t = min(1, t / warmup_steps) for the next step t (counted from 0)."""
-        return min(1.0, self.steps_done / self.warmup_steps)
-
-    def train_step(self, data):
-        import torch
-
-        x = _images(data)
-        self.zero_grad()
-        loss, nll, kl = self.compute_losses(x, training=True)
-        ops.mean(nll + self.kl_weight() * kl).backward()
-        self.steps_done += 1
-        gradients = [v.value.grad for v in self.trainable_weights]
-        with torch.no_grad():
-            self.optimizer.apply(gradients, self.trainable_weights)
-            self.elbo_metrics.update_state(loss, nll, kl)
-        return self.elbo_metrics.result()
+    def get_config(self):
+        config = super().get_config()
+        del config["kl_weight"]
+        return {**config, "warmup_steps": self.warmup_steps}
 
     def as_vae(self):
-        """The same encoder and decoder as a plain VAE (shared weights), built."""
+        """The same encoder and decoder as a plain VAE (shared weights, beta = 1), built."""
         vae = VAE(
             self.encoder,
             self.decoder,
@@ -241,6 +225,7 @@ __all__ = [
     "train_vae",
     "train_vae_dynamic",
     "WarmupVAE",
+    "linear_warmup",
     "BURDA_HIDDEN",
     "BURDA_ACTIVATION",
     "burda_epochs",

@@ -23,6 +23,7 @@ from ..defaults import DEFAULTS
 from ..errors import DataError
 from ..evaluate import iwae_bound, negative_elbo
 from ..models import VAE, build_vae
+from ..montecarlo import mean_and_se
 from . import atomic, callbacks, checkpoints
 from .fetch import fetch_mnist
 
@@ -207,7 +208,7 @@ def _save(fig, path):
 
 
 def _stderr(values):
-    return values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean_and_se(values)[1] if len(values) > 1 else float("nan")
 
 
 __all__ = ["fetch_data", "train_command", "sample", "evaluate", "PLOTS", "SETTINGS"]
