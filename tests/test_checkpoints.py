@@ -290,3 +290,33 @@ def test_ctrl_c_mid_epoch_keeps_the_last_checkpoint_whole(tmp_path, images):
     assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [1]
     assert int(ck.load_vae(tmp_path).optimizer.iterations) == 4
     assert leftovers(tmp_path) == []
+
+
+class BatchEndThread(keras.callbacks.Callback):
+    """Records on which thread Keras calls the end of each training batch."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.threads = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        import threading
+
+        self.threads.add(threading.get_ident())
+
+
+def test_the_training_callbacks_let_keras_dispatch_batch_ends_off_the_training_thread(tmp_path, images):
+    # One callback that is not async-safe makes Keras run every batch end in line, so that each
+    # step waits for the callbacks (the command line was a third slower for it).
+    import threading
+
+    callbacks, _ = cb.training_callbacks(tmp_path)
+    spy = BatchEndThread()
+    train_vae(tiny_vae(), images, None, epochs=1, batch_size=32, verbose=0, callbacks=callbacks + [spy])
+    assert spy.threads and threading.get_ident() not in spy.threads
+    # the same spy beside a callback that is not async-safe runs in line: the check can fail
+    spy = BatchEndThread()
+    train_vae(tiny_vae(), images, None, epochs=1, batch_size=32, verbose=0, callbacks=[Interrupt(), spy])
+    assert spy.threads == {threading.get_ident()}
