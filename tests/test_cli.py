@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import vae_course
+import vae_course.plots
 import vae_course.train
 from vae_course import checkpoints as ck
 from vae_course import cli
@@ -67,18 +68,30 @@ def leftovers(folder):
 def run_a(tmp_path_factory):
     """One quick training run; the in-memory VAE is kept to compare with the checkpoint."""
     out = tmp_path_factory.mktemp("run_a")
-    trained = []
-    real = vae_course.train.train_vae
+    trained, curves = [], []
+    real, real_plot = vae_course.train.train_vae, vae_course.plots.plot_history
 
     def spy(vae, *args, **kwargs):
         trained.append((vae, kwargs["verbose"]))
         return real(vae, *args, **kwargs)
 
+    def plot_spy(history):  # the epochs on loss_curves.png's x axis
+        fig = real_plot(history)
+        curves.append(list(fig.axes[0].get_lines()[0].get_xdata()))
+        return fig
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vae_course.train, "train_vae", spy)
+        mp.setattr(vae_course.plots, "plot_history", plot_spy)
         code, stdout, stderr = run(["train", "--out", out, "--seed", "3", *QUICK])
     assert code == 0, stderr
-    return {"out": out, "vae": trained[0][0], "verbose": trained[0][1], "stdout": stdout}
+    return {
+        "out": out,
+        "vae": trained[0][0],
+        "verbose": trained[0][1],
+        "stdout": stdout,
+        "curve_epochs": curves,
+    }
 
 
 # ------------------------------------------------------------------------ train
@@ -89,6 +102,7 @@ def test_train_writes_checkpoint_history_and_plots(run_a):
     assert len(rows) == 2 and rows[1].startswith("1,")  # epochs numbered as on the console
     for name in ("loss_curves.png", "prior_samples.png", "latent_scatter.png", "manifold.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
+    assert run_a["curve_epochs"] == [[1]]  # loss_curves.png plots the one epoch at 1, as history.csv
     assert leftovers(out) == []
     state = ck.read_state(out / "model.keras")
     assert state["epochs_done"] == 1 and state["settings"]["seed"] == 3 and state["settings"]["limit"] == 512
