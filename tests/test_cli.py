@@ -23,7 +23,7 @@ import pytest
 import vae_course
 import vae_course.plots
 import vae_course.train
-from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir
+from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir, load_mnist, scale_images
 from vae_course.models import build_vae
 from vae_course.tools import checkpoints as ck
 from vae_course.tools import cli
@@ -148,6 +148,28 @@ def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
     # a resumed run keeps its model's shape
     code, _, err = run(["train", "--resume", tmp_path / "r", "--latent-dim", "3", "--data-dir", DATA])
     assert_clean_error(code, err, "--latent-dim 3", "trained with 2")
+
+
+def test_bernoulli_training_binarizes_afresh_every_epoch(tmp_path, monkeypatch):
+    """Dynamic binarization, as chapter 7 trains: each epoch sees new 0/1 draws of the grey images."""
+    seen = []
+    real = vae_course.train.train_vae
+
+    def spy(vae, x, *args, **kwargs):
+        seen.append(np.array(x))
+        return real(vae, x, *args, **kwargs)
+
+    monkeypatch.setattr(vae_course.train, "train_vae", spy)
+    out = tmp_path / "bern"
+    argv = ["train", "--out", out, "--likelihood", "bernoulli", "--limit", "256", "--val-limit", "200"]
+    code, stdout, stderr = run([*argv, "--epochs", "2", "--data-dir", DATA])
+    assert code == 0, stderr
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
+    grey = scale_images(load_mnist(DATA)[0][0][:256])
+    for x in seen:  # each epoch's images are a binarization of the same grey images
+        assert set(np.unique(x)) <= {0.0, 1.0} and abs(x.mean() - grey.mean()) < 0.01
+    assert re.search(r"(?m)^epoch 1/2: ", stdout) and re.search(r"(?m)^epoch 2/2: ", stdout), stdout
+    assert len((out / "history.csv").read_text().splitlines()) == 3
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
