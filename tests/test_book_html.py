@@ -252,6 +252,7 @@ INSPECT = r"""async () => {
     const widest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
     if (pre.clientWidth === 0 || pre.scrollWidth > pre.clientWidth)
       out.overflow.push({kind, pixels: pre.scrollWidth - pre.clientWidth, laidOut: pre.clientWidth > 0,
+                         language: ((pre.closest('[class*="highlight-"]') || {}).className || '').match(/highlight-(\w+)/)?.[1] || '',
                          chars: widest.length, line: widest.trim().slice(0, 90)});
   }
   return out;
@@ -343,10 +344,15 @@ def test_page_renders(page_path, build, server, chromium):
     for block in info["overflow"]:
         if block["kind"] != "output" or not block["laidOut"]:
             what = f"{block['pixels']} px too wide" if block["laidOut"] else "not laid out, so not measured"
+            fix = (
+                "`ruff format` the code (pyproject.toml's line-length) and wrap the strings and comments "
+                "ruff leaves long"
+                if block["language"] not in ("bash", "console", "shell", "sh", "text", "none")
+                else "wrap its long lines (a shell command goes on after a backslash)"
+            )
             problems.append(
                 f"{names[block['kind']]} scrolls sideways ({what}; its widest line, {block['chars']} characters: "
-                f"{block['line']!r}). Fix: `ruff format` it (pyproject.toml's line-length) and wrap the strings "
-                "and comments ruff leaves long"
+                f"{block['line']!r}). Fix: {fix}"
             )
     wide_outputs = [b for b in info["overflow"] if b["kind"] == "output" and b["laidOut"]]
     if len(wide_outputs) > MAX_WIDE_OUTPUTS:
