@@ -331,7 +331,7 @@ def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch
     from vae_course.tools import commands
 
     real = commands._prepare
-    monkeypatch.setattr(commands, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
+    monkeypatch.setattr(commands, "_prepare", lambda x, *args, **kwargs: spoil(real(x, *args, **kwargs)))
     code, _, err = run(["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA])
     assert_clean_error(code, err, "error: x: ", *expected)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()

@@ -71,7 +71,7 @@ def train_command(args: argparse.Namespace) -> int:
     x_test, y_test = x_test[: settings["val_limit"]], y_test[: settings["val_limit"]]
     # Training images stay grey: with the Bernoulli likelihood every epoch binarizes them afresh
     # (dynamic binarization, chapter 7; one fixed binarization over-fits its draws).
-    x_train = scale_images(x_train[: settings["limit"]])
+    x_train = _prepare(x_train[: settings["limit"]], likelihood, settings["seed"], binarized=False)
     x_val = _prepare(x_test, likelihood, settings["seed"] + 1)
     if vae is None:
         keras.utils.set_random_seed(settings["seed"])  # before building: the initial weights are seeded too
@@ -190,10 +190,11 @@ def _mnist(data_dir):
     return load_mnist(data_dir)
 
 
-def _prepare(x_uint8, likelihood, seed):
-    """uint8 MNIST -> float32 in [0, 1]; binarized (each pixel ~ Bernoulli) for the Bernoulli likelihood."""
+def _prepare(x_uint8, likelihood, seed, binarized=True):
+    """uint8 MNIST -> float32 in [0, 1]; binarized once (each pixel ~ Bernoulli) for the Bernoulli
+    likelihood, unless ``binarized`` is False (training images, binarized afresh every epoch)."""
     x = scale_images(x_uint8)
-    return binarize(x, seed) if likelihood == "bernoulli" else x
+    return binarize(x, seed) if likelihood == "bernoulli" and binarized else x
 
 
 def _prior_samples(vae: VAE, n, seed):
