@@ -74,6 +74,12 @@ def colab_link(root: Path, docname: str) -> str:
     return f"https://colab.research.google.com/github/{owner_repo}/blob/{repo['branch']}/{path}"
 
 
+def markdown_link(root: Path, docname: str) -> str:
+    """GitHub's URL of a Markdown page of the book (repository.url and branch of _config.yml)."""
+    repo = load_yaml(root / "_config.yml")["repository"]
+    return f"{repo['url'].rstrip('/')}/blob/{repo['branch']}/{docname}.md"
+
+
 class Bibliography:
     """Author-year labels and reference-list entries from book/references.bib.
 
@@ -207,6 +213,9 @@ class Chapter:
             if kind == "doc":
                 m2 = re.fullmatch(r"(?:(?P<text>.*?)\s*<)?(?P<target>[^<>]+?)>?", body.strip())
                 target = (Path(self.docname).parent / m2.group("target")).as_posix()
+                if target not in self.titles and (self.root / f"{target}.md").is_file():
+                    # An appendix page (plain Markdown, no Colab edition): link to it on GitHub.
+                    return f"[{m2.group('text') or target.rsplit('/', 1)[-1]}]({markdown_link(self.root, target)})"
                 if target not in self.titles:
                     raise ConversionError(f"{self.name}: {{doc}}`{body}` is not a chapter of the book")
                 return f"[{m2.group('text') or self.titles[target]}]({colab_link(self.root, target)})"

@@ -114,7 +114,8 @@ def test_citations_and_equation_references_are_readable(docname, rendered):
 
 def test_unknown_myst_stops_the_script(tmp_path):
     """A construct the script cannot convert is an error that names the chapter, not raw text for readers."""
-    for f in ["_config.yml", "_toc.yml", "book/references.bib"]:
+    pages = [p.relative_to(ROOT).as_posix() for p in (ROOT / "book").glob("*.md")]  # {doc} links reach them
+    for f in ["_config.yml", "_toc.yml", "book/references.bib", *pages]:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text((ROOT / f).read_text(encoding="utf-8"), encoding="utf-8")
     shutil.copytree(ROOT / "vae_course", tmp_path / "vae_course")

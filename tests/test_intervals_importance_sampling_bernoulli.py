@@ -16,7 +16,7 @@ DT = torch.float64
         (1.2517, 0.0034, "1.252 ± 0.003"),
         (21.715, 0.111, "21.7 ± 0.1"),
         (-0.00071, 0.002, "-0.001 ± 0.002"),
-        (38550.0, 54.0, "38550 ± 54"),
+        (38550.0, 54.0, "38550 ± 50"),
         (0.1, 0.0, "0.1000 ± 0"),
     ],
 )
@@ -58,7 +58,7 @@ def test_t_quantile_gives_exact_coverage_for_gaussian_data():
         assert abs(cover - 0.95) < 4 * math.sqrt(0.95 * 0.05 / 200_000)
 
 
-@pytest.mark.parametrize("prob,dof,match", [(1.0, 3, "prob must lie"), (0.5, 0, "dof must be positive")])
+@pytest.mark.parametrize("prob,dof,match", [(1.0, 3, "prob must lie"), (0.5, 0, "dof must be at least 1")])
 def test_t_quantile_bad_input(prob, dof, match):
     with pytest.raises(ValueError, match=match):
         montecarlo.student_t_quantile(prob, dof)

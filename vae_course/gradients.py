@@ -62,14 +62,32 @@ def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=No
               \qquad x_n \sim q_\phi
 
     f needs no gradient; c is a constant ``baseline`` (subtracting it keeps the
-    estimator unbiased because E_q[grad log q] = 0). Returns a dict with
+    estimator unbiased because E_q[grad log q] = 0). ``f`` maps the draws
+    (n, d) to values (n,); or, with a diagonal ``scale`` (d,), to values
+    (n, d) for d independent one-dimensional problems side by side: then
+    coordinate j's gradient uses coordinate j's value (and ``baseline`` may be
+    a tensor (d,), one constant per problem). Returns a dict with
     ``"mean"``: (n, d) and ``"scale"``: (n, d) or (n, d, d) (lower triangle).
     """
     mean, scale = _check(mean, scale)
     x = sample_gaussian(mean, scale, num_samples, generator).detach()
     with torch.no_grad():
-        fx = f(x) - baseline
+        values = f(x)
     score = vmap(grad(gaussian_log_prob, argnums=(1, 2)), in_dims=(0, None, None))(x, mean, scale)
+    if values.shape == x.shape and x.shape[1] > 1:  # d independent problems: coordinate by coordinate
+        if scale.ndim != 1:
+            raise ValueError(
+                f"f returned one value per coordinate, {tuple(values.shape)}, which needs independent "
+                f"coordinates: a diagonal scale (d,), got {tuple(scale.shape)}. Fix: return values (n,)."
+            )
+        fx = values - baseline
+        return {"mean": score[0] * fx, "scale": score[1] * fx}
+    if values.shape != x.shape[:1]:
+        raise ValueError(
+            f"f must map the draws (n, d) = {tuple(x.shape)} to values (n,) or, for d independent problems "
+            f"with a diagonal scale, (n, d); got {tuple(values.shape)}."
+        )
+    fx = values - baseline
     shape = lambda g: fx.reshape((-1,) + (1,) * (g.ndim - 1))
     g_mean, g_scale = (g * shape(g) for g in score)
     if scale.ndim == 2:
@@ -158,6 +176,44 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
     return {"logits": (fx - c) * (x - p), "x": x, "f": values}
 
 
+def bernoulli_enumeration_grad(f, logits):
+    r"""The exact gradient of E_q[f(x)] w.r.t. the logits of independent Bernoullis, by enumeration.
+
+    q(x) = prod_j p_j^{x_j} (1 - p_j)^{1 - x_j} with p = sigmoid(logits), shape (d,).
+    Summing the score-function identity over the outcomes instead of sampling,
+
+    .. math:: \nabla_\eta\, \mathbb E_q f = \sum_x q(x)\, f(x)\, (x - p)
+
+    exactly, with no variance. ``f`` as in :func:`bernoulli_score_grads`: it
+    maps outcomes (M, d) to values (M,), summed over all 2^d outcomes (d <= 20);
+    or to values (M, d) for d independent one-bit problems side by side
+    (coordinate j's value depends on x_j alone), where two evaluations, at
+    x = 0 and x = 1, give p (1 - p) (f(1) - f(0)). Returns (d,).
+    """
+    logits = torch.as_tensor(logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None)
+    if logits.ndim != 1:
+        raise ValueError(f"logits must have shape (d,), got {tuple(logits.shape)}.")
+    p = torch.sigmoid(logits)
+    d = p.shape[0]
+    ends = torch.stack([torch.zeros_like(p), torch.ones_like(p)])  # x = 0 and x = 1 in every coordinate
+    values = f(ends)
+    if values.shape == (2, d):
+        return p * (1 - p) * (values[1] - values[0])
+    if values.shape != (2,):
+        raise ValueError(
+            f"f must map outcomes (M, d) to values (M,) or, for d independent one-bit problems, (M, d); "
+            f"at (2, {d}) it returned {tuple(values.shape)}."
+        )
+    if d > 20:
+        raise ValueError(
+            f"exact enumeration of d = {d} bits needs 2^{d} evaluations of f. Fix: estimate the gradient "
+            "with bernoulli_score_grads, or pass an f of independent one-bit problems (values (M, d))."
+        )
+    outcomes = ((torch.arange(2**d)[:, None] >> torch.arange(d)) & 1).to(p.dtype)  # (2^d, d)
+    q = torch.exp((outcomes * torch.log(p) + (1 - outcomes) * torch.log1p(-p)).sum(-1))
+    return (q[:, None] * f(outcomes)[:, None] * (outcomes - p)).sum(0)
+
+
 def elbo_grads(log_likelihood, mean, scale, num_samples, estimator="full", generator=None):
     r"""Per-sample pathwise gradients of the ELBO of q = N(m, S) w.r.t. (mean, scale).
 
@@ -192,4 +248,5 @@ __all__ = [
     "leave_one_out_baseline",
     "bernoulli_score_grads",
     "elbo_grads",
+    "bernoulli_enumeration_grad",
 ]
