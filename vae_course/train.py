@@ -32,13 +32,14 @@ the loss is the negative ELBO again, and the model is an ordinary VAE.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from . import fast
+from . import fast as fast_path
 from .data import binarize, check_images
 from .defaults import DEFAULTS
 from .models import VAE, _images, build_vae
@@ -55,6 +56,7 @@ def train_vae(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
     initial_epoch: int = 0,
+    fast: bool = True,
 ) -> keras.callbacks.History:
     """Train ``vae`` on images ``x_train`` (float, [0, 1]), validating on ``x_val``.
 
@@ -67,6 +69,10 @@ def train_vae(
     state; a ``learning_rate`` given is set on it (refused, with an error, when
     its rate follows a schedule), and ``None`` leaves its rate as it is.
     ``VAE.fit`` checks the images (float, in [0, 1], the model's shape).
+
+    ``fast=True`` runs ``fit`` inside :func:`vae_course.fast.enabled`, which
+    computes the same steps in fewer torch calls; ``fast=False`` runs Keras's
+    own code (the same weights to float32 rounding, slower), for comparisons.
 
     Returns the Keras ``History``: per-epoch ``loss``, ``nll``, ``kl`` and,
     with validation data, ``val_loss``, ``val_nll``, ``val_kl``.
@@ -93,7 +99,9 @@ def train_vae(
         vae.compile(optimizer=keras.optimizers.Adam(rate))
     elif learning_rate is not None:
         _set_learning_rate(vae.optimizer, float(learning_rate))
-    with fast.enabled(vae):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
+    with (
+        fast_path.enabled(vae) if fast else contextlib.nullcontext()
+    ):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
         return vae.fit(
             x_train,
             epochs=initial_epoch + epochs,
