@@ -26,7 +26,6 @@ Never edit colab/ by hand: tests/test_colab_edition.py checks that it is what th
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import json
 import re
@@ -82,12 +81,20 @@ def markdown_link(root: Path, docname: str) -> str:
 
 
 class Bibliography:
-    """Author-year labels and reference-list entries from book/references.bib (pybtex parses it)."""
+    """Author-year labels and reference-list entries from book/references.bib.
+
+    pybtex parses the file and formats each entry of a reference list with its ``unsrt`` style, the
+    style the book's own list (sphinxcontrib-bibtex) derives from; the author-year label of a
+    citation is made here, as ``bibtex_reference_style: author_year`` shows it in the book.
+    """
 
     def __init__(self, path: Path):
+        from pybtex.backends.plaintext import Backend
         from pybtex.database import parse_file
+        from pybtex.style.formatting.unsrt import Style
 
         self.entries = parse_file(str(path)).entries
+        self._style, self._backend = Style(), Backend()
 
     @staticmethod
     def _plain(text: str) -> str:
@@ -127,37 +134,32 @@ class Bibliography:
         return f"[{text}]({url})" if url else text
 
     def entry(self, key: str) -> str:
-        e = self.entries[key]
-        people = e.persons["author"]
-        authors = ", ".join(
-            self._plain(" ".join(p.first_names + p.middle_names + p.prelast_names + p.last_names)) for p in people
-        )
-        f = e.fields
-        venue = f.get("journal") or f.get("booktitle") or ""
-        title = self._plain(f["title"])
-        text = f"{authors}. {self.link(key, title)}. {self._plain(venue)}{', ' if venue else ''}{f['year']}."
-        return text.replace("..", ".")
+        """The reference-list entry of ``key``, as pybtex's unsrt style writes it, then its link."""
+        formatted = self._style.format_entry(key, self.entries[key])
+        text = " ".join(formatted.text.render(self._backend).split())
+        url = self.url(key)
+        return f"{text} <{url}>" if url else text
 
 
 # --------------------------------------------------------------------------- source of a package object
+class _IncludeConfig:
+    source_encoding = "utf-8"  # the one setting of Sphinx's config that LiteralIncludeReader reads
+
+
 def pyobject_source(path: Path, name: str) -> str:
-    """The source lines of ``name`` (``func`` or ``Class.method``) in the file, as Sphinx's :pyobject: shows."""
-    text = path.read_text(encoding="utf-8")
-    tree = ast.parse(text)
-    node: ast.AST = tree
-    for part in name.split("."):
-        found = [
-            n
-            for n in getattr(node, "body", [])
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
-        ]
-        if not found:
-            raise ConversionError(f"{path.name} has no {name!r} (the :pyobject: of a literalinclude)")
-        node = found[0]
-    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])  # as Sphinx: decorators too
-    lines = text.splitlines()[first - 1 : node.end_lineno]
-    indent = min(len(x) - len(x.lstrip()) for x in lines if x.strip())
-    return "\n".join(x[indent:] for x in lines)
+    """The source of ``name`` (``func`` or ``Class.method``) in the file, dedented.
+
+    Read by Sphinx's own ``LiteralIncludeReader``, the code behind ``literalinclude``'s
+    ``:pyobject:``, so the edition shows exactly the lines the book shows.
+    """
+    from sphinx.directives.code import LiteralIncludeReader
+
+    reader = LiteralIncludeReader(str(path), {"pyobject": name, "dedent": None}, _IncludeConfig())
+    try:
+        text, _ = reader.read()
+    except ValueError as exc:  # Sphinx: 'Object named ... not found in include file ...'
+        raise ConversionError(f"{path.name} has no {name!r} (the :pyobject: of a literalinclude)") from exc
+    return text.rstrip("\n")
 
 
 # --------------------------------------------------------------------------- one chapter

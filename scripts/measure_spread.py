@@ -74,10 +74,9 @@ def job_ch6(seed, out, quick):
     res["history"] = {k: [float(v) for v in vs] for k, vs in h.items()}
     res["train_s"] = time.time() - t0
     if not quick:  # chapters 7 and 8 load it from the cache instead of training it again
-        from vae_course.tools.cache import cached_model_path
         from vae_course.tools.checkpoints import save_vae
 
-        save_vae(vae, cached_model_path(f"mnist_gaussian_latent2_seed{seed}"))
+        save_vae(vae, cm.chapter6_model_path(seed))
     m, lv = vae.encode(x_test)
     res["mean_kl"] = float(np_(kl_std_normal(m, lv)).mean())
     mu = np_(m)

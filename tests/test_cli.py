@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 import vae_course
+import vae_course.plots
 import vae_course.train
-from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir
+from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir, load_mnist, scale_images
 from vae_course.models import build_vae
 from vae_course.tools import checkpoints as ck
 from vae_course.tools import cli
@@ -67,18 +68,30 @@ def leftovers(folder):
 def run_a(tmp_path_factory):
     """One quick training run; the in-memory VAE is kept to compare with the checkpoint."""
     out = tmp_path_factory.mktemp("run_a")
-    trained = []
-    real = vae_course.train.train_vae
+    trained, curves = [], []
+    real, real_plot = vae_course.train.train_vae, vae_course.plots.plot_history
 
     def spy(vae, *args, **kwargs):
         trained.append((vae, kwargs["verbose"]))
         return real(vae, *args, **kwargs)
 
+    def plot_spy(history):  # the epochs on loss_curves.png's x axis
+        fig = real_plot(history)
+        curves.append(list(fig.axes[0].get_lines()[0].get_xdata()))
+        return fig
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vae_course.train, "train_vae", spy)
+        mp.setattr(vae_course.plots, "plot_history", plot_spy)
         code, stdout, stderr = run(["train", "--out", out, "--seed", "3", *QUICK])
     assert code == 0, stderr
-    return {"out": out, "vae": trained[0][0], "verbose": trained[0][1], "stdout": stdout}
+    return {
+        "out": out,
+        "vae": trained[0][0],
+        "verbose": trained[0][1],
+        "stdout": stdout,
+        "curve_epochs": curves,
+    }
 
 
 # ------------------------------------------------------------------------ train
@@ -89,6 +102,7 @@ def test_train_writes_checkpoint_history_and_plots(run_a):
     assert len(rows) == 2 and rows[1].startswith("1,")  # epochs numbered as on the console
     for name in ("loss_curves.png", "prior_samples.png", "latent_scatter.png", "manifold.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
+    assert run_a["curve_epochs"] == [[1]]  # loss_curves.png plots the one epoch at 1, as history.csv
     assert leftovers(out) == []
     state = ck.read_state(out / "model.keras")
     assert state["epochs_done"] == 1 and state["settings"]["seed"] == 3 and state["settings"]["limit"] == 512
@@ -134,6 +148,28 @@ def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
     # a resumed run keeps its model's shape
     code, _, err = run(["train", "--resume", tmp_path / "r", "--latent-dim", "3", "--data-dir", DATA])
     assert_clean_error(code, err, "--latent-dim 3", "trained with 2")
+
+
+def test_bernoulli_training_binarizes_afresh_every_epoch(tmp_path, monkeypatch):
+    """Dynamic binarization, as chapter 7 trains: each epoch sees new 0/1 draws of the grey images."""
+    seen = []
+    real = vae_course.train.train_vae
+
+    def spy(vae, x, *args, **kwargs):
+        seen.append(np.array(x))
+        return real(vae, x, *args, **kwargs)
+
+    monkeypatch.setattr(vae_course.train, "train_vae", spy)
+    out = tmp_path / "bern"
+    argv = ["train", "--out", out, "--likelihood", "bernoulli", "--limit", "256", "--val-limit", "200"]
+    code, stdout, stderr = run([*argv, "--epochs", "2", "--data-dir", DATA])
+    assert code == 0, stderr
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
+    grey = scale_images(load_mnist(DATA)[0][0][:256])
+    for x in seen:  # each epoch's images are a binarization of the same grey images
+        assert set(np.unique(x)) <= {0.0, 1.0} and abs(x.mean() - grey.mean()) < 0.01
+    assert re.search(r"(?m)^epoch 1/2: ", stdout) and re.search(r"(?m)^epoch 2/2: ", stdout), stdout
+    assert len((out / "history.csv").read_text().splitlines()) == 3
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -295,7 +331,7 @@ def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch
     from vae_course.tools import commands
 
     real = commands._prepare
-    monkeypatch.setattr(commands, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
+    monkeypatch.setattr(commands, "_prepare", lambda x, *args, **kwargs: spoil(real(x, *args, **kwargs)))
     code, _, err = run(["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA])
     assert_clean_error(code, err, "error: x: ", *expected)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()

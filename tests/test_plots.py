@@ -71,9 +71,9 @@ def test_plot_history_has_three_labelled_panels_with_train_and_val():
         assert [line.get_label() for line in ax.get_lines()] == ["training", "validation"]
         np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [1, 2])
         np.testing.assert_array_equal(ax.get_lines()[1].get_ydata(), history[f"val_{key}"])
-    # a history.csv's epoch column (from 0, resumed runs count on) sets the x axis
+    # an "epoch" key (history.csv's column, from 1; a resumed run counts on) is the x axis as it is
     fig = plots.plot_history({"epoch": [3, 4], "loss": [1, 2], "nll": [1, 2], "kl": [0, 0]})
-    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_xdata(), [4, 5])
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_xdata(), [3, 4])
     with pytest.raises(DataError):
         plots.plot_history({"accuracy": [1]})
 

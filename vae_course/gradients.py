@@ -156,7 +156,11 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
     if logits.ndim != 1:
         raise ValueError(f"logits must have shape (d,), got {tuple(logits.shape)}.")
     p = torch.sigmoid(logits)
-    u = torch.rand((num_samples, logits.shape[0]), generator=generator, dtype=logits.dtype)
+    # Uniforms on logits' device; with a generator on another device, drawn there and moved (as
+    # standard_normal does), so that a seeded CPU generator gives the same draws on any device.
+    device = logits.device if generator is None else generator.device
+    shape = (num_samples, logits.shape[0])
+    u = torch.rand(shape, generator=generator, dtype=logits.dtype, device=device).to(logits.device)
     x = (u < p).to(logits.dtype)
     values = f(x)
     if values.shape == x.shape:  # one value per coordinate: d independent one-bit problems

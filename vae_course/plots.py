@@ -60,8 +60,8 @@ def plot_history(history):
     ``history``: a dict of lists as ``keras.callbacks.History.history`` holds
     (keys ``loss, nll, kl`` and ``val_loss, val_nll, val_kl``), a ``History``
     itself, or :func:`vae_course.tools.checkpoints.history_dict` of a history.csv
-    (its ``epoch`` column, counted from 0, sets the x axis). Epochs are shown
-    counted from 1. Returns the Figure.
+    (its ``epoch`` column, counted from 1 as on the console, is the x axis).
+    Without an ``epoch`` key the epochs are counted from 1. Returns the Figure.
     """
     history = getattr(history, "history", history)
     if not isinstance(history, dict) or "loss" not in history:
@@ -69,7 +69,7 @@ def plot_history(history):
             "plot_history: expected a dict of per-epoch lists with at least a 'loss' key (History.history)."
         )
     n = len(history["loss"])
-    epochs = np.asarray(history["epoch"], dtype=float) + 1 if "epoch" in history else np.arange(1, n + 1)
+    epochs = np.asarray(history["epoch"], dtype=float) if "epoch" in history else np.arange(1, n + 1)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
     for ax, (key, title) in zip(axes, _PANELS):
         if key in history:

@@ -52,7 +52,7 @@ def train_vae(
     x_val: np.ndarray | None = None,
     epochs: int = DEFAULTS.epochs,
     batch_size: int = DEFAULTS.batch_size,
-    learning_rate: float = DEFAULTS.learning_rate,
+    learning_rate: float | None = None,
     seed: int | None = DEFAULTS.seed,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
@@ -65,7 +65,10 @@ def train_vae(
     weights are drawn when the model is built, before this call: for a fully
     reproducible run call ``keras.utils.set_random_seed(seed)`` before building
     the model too (the command line and the chapters do). A model that is
-    not compiled yet is compiled with Keras's Adam at ``learning_rate``.
+    not compiled yet is compiled with Keras's Adam at ``learning_rate``
+    (default 1e-3). A compiled model keeps its optimizer and that optimizer's
+    state; a ``learning_rate`` given is set on it (refused, with an error, when
+    its rate follows a schedule), and ``None`` leaves its rate as it is.
     ``VAE.fit`` checks the images (float, in [0, 1], the model's shape).
 
     ``fast=True`` runs ``fit`` inside :func:`vae_course.fast.enabled`, which
@@ -80,8 +83,20 @@ def train_vae(
     if seed is not None:
         keras.utils.set_random_seed(seed)  # the shuffling
         vae.seed_generator.state.assign(ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype))
+    if learning_rate is not None and (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not learning_rate > 0
+    ):
+        raise ValueError(
+            f"learning_rate must be a number > 0 (or None), got {learning_rate!r}. "
+            f"Fix: e.g. learning_rate={DEFAULTS.learning_rate}."
+        )
     if not vae.compiled:
-        vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        rate = DEFAULTS.learning_rate if learning_rate is None else learning_rate
+        vae.compile(optimizer=keras.optimizers.Adam(rate))
+    elif learning_rate is not None:
+        _set_learning_rate(vae.optimizer, float(learning_rate))
     with (
         fast_path.enabled(vae) if fast else contextlib.nullcontext()
     ):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
@@ -97,20 +112,37 @@ def train_vae(
         )
 
 
+def _set_learning_rate(optimizer, learning_rate):
+    """Set a compiled model's optimizer to ``learning_rate``; an error if its rate is a schedule."""
+    try:
+        optimizer.learning_rate = learning_rate  # Keras refuses when the rate is a schedule
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"learning_rate={learning_rate!r}: the model is compiled with an optimizer whose rate "
+            "follows a schedule, which one number cannot replace. Fix: leave learning_rate out "
+            "(None) to train on that schedule, or compile the model with the optimizer you want."
+        ) from exc
+
+
 # --------------------------------------------------------------------------
 # Dynamic binarization (chapter 7)
 # --------------------------------------------------------------------------
 
 
-def train_vae_dynamic(vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, **kwargs):
+def train_vae_dynamic(
+    vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, initial_epoch=0, **kwargs
+):
     """``train_vae`` on grey images ``x_train`` in [0, 1], binarized afresh for every epoch.
 
-    Epoch e trains on ``binarize(x_train, seed=(seed, e))`` — a new draw per
-    epoch, reproducible for a given ``seed``. ``x_val`` is used as given, so
+    Epoch e (counted from 0; from ``initial_epoch`` when going on from a
+    checkpoint) trains on ``binarize(x_train, seed=(seed, e))`` — a new draw
+    per epoch, reproducible for a given ``seed``. ``x_val`` is used as given, so
     pass it binarized once (a fixed test set to compare epochs on). Other
     keyword arguments go to :func:`train_vae` (``batch_size``,
-    ``learning_rate``, ``callbacks``). Returns a dict of per-epoch metrics like
-    ``History.history``: ``loss``, ``nll``, ``kl`` (and ``val_*`` with x_val).
+    ``learning_rate``, ``callbacks``). A callback that stops training (Keras's
+    ``model.stop_training``, e.g. on a NaN loss) ends the run after that epoch.
+    Returns a dict of per-epoch metrics like ``History.history``: ``loss``,
+    ``nll``, ``kl`` (and ``val_*`` with x_val).
     """
     epochs = check_positive_int(epochs, "epochs", 5)
     x_train = check_images(x_train, "x_train", vae.image_shape)
@@ -118,11 +150,13 @@ def train_vae_dynamic(vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, **k
         keras.utils.set_random_seed(seed)  # weights are already built; this seeds the shuffling
         vae.seed_generator.state.assign(ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype))
     history = {}
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, initial_epoch + epochs):
         xb = binarize(x_train, seed=[int(seed or 0), epoch])
         h = train_vae(vae, xb, x_val, epochs=1, seed=None, verbose=verbose, initial_epoch=epoch, **kwargs)
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
+        if vae.stop_training:
+            break
     return history
 
 

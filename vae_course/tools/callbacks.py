@@ -130,11 +130,14 @@ class EpochTimer(keras.callbacks.Callback):
     """Print one line per epoch: its number (from 1), its wall-clock seconds and its metrics.
 
     The seconds of each epoch (training and validation) are kept in ``seconds``.
+    ``total``: the run's last epoch, shown as "epoch 3/20" (default: ``fit``'s
+    ``epochs``, which a run of one ``fit`` per epoch would show as "3/3").
     """
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, total: int | None = None):
         super().__init__()
         self.stream = stream
+        self.total = total
         self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -146,7 +149,7 @@ class EpochTimer(keras.callbacks.Callback):
         values = _metric_values(logs)
         keys = [k for k in HISTORY_COLUMNS[1:] if k in values] + sorted(set(values) - set(HISTORY_COLUMNS))
         metrics = "  ".join(f"{k} {values[k]:.4f}" for k in keys)
-        total = self.params.get("epochs") if self.params else None
+        total = self.total or (self.params.get("epochs") if self.params else None)
         print(
             f"epoch {epoch + 1}{f'/{total}' if total else ''}: {seconds:.2f} s  {metrics}",
             file=self.stream or sys.stdout,
@@ -198,7 +201,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
 
 def training_callbacks(
-    out_dir: str | Path, history_rows=(), state: dict | None = None, stream: TextIO | None = None
+    out_dir: str | Path,
+    history_rows=(),
+    state: dict | None = None,
+    stream: TextIO | None = None,
+    total_epochs: int | None = None,
 ) -> tuple[list[keras.callbacks.Callback], StopOnNaN]:
     """The callbacks of a training run that writes ``out_dir/model.keras`` and ``out_dir/history.csv``.
 
@@ -206,6 +213,7 @@ def training_callbacks(
     ``stop_on_nan.stopped`` and raise ``stop_on_nan.error(...)``. Keras's
     progress bar (shown as ``fit``'s ``verbose`` says) is in the list, ahead
     of the timing line, so that it finishes its line before the timer prints.
+    ``total_epochs``: the run's last epoch, for the timing line.
     """
     out_dir = Path(out_dir)
     stop = StopOnNaN()
@@ -214,7 +222,7 @@ def training_callbacks(
     callbacks = [
         stop,
         progbar,
-        EpochTimer(stream),
+        EpochTimer(stream, total_epochs),
         AtomicCSVLogger(out_dir / HISTORY_NAME, history_rows),
         AtomicModelCheckpoint(out_dir / CHECKPOINT_NAME, state),
     ]

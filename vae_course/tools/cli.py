@@ -29,8 +29,9 @@ Run python -m vae_course COMMAND --help for a command's options. Bad input
 """
 
 TRAIN_DESCRIPTION = (
-    "Train a VAE on the 60,000 MNIST training images scaled to [0, 1] (binarized for the Bernoulli "
-    "likelihood), validating on the 10,000 test images. The defaults are the source tutorial's set-up: "
+    "Train a VAE on the 60,000 MNIST training images scaled to [0, 1] (for the Bernoulli likelihood "
+    "binarized afresh every epoch, as chapter 7 trains), validating on the 10,000 test images (binarized "
+    "once). The defaults are the source tutorial's set-up: "
     f"{DEFAULTS.epochs} epochs, latent_dim {DEFAULTS.latent_dim}, {DEFAULTS.likelihood} likelihood with "
     f"sigma = {DEFAULTS.x_std}, batch {DEFAULTS.batch_size}, Adam with learning rate {DEFAULTS.learning_rate:g}. "
     "Writes DIR/model.keras (after each good epoch), DIR/history.csv (epochs numbered from 1, as on the "
@@ -43,7 +44,10 @@ EVALUATE_DESCRIPTION = (
     "with seed+1 for a Bernoulli model (as training binarizes its validation images)."
 )
 DATA_HELP = "folder with the MNIST IDX files or mnist.npz (default: $VAE_COURSE_DATA, else the course cache)"
-MODEL_HELP = "a checkpoint, DIR/model.keras (or DIR)"
+MODEL_HELP = (
+    "a checkpoint, DIR/model.keras (or DIR); in Python, `import vae_course` and then "
+    "keras.saving.load_model(path) loads it too"
+)
 
 
 # ------------------------------------------------------------ argument types
@@ -113,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--likelihood",
         choices=LIKELIHOODS,
-        help=f"p(x|z): gaussian (sigma = {DEFAULTS.x_std}, grey pixels) or bernoulli (binarized pixels) "
+        help=f"p(x|z): gaussian (sigma = {DEFAULTS.x_std}, grey pixels) or bernoulli (pixels binarized "
+        "anew each epoch) "
         f"(default: {DEFAULTS.likelihood})",
     )
     p.add_argument(

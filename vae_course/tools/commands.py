@@ -70,7 +70,9 @@ def train_command(args: argparse.Namespace) -> int:
 
     (x_train, _), (x_test, y_test) = _mnist(args.data_dir)
     x_test, y_test = x_test[: settings["val_limit"]], y_test[: settings["val_limit"]]
-    x_train = _prepare(x_train[: settings["limit"]], likelihood, settings["seed"])
+    # Training images stay grey: with the Bernoulli likelihood every epoch binarizes them afresh
+    # (dynamic binarization, chapter 7; one fixed binarization over-fits its draws).
+    x_train = _prepare(x_train[: settings["limit"]], likelihood, settings["seed"], binarized=False)
     x_val = _prepare(x_test, likelihood, settings["seed"] + 1)
     if vae is None:
         keras.utils.set_random_seed(settings["seed"])  # before building: the initial weights are seeded too
@@ -82,8 +84,11 @@ def train_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     state = {"settings": settings, "likelihood": likelihood, "latent_dim": latent_dim}
-    run_callbacks, stop = callbacks.training_callbacks(out, rows, state=state)
-    train.train_vae(
+    run_callbacks, stop = callbacks.training_callbacks(
+        out, rows, state=state, total_epochs=epochs_done + args.epochs
+    )
+    fit = train.train_vae_dynamic if likelihood == "bernoulli" else train.train_vae
+    fit(
         vae,
         x_train,
         x_val,
@@ -119,8 +124,6 @@ def _resume(args, defaults, given):
     if len(rows) < epochs_done:
         history = ckpt.with_name(checkpoints.HISTORY_NAME)
         print(f"note: {history} has {len(rows)} of the {epochs_done} epochs done.", file=sys.stderr)
-    if "learning_rate" in given and vae.optimizer is not None:
-        vae.optimizer.learning_rate.assign(settings["learning_rate"])
     print(f"resuming {ckpt} after {epochs_done} epochs ({vae.likelihood}, latent_dim {vae.latent_dim})")
     return vae, ckpt, epochs_done, settings, rows
 
@@ -188,10 +191,11 @@ def _mnist(data_dir):
     return load_mnist(data_dir)
 
 
-def _prepare(x_uint8, likelihood, seed):
-    """uint8 MNIST -> float32 in [0, 1]; binarized (each pixel ~ Bernoulli) for the Bernoulli likelihood."""
+def _prepare(x_uint8, likelihood, seed, binarized=True):
+    """uint8 MNIST -> float32 in [0, 1]; binarized once (each pixel ~ Bernoulli) for the Bernoulli
+    likelihood, unless ``binarized`` is False (training images, binarized afresh every epoch)."""
     x = scale_images(x_uint8)
-    return binarize(x, seed) if likelihood == "bernoulli" else x
+    return binarize(x, seed) if likelihood == "bernoulli" and binarized else x
 
 
 def _prior_samples(vae: VAE, n, seed):
