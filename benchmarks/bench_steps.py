@@ -31,7 +31,9 @@ from vae_course.models import build_vae
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args(argv)
     (x_train, _), _ = load_mnist_float()

@@ -61,10 +61,20 @@ class Reference(nn.Module):
     def __init__(self, latent_dim=2):
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 2 * latent_dim)
+            nn.Flatten(),
+            nn.Linear(784, 512),
+            nn.ReLU(),
+            nn.Linear(512, 512),
+            nn.ReLU(),
+            nn.Linear(512, 2 * latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 784), nn.Sigmoid()
+            nn.Linear(latent_dim, 512),
+            nn.ReLU(),
+            nn.Linear(512, 512),
+            nn.ReLU(),
+            nn.Linear(512, 784),
+            nn.Sigmoid(),
         )
 
     def losses(self, x):
@@ -72,7 +82,11 @@ class Reference(nn.Module):
         kl = 0.5 * (mu.square() + log_var.exp() - 1 - log_var).sum(-1)
         z = mu + (0.5 * log_var).exp() * torch.randn_like(mu)
         x_mean = self.decoder(z)
-        nll = (0.5 * ((x.flatten(1) - x_mean) / 0.5).square() + math.log(0.5) + 0.5 * math.log(2 * math.pi)).sum(-1)
+        nll = (
+            0.5 * ((x.flatten(1) - x_mean) / 0.5).square()
+            + math.log(0.5)
+            + 0.5 * math.log(2 * math.pi)
+        ).sum(-1)
         return nll + kl
 
 
@@ -99,13 +113,27 @@ class Clock(keras.callbacks.Callback):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=8, help="counted rounds (one epoch per side each)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=8, help="counted rounds (one epoch per side each)"
+    )
     ap.add_argument("--steps", type=int, default=300, help="steps per epoch (64 images each)")
-    ap.add_argument("--no-command-line", action="store_true", help="leave out the command line's callbacks")
-    ap.add_argument("--no-keras", action="store_true", help="leave out train_vae with the fast path off")
-    ap.add_argument("--iwae-images", type=int, default=0, help="test images for the IWAE throughput at k = 1000")
-    ap.add_argument("--profile", action="store_true", help="cProfile one train_vae epoch and print the top entries")
+    ap.add_argument(
+        "--no-command-line", action="store_true", help="leave out the command line's callbacks"
+    )
+    ap.add_argument(
+        "--no-keras", action="store_true", help="leave out train_vae with the fast path off"
+    )
+    ap.add_argument(
+        "--iwae-images", type=int, default=0, help="test images for the IWAE throughput at k = 1000"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile one train_vae epoch and print the top entries",
+    )
     args = ap.parse_args(argv)
 
     (x_all, _), (x_test_all, _) = load_mnist_float()
@@ -121,7 +149,9 @@ def main(argv=None):
     def package(fast=True):
         keras.utils.set_random_seed(0)
         vae = build_vae()
-        return lambda: train_vae(vae, x_train, epochs=1, batch_size=BATCH, seed=None, verbose=0, fast=fast)
+        return lambda: train_vae(
+            vae, x_train, epochs=1, batch_size=BATCH, seed=None, verbose=0, fast=fast
+        )
 
     writes = []  # seconds the command line spends writing history.csv and model.keras after each epoch
 
@@ -133,10 +163,16 @@ def main(argv=None):
         def epoch():
             cbs, _ = training_callbacks(out, stream=io.StringIO())
             start, end = Clock(), Clock()
-            first_writer = next(i for i, cb in enumerate(cbs) if type(cb).__name__ == "AtomicCSVLogger")
+            first_writer = next(
+                i for i, cb in enumerate(cbs) if type(cb).__name__ == "AtomicCSVLogger"
+            )
             cbs = [*cbs[:first_writer], start, *cbs[first_writer:], end]
-            with contextlib.redirect_stdout(io.StringIO()):  # the command line's epoch line, not wanted here
-                train_vae(vae, x_train, epochs=1, batch_size=BATCH, seed=None, verbose=2, callbacks=cbs)
+            with contextlib.redirect_stdout(
+                io.StringIO()
+            ):  # the command line's epoch line, not wanted here
+                train_vae(
+                    vae, x_train, epochs=1, batch_size=BATCH, seed=None, verbose=2, callbacks=cbs
+                )
             writes.append(end.t - start.t)
 
         return epoch
@@ -165,7 +201,9 @@ def main(argv=None):
             sides[name]()
             this[name] = (time.perf_counter() - t) / args.steps * 1e3
         if r == 0:
-            print("round 0 (warm-up): " + ", ".join(f"{n} {this[n]:.2f}" for n in sides), flush=True)
+            print(
+                "round 0 (warm-up): " + ", ".join(f"{n} {this[n]:.2f}" for n in sides), flush=True
+            )
             continue
         for name in sides:
             ms[name].append(this[name])
@@ -196,7 +234,9 @@ def main(argv=None):
             f"{w / 938 * 1e3:.2f} ms per step over a full MNIST epoch (938 steps)"
         )
     spread = [max(v) / min(v) for v in ms.values()]
-    print(f"slowest / fastest round of the same side: up to {max(spread):.2f}x (the machine's noise)")
+    print(
+        f"slowest / fastest round of the same side: up to {max(spread):.2f}x (the machine's noise)"
+    )
 
     if args.iwae_images:
         from vae_course.evaluate import iwae_bound
@@ -206,7 +246,9 @@ def main(argv=None):
         t = time.perf_counter()
         iwae_bound(vae, x_test, 1000)
         dt = time.perf_counter() - t
-        print(f"IWAE bound, k = 1000: {len(x_test) / dt:.1f} images/s ({len(x_test)} images in {dt:.1f} s)")
+        print(
+            f"IWAE bound, k = 1000: {len(x_test) / dt:.1f} images/s ({len(x_test)} images in {dt:.1f} s)"
+        )
 
     if args.profile:
         import cProfile

@@ -94,15 +94,20 @@ def build():
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     seconds = time.monotonic() - start
     log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
-    warnings = [line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b", line)]
-    print(f"\nbook build: {seconds:.1f} s, exit status {proc.returncode}, {len(warnings)} warning(s)")
+    warnings = [
+        line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b", line)
+    ]
+    print(
+        f"\nbook build: {seconds:.1f} s, exit status {proc.returncode}, {len(warnings)} warning(s)"
+    )
     return {"returncode": proc.returncode, "log": log, "warnings": warnings, "seconds": seconds}
 
 
 def test_build_passes_without_warnings(build):
     assert build["returncode"] == 0 and not build["warnings"], (
         f"`{' '.join(BUILD_COMMAND)}` failed (exit status {build['returncode']}) "
-        f"with {len(build['warnings'])} warning(s):\n" + "\n".join(build["warnings"] or build["log"].splitlines()[-30:])
+        f"with {len(build['warnings'])} warning(s):\n"
+        + "\n".join(build["warnings"] or build["log"].splitlines()[-30:])
     )
     assert "build succeeded" in build["log"], build["log"][-3000:]
 
@@ -115,7 +120,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server(build):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML))
+    )
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -139,11 +146,15 @@ class _Browser:
                 )
                 if os.environ.get(REQUIRE_BROWSER) == "1":
                     pytest.fail(f"{how} {REQUIRE_BROWSER}=1 (set by .ci/run) makes this a failure.")
-                pytest.skip(f"{how} Skipped; with {REQUIRE_BROWSER}=1 (as .ci/run sets) it fails instead.")
+                pytest.skip(
+                    f"{how} Skipped; with {REQUIRE_BROWSER}=1 (as .ci/run sets) it fails instead."
+                )
             from playwright.sync_api import sync_playwright
 
             self._playwright = sync_playwright().start()
-            self._browser = self._playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            self._browser = self._playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
         return self._browser
 
     def close(self):
@@ -263,7 +274,9 @@ INSPECT = r"""async () => {
 def test_page_renders(page_path, build, server, chromium):
     start = time.monotonic()
     if not (HTML / page_path).is_file():
-        pytest.fail(f"the build did not produce {page_path} (see test_build_passes_without_warnings)")
+        pytest.fail(
+            f"the build did not produce {page_path} (see test_build_passes_without_warnings)"
+        )
     browser = chromium.get()
     context = browser.new_context(viewport=VIEWPORT)
     foreign, failed, console = [], [], []
@@ -278,8 +291,14 @@ def test_page_renders(page_path, build, server, chromium):
 
     context.route("**/*", route)
     page = context.new_page()
-    page.on("response", lambda resp: resp.status >= 400 and failed.append(f"HTTP {resp.status} {resp.url}"))
-    page.on("requestfailed", lambda req: req.url.startswith(server) and failed.append(f"{req.failure} {req.url}"))
+    page.on(
+        "response",
+        lambda resp: resp.status >= 400 and failed.append(f"HTTP {resp.status} {resp.url}"),
+    )
+    page.on(
+        "requestfailed",
+        lambda req: req.url.startswith(server) and failed.append(f"{req.failure} {req.url}"),
+    )
     page.on("pageerror", lambda err: console.append(f"uncaught: {err}"))
     page.on("console", lambda msg: msg.type == "error" and console.append(msg.text))
     try:
@@ -303,12 +322,18 @@ def test_page_renders(page_path, build, server, chromium):
     if has_math or info["mathjaxScripts"]:
         if mathjax != "typeset":
             problems.append(f"MathJax: {mathjax}")
-        if len(info["mathjaxScripts"]) != 1 or not info["mathjaxScripts"][0].startswith(server + "_static/mathjax/"):
-            problems.append(f"MathJax must be loaded once, from _static/mathjax/: {info['mathjaxScripts']}")
+        if len(info["mathjaxScripts"]) != 1 or not info["mathjaxScripts"][0].startswith(
+            server + "_static/mathjax/"
+        ):
+            problems.append(
+                f"MathJax must be loaded once, from _static/mathjax/: {info['mathjaxScripts']}"
+            )
         if not str(info["mathjaxVersion"]).startswith("3."):
             problems.append(f"MathJax version {info['mathjaxVersion']}, expected 3.x")
         if not info["processHtmlClass"] or "math" not in info["processHtmlClass"].split("|"):
-            problems.append(f"MathJax config lost MyST's processHtmlClass: {info['processHtmlClass']!r}")
+            problems.append(
+                f"MathJax config lost MyST's processHtmlClass: {info['processHtmlClass']!r}"
+            )
     if has_math and info["containers"] == 0:
         problems.append("the page has math but no mjx-container: MathJax did not typeset it")
     if has_math and not info["fontsLoaded"]:
@@ -340,10 +365,18 @@ def test_page_renders(page_path, build, server, chromium):
         problems.append(f"console errors: {unexpected}")
     # Code that scrolls sideways at 1280 x 800: no code cell or code block of the text (the
     # package's source, shown by literalinclude), and at most MAX_WIDE_OUTPUTS cell outputs.
-    names = {"input": "code cell", "text": "code block in the text (literalinclude or fenced)", "output": "cell output"}
+    names = {
+        "input": "code cell",
+        "text": "code block in the text (literalinclude or fenced)",
+        "output": "cell output",
+    }
     for block in info["overflow"]:
         if block["kind"] != "output" or not block["laidOut"]:
-            what = f"{block['pixels']} px too wide" if block["laidOut"] else "not laid out, so not measured"
+            what = (
+                f"{block['pixels']} px too wide"
+                if block["laidOut"]
+                else "not laid out, so not measured"
+            )
             fix = (
                 "`ruff format` the code (pyproject.toml's line-length) and wrap the strings and comments "
                 "ruff leaves long"
@@ -373,21 +406,31 @@ def test_page_renders(page_path, build, server, chromium):
         if colab != [expected]:
             problems.append(f"Colab link {colab}, expected [{expected!r}]")
         if repo["branch"] != "main" or not re.fullmatch(r"book/\d\d_[a-z0-9_]+\.ipynb", rel):
-            problems.append(f"Colab link must open colab/book/NN_name.ipynb on main, not {rel} on {repo['branch']}")
+            problems.append(
+                f"Colab link must open colab/book/NN_name.ipynb on main, not {rel} on {repo['branch']}"
+            )
         if not (ROOT / "colab" / rel).is_file():
-            problems.append(f"the Colab link opens colab/{rel}, which does not exist (scripts/make_colab.py)")
+            problems.append(
+                f"the Colab link opens colab/{rel}, which does not exist (scripts/make_colab.py)"
+            )
         # Title first: the first thing in the article is the chapter's H1 (the set-up cell is removed).
         if info["firstElement"] != "H1":
-            problems.append(f"the chapter's first visible element is {info['firstElement']!r}, not its title (H1)")
+            problems.append(
+                f"the chapter's first visible element is {info['firstElement']!r}, not its title (H1)"
+            )
         # The Colab edition numbers equations and exercises as the book does.
         cells = json.loads((ROOT / "colab" / rel).read_text(encoding="utf-8"))["cells"]
         edition = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
         tags = re.findall(r"\\tag\{([\d.]+)\}", edition)
         if tags != info["eqnos"]:
-            problems.append(f"equation numbers: the book has {info['eqnos']}, the Colab edition {tags}")
+            problems.append(
+                f"equation numbers: the book has {info['eqnos']}, the Colab edition {tags}"
+            )
         exercises = re.findall(r"#### Exercise ([\d.]+):", edition)
         if exercises != info["exercises"]:
-            problems.append(f"exercises: the book has {info['exercises']}, the Colab edition {exercises}")
+            problems.append(
+                f"exercises: the book has {info['exercises']}, the Colab edition {exercises}"
+            )
         download = server + "_sources/" + rel
         if download not in info["links"]:
             problems.append(f"no download link to {download}")

@@ -17,7 +17,9 @@ ENV = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
 
 
 def python(code, **env):
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**ENV, **env})
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**ENV, **env}
+    )
     return run.returncode, run.stdout.strip(), run.stderr
 
 
@@ -50,5 +52,7 @@ def test_without_the_package_keras_cannot_find_the_class(saved):
 
 
 def test_importing_the_package_imports_neither_keras_nor_torch():
-    code, out, err = python("import sys, vae_course; print('keras' in sys.modules, 'torch' in sys.modules)")
+    code, out, err = python(
+        "import sys, vae_course; print('keras' in sys.modules, 'torch' in sys.modules)"
+    )
     assert code == 0 and out == "False False", err

@@ -14,7 +14,14 @@ from vae_course import gaussian, gradients, losses
 from vae_course.errors import CourseError, check_positive_int
 from vae_course.evaluate import negative_elbo
 from vae_course.linear_gaussian import LinearGaussian
-from vae_course.models import VAE, LinearWarmup, build_decoder, build_encoder, build_vae, linear_warmup
+from vae_course.models import (
+    VAE,
+    LinearWarmup,
+    build_decoder,
+    build_encoder,
+    build_vae,
+    linear_warmup,
+)
 from vae_course.montecarlo import mean_and_se, paired_difference
 from vae_course.train import WarmupVAE, train_vae
 
@@ -64,7 +71,9 @@ def test_beta_changes_the_step():
     _, one = _one_step_change(1.0, x)
     z_params_bias = 3  # the encoder's last bias: the KL's gradient reaches it, the decoder's weights it does not
     assert np.abs(zero[z_params_bias] - one[z_params_bias]).max() > 1e-4
-    np.testing.assert_array_equal(zero[-1], one[-1])  # the decoder's bias: the KL does not depend on it
+    np.testing.assert_array_equal(
+        zero[-1], one[-1]
+    )  # the decoder's bias: the KL does not depend on it
 
 
 def test_linear_warmup_values():
@@ -121,7 +130,9 @@ def test_the_vae_draws_from_its_own_seed_generator():
     keras.utils.set_random_seed(1)
     again = build_vae(**SMALL)
     keras.random.normal((7,))  # the global generator moves on ...
-    np.testing.assert_array_equal(_draws(again), first)  # ... the model's draws do not: reproducible
+    np.testing.assert_array_equal(
+        _draws(again), first
+    )  # ... the model's draws do not: reproducible
     keras.utils.set_random_seed(2)
     assert not np.array_equal(_draws(build_vae(**SMALL)), first)
 
@@ -160,16 +171,26 @@ def test_likelihood_table_scores_against_torch_distributions():
 
 def test_a_sigmoid_decoder_with_a_bernoulli_likelihood_is_refused():
     encoder = build_encoder(2, (4, 4), (8,))
-    with pytest.raises(CourseError, match="expects the decoder to output logits.*ends with a sigmoid"):
-        VAE(encoder, build_decoder(2, (4, 4), (8,), output_activation="sigmoid"), likelihood="bernoulli")
-    VAE(encoder, build_decoder(2, (4, 4), (8,), output_activation=None), likelihood="bernoulli")  # logits: fine
+    with pytest.raises(
+        CourseError, match="expects the decoder to output logits.*ends with a sigmoid"
+    ):
+        VAE(
+            encoder,
+            build_decoder(2, (4, 4), (8,), output_activation="sigmoid"),
+            likelihood="bernoulli",
+        )
+    VAE(
+        encoder, build_decoder(2, (4, 4), (8,), output_activation=None), likelihood="bernoulli"
+    )  # logits: fine
 
 
 @pytest.mark.parametrize(("old", "new"), [("full", "mc"), ("analytic_kl", "analytic")])
 def test_one_vocabulary_for_the_estimators(old, new):
     assert losses.ELBO_ESTIMATORS == gradients.ELBO_ESTIMATORS == ("analytic", "mc", "stl")
     with pytest.raises(ValueError, match=f"'{old}' is the old name of '{new}'"):
-        gradients.elbo_grads(lambda z: -(z**2).sum(-1), torch.zeros(2), torch.ones(2), 4, estimator=old)
+        gradients.elbo_grads(
+            lambda z: -(z**2).sum(-1), torch.zeros(2), torch.ones(2), 4, estimator=old
+        )
     with pytest.raises(ValueError, match=f"'{old}' is the old name of '{new}'"):
         build_vae(kl=old, **SMALL)
     with pytest.raises(ValueError, match=f"'{old}' is the old name of '{new}'"):
@@ -178,11 +199,19 @@ def test_one_vocabulary_for_the_estimators(old, new):
 
 def test_one_gaussian_kl_against_torch_distributions():
     gen = torch.Generator().manual_seed(0)
-    m1, m2 = torch.randn(5, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
-    lv1, lv2 = torch.randn(5, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
+    m1, m2 = (
+        torch.randn(5, generator=gen, dtype=torch.float64),
+        torch.randn(5, generator=gen, dtype=torch.float64),
+    )
+    lv1, lv2 = (
+        torch.randn(5, generator=gen, dtype=torch.float64),
+        torch.randn(5, generator=gen, dtype=torch.float64),
+    )
     reference = kl_divergence(Normal(m1, (0.5 * lv1).exp()), Normal(m2, (0.5 * lv2).exp()))
     torch.testing.assert_close(gaussian.normal_kl(m1, lv1, m2, lv2), reference)
-    torch.testing.assert_close(gaussian.gaussian_kl(m1, (0.5 * lv1).exp(), m2, (0.5 * lv2).exp()), reference.sum())
+    torch.testing.assert_close(
+        gaussian.gaussian_kl(m1, (0.5 * lv1).exp(), m2, (0.5 * lv2).exp()), reference.sum()
+    )
     prior = kl_divergence(Normal(m1, (0.5 * lv1).exp()), Normal(0.0, 1.0)).sum()
     torch.testing.assert_close(losses.kl_std_normal(m1[None], lv1[None])[0], prior)
 
@@ -190,9 +219,13 @@ def test_one_gaussian_kl_against_torch_distributions():
 def test_one_reparameterization_for_the_vae_and_the_chapters():
     mean, scale = torch.tensor([[0.5, -1.0], [2.0, 0.0]]), torch.tensor([[1.0, 2.0], [0.5, 3.0]])
     eps = torch.tensor([[0.1, 0.2], [0.3, -0.4]])
-    torch.testing.assert_close(gradients.transform(eps, mean, scale), mean + scale * eps)  # per-example diagonal
+    torch.testing.assert_close(
+        gradients.transform(eps, mean, scale), mean + scale * eps
+    )  # per-example diagonal
     L = torch.tensor([[1.0, 0.0], [0.5, 2.0]])
-    torch.testing.assert_close(gradients.transform(eps, mean[0], L), mean[0] + eps @ L.T)  # one Cholesky factor
+    torch.testing.assert_close(
+        gradients.transform(eps, mean[0], L), mean[0] + eps @ L.T
+    )  # one Cholesky factor
 
 
 def test_one_standard_error():
@@ -206,6 +239,9 @@ def test_one_standard_error():
 
 @pytest.mark.parametrize("bad", [0, -3, 2.0, True, "4", None])
 def test_check_positive_int_names_what_was_given_and_the_fix(bad):
-    with pytest.raises(CourseError, match=rf"epochs must be a positive integer, got {bad!r}\. Fix: e\.g\. epochs=5\."):
+    with pytest.raises(
+        CourseError,
+        match=rf"epochs must be a positive integer, got {bad!r}\. Fix: e\.g\. epochs=5\.",
+    ):
         check_positive_int(bad, "epochs", 5)
     assert check_positive_int(np.int64(3), "epochs", 5) == 3

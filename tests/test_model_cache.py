@@ -56,7 +56,9 @@ def test_the_hash_follows_the_recipe_not_its_layout_or_verbosity():
     assert recipe_hash(recipe(0, verbose=2)) == base  # verbose does not change the model
     assert recipe_hash(recipe(1)) != base  # a value it closes over
     assert recipe_hash(recipe(0, width=6)) != base
-    assert recipe_hash(recipe_other_literal(0)) != recipe_hash(recipe_other_layout(0))  # a literal in its code
+    assert recipe_hash(recipe_other_literal(0)) != recipe_hash(
+        recipe_other_layout(0)
+    )  # a literal in its code
     assert recipe_hash(recipe_other_layout(0)) == recipe_hash(recipe_other_layout(0, verbose=1))
 
 
@@ -78,13 +80,18 @@ def test_same_recipe_loads_a_changed_one_trains_and_replaces_it(cache):
     load_or_train("toy_other", recipe(0))
     files = sorted(p.name for p in cache.iterdir())
     assert files == sorted(
-        [cache_key("toy", recipe(0, width=6, trained={})) + ".keras", cache_key("toy_other", recipe(0)) + ".keras"]
+        [
+            cache_key("toy", recipe(0, width=6, trained={})) + ".keras",
+            cache_key("toy_other", recipe(0)) + ".keras",
+        ]
     )
 
 
 def test_chapter_6_saves_where_get_chapter6_loads():
     recipes = []
-    course_models.get_chapter6(0, verbose=2, cache=lambda name, train: recipes.append((name, train)))
+    course_models.get_chapter6(
+        0, verbose=2, cache=lambda name, train: recipes.append((name, train))
+    )
     name, train = recipes[0]
     assert course_models.chapter6_model_path(0).name == cache_key(name, train) + ".keras"
     assert course_models.chapter6_model_path(0) != course_models.chapter6_model_path(1)

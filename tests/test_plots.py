@@ -45,7 +45,9 @@ def test_latent_grid_is_the_inverse_normal_cdf_of_a_uniform_grid():
     u = (np.arange(4) + 0.5) / 4
     q = torch.special.ndtri(torch.tensor(u)).numpy()
     np.testing.assert_allclose(z[:4, 0], q, rtol=1e-6)  # first row: z1 rising
-    np.testing.assert_allclose(z[::4, 1], q[::-1], rtol=1e-6)  # first column: z2 falling (top row is high z2)
+    np.testing.assert_allclose(
+        z[::4, 1], q[::-1], rtol=1e-6
+    )  # first column: z2 falling (top row is high z2)
     np.testing.assert_allclose(z[:4, 1], q[-1])
     assert np.isfinite(plots.latent_grid(20)).all()
     z5 = plots.latent_grid(3, latent_dim=5)
@@ -114,7 +116,11 @@ def test_plot_images_reconstructions_interpolation(vae):
     assert fig.axes[0].get_ylabel() == "original" and fig.axes[3].get_ylabel() == "reconstruction"
 
     fig = plots.plot_interpolation(vae, x[0], x[1], steps=4)
-    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "$x_a$" and fig.axes[-1].get_title() == "$x_b$"
+    assert (
+        len(fig.axes) == 6
+        and fig.axes[0].get_title() == "$x_a$"
+        and fig.axes[-1].get_title() == "$x_b$"
+    )
     with torch.no_grad():
         z_a = keras.ops.convert_to_numpy(vae.encode(x[:1])[0])
         want = keras.ops.convert_to_numpy(vae.decode(z_a))[0]

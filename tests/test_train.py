@@ -44,7 +44,9 @@ def test_a_compiled_model_trains_at_the_rate_given():
         def on_train_batch_begin(self, batch, logs=None):
             seen.append(rate(self.model))
 
-    train_vae(vae, images(), epochs=1, batch_size=32, learning_rate=5e-3, callbacks=[Rate()], verbose=0)
+    train_vae(
+        vae, images(), epochs=1, batch_size=32, learning_rate=5e-3, callbacks=[Rate()], verbose=0
+    )
     assert seen and all(r == pytest.approx(5e-3) for r in seen)
     # None keeps the compiled optimizer's rate.
     train_vae(vae, images(), epochs=1, batch_size=32, verbose=0)
@@ -55,9 +57,13 @@ def test_a_rate_for_a_model_compiled_with_a_schedule_is_refused():
     vae = small_vae()
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([10], [1e-3, 1e-4])
     vae.compile(optimizer=keras.optimizers.Adam(schedule))
-    with pytest.raises(ValueError, match=r"learning_rate=0\.01: .*schedule.*Fix: leave learning_rate out"):
+    with pytest.raises(
+        ValueError, match=r"learning_rate=0\.01: .*schedule.*Fix: leave learning_rate out"
+    ):
         train_vae(vae, images(), epochs=1, batch_size=32, learning_rate=1e-2, verbose=0)
-    train_vae(vae, images(), epochs=1, batch_size=32, verbose=0)  # no rate given: the schedule trains
+    train_vae(
+        vae, images(), epochs=1, batch_size=32, verbose=0
+    )  # no rate given: the schedule trains
 
 
 @pytest.mark.parametrize("bad", [0, -1e-3, "1e-3", True])
@@ -69,9 +75,13 @@ def test_a_bad_rate_is_named(bad):
 def test_dynamic_binarization_goes_on_from_initial_epoch(monkeypatch):
     seeds = []
     real = train.binarize
-    monkeypatch.setattr(train, "binarize", lambda x, seed: seeds.append(list(seed)) or real(x, seed))
+    monkeypatch.setattr(
+        train, "binarize", lambda x, seed: seeds.append(list(seed)) or real(x, seed)
+    )
     vae = small_vae("bernoulli")
-    history = train_vae_dynamic(vae, images(), epochs=2, seed=7, initial_epoch=3, batch_size=32, verbose=0)
+    history = train_vae_dynamic(
+        vae, images(), epochs=2, seed=7, initial_epoch=3, batch_size=32, verbose=0
+    )
     assert seeds == [[7, 3], [7, 4]] and len(history["loss"]) == 2
 
 
@@ -81,5 +91,7 @@ def test_dynamic_binarization_stops_when_a_callback_stops_training():
             self.model.stop_training = True
 
     vae = small_vae("bernoulli")
-    history = train_vae_dynamic(vae, images(), epochs=3, batch_size=32, callbacks=[StopAfterFirst()], verbose=0)
+    history = train_vae_dynamic(
+        vae, images(), epochs=3, batch_size=32, callbacks=[StopAfterFirst()], verbose=0
+    )
     assert len(history["loss"]) == 1

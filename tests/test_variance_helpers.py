@@ -77,7 +77,9 @@ def test_sample_variance_is_torch_var_and_its_standard_error_is_its_spread():
     spread = torch.stack([m.mean for m in many]).std().item()
     reported = float(np.mean([m.stderr.item() for m in many]))
     assert reported == pytest.approx(spread, rel=0.15)  # the sd of 400 values is known to about 4%
-    assert reported == pytest.approx(math.sqrt(2 / 500), rel=0.1)  # Gaussian: sqrt((m4 - s^4)/n) = s^2 sqrt(2/n)
+    assert reported == pytest.approx(
+        math.sqrt(2 / 500), rel=0.1
+    )  # Gaussian: sqrt((m4 - s^4)/n) = s^2 sqrt(2/n)
 
 
 def test_sample_variance_needs_two_values():
@@ -91,7 +93,9 @@ def test_importance_weighted_values_average_to_importance_sampling():
     args = (
         lambda x: (x[..., 0] > 2.0).to(DT),
         lambda x: std.log_prob(x[..., 0]),
-        lambda n, g: prop.sample((n, 1)) if g is None else 2.0 + torch.randn(n, 1, generator=g, dtype=DT),
+        lambda n, g: (
+            prop.sample((n, 1)) if g is None else 2.0 + torch.randn(n, 1, generator=g, dtype=DT)
+        ),
         lambda x: prop.log_prob(x[..., 0]),
         50_000,
     )
@@ -126,7 +130,9 @@ def test_bernoulli_enumeration_grad_is_autograd_of_the_exact_sum():
     f = lambda x: torch.sin(x @ torch.tensor([1.0, 2.0, -0.5], dtype=DT)) + x.prod(-1)
     lg = logits.clone().requires_grad_(True)
     (reference,) = torch.autograd.grad(bernoulli_expectation_by_sum(f, lg), lg)
-    torch.testing.assert_close(bernoulli_enumeration_grad(f, logits), reference, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        bernoulli_enumeration_grad(f, logits), reference, rtol=1e-12, atol=1e-14
+    )
 
 
 def test_bernoulli_enumeration_grad_of_independent_bits_uses_two_evaluations():
@@ -138,7 +144,9 @@ def test_bernoulli_enumeration_grad_of_independent_bits_uses_two_evaluations():
 
     logits = torch.linspace(-3.0, 3.0, 1000, dtype=DT)
     g = bernoulli_enumeration_grad(f, logits)
-    torch.testing.assert_close(g, quadratic.bernoulli_grad_logit(torch.sigmoid(logits), 0.45), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        g, quadratic.bernoulli_grad_logit(torch.sigmoid(logits), 0.45), rtol=1e-12, atol=1e-15
+    )
     assert calls == [(2, 1000)]
 
 
@@ -151,7 +159,12 @@ def test_score_function_grads_per_coordinate_equals_one_problem_at_a_time():
     mean, scale = torch.tensor([0.5, -1.0, 2.0], dtype=DT), torch.tensor([0.3, 1.0, 2.0], dtype=DT)
     ks = torch.tensor([0.0, 1.0, -2.0], dtype=DT)
     side = score_function_grads(
-        lambda x: (x - ks) ** 2, mean, scale, 5, baseline=ks, generator=torch.Generator().manual_seed(1)
+        lambda x: (x - ks) ** 2,
+        mean,
+        scale,
+        5,
+        baseline=ks,
+        generator=torch.Generator().manual_seed(1),
     )
     x = mean + scale * torch.randn(5, 3, generator=torch.Generator().manual_seed(1), dtype=DT)
     for j in range(3):  # coordinate j alone: ((x_j - k_j)^2 - c_j) (x_j - m_j) / s_j^2
@@ -171,13 +184,17 @@ def test_isotropic_score_variance_against_gauss_hermite(dim, level, baseline):
     weights = weights / math.sqrt(2 * math.pi)
     grid = torch.tensor(list(itertools.product(nodes, repeat=dim)), dtype=DT)
     w = torch.tensor([math.prod(c) for c in itertools.product(weights, repeat=dim)], dtype=DT)
-    g = (quadratic.isotropic_log_likelihood(level)(grid) - baseline) * grid[:, 0]  # score of mu_1 at N(0, I): eps_1
+    g = (quadratic.isotropic_log_likelihood(level)(grid) - baseline) * grid[
+        :, 0
+    ]  # score of mu_1 at N(0, I): eps_1
     mean = (w * g).sum()
     var = (w * (g - mean) ** 2).sum().item()
     assert abs(mean.item()) < 1e-9
     assert quadratic.isotropic_score_variance(dim, level, baseline) == pytest.approx(var, rel=1e-10)
     best = quadratic.isotropic_optimal_baseline(dim, level)
-    assert quadratic.isotropic_score_variance(dim, level, best) == pytest.approx((dim + 2) / 2, rel=1e-12)
+    assert quadratic.isotropic_score_variance(dim, level, best) == pytest.approx(
+        (dim + 2) / 2, rel=1e-12
+    )
 
 
 def test_isotropic_pathwise_variance_is_one():
@@ -189,7 +206,9 @@ def test_isotropic_pathwise_variance_is_one():
         generator=torch.Generator().manual_seed(0),
     )["mean"]
     eps = torch.randn(4, 8, generator=torch.Generator().manual_seed(0), dtype=DT)
-    torch.testing.assert_close(g, -eps, rtol=1e-12, atol=1e-12)  # -eps: variance 1 whatever d and the level
+    torch.testing.assert_close(
+        g, -eps, rtol=1e-12, atol=1e-12
+    )  # -eps: variance 1 whatever d and the level
 
 
 def test_self_consistent_floor_reduces_to_the_exact_one_and_matches_simulation():
@@ -198,7 +217,9 @@ def test_self_consistent_floor_reduces_to_the_exact_one_and_matches_simulation()
     )
     # V(a) = 8 a^2 + 6 sigma^2 (linear in a^2): the floor is exact; simulate the AR(1) with that noise.
     step, sigma = 0.05, 0.5
-    V = lambda a: quadratic.score_variance_mean(a, sigma, 0.0, quadratic.optimal_baseline_mean(a, sigma, 0.0))
+    V = lambda a: quadratic.score_variance_mean(
+        a, sigma, 0.0, quadratic.optimal_baseline_mean(a, sigma, 0.0)
+    )
     floor = quadratic.sgd_excess_floor_self_consistent(step, V)
     rng = np.random.default_rng(0)
     a = np.zeros(20_000)

@@ -50,12 +50,15 @@ def check_backend() -> None:
     """Raise :class:`BackendError` unless Keras runs (or will run) on the torch backend."""
     chosen = os.environ.setdefault("KERAS_BACKEND", "torch")
     if chosen != "torch":
-        raise BackendError(f"vae_course runs on Keras's torch backend, but KERAS_BACKEND is {chosen!r}. {_FIX}")
+        raise BackendError(
+            f"vae_course runs on Keras's torch backend, but KERAS_BACKEND is {chosen!r}. {_FIX}"
+        )
     backend = _keras_backend_in_use()
     if backend == "unknown":
         raise BackendError(
             "vae_course runs on Keras's torch backend, but an earlier `import keras` ran (or failed) with another "
-            "backend, e.g. the one ~/.keras/keras.json names, and Keras cannot switch backends once imported. " + _FIX
+            "backend, e.g. the one ~/.keras/keras.json names, and Keras cannot switch backends once imported. "
+            + _FIX
         )
     if backend not in (None, "torch"):
         raise BackendError(

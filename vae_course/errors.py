@@ -28,7 +28,9 @@ class BackendError(CourseError, ImportError):
     """Keras was imported with a backend other than torch before vae_course."""
 
 
-def check_positive_int(value, name: str, example, minimum: int = 1, error: type = CourseError) -> int:
+def check_positive_int(
+    value, name: str, example, minimum: int = 1, error: type = CourseError
+) -> int:
     """``value`` as an int if it is an integer >= ``minimum``, else ``error`` saying what was given and the fix.
 
     The one check behind every count the package takes (epochs, samples, steps,
@@ -43,4 +45,11 @@ def check_positive_int(value, name: str, example, minimum: int = 1, error: type 
     return int(value)
 
 
-__all__ = ["check_positive_int", "CourseError", "DataError", "CheckpointError", "TrainingDiverged", "BackendError"]
+__all__ = [
+    "check_positive_int",
+    "CourseError",
+    "DataError",
+    "CheckpointError",
+    "TrainingDiverged",
+    "BackendError",
+]

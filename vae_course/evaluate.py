@@ -68,7 +68,9 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
             if posterior is None:
                 z_mean, z_log_var = vae.encode(xb)
             else:
-                z_mean, z_log_var = (keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior)
+                z_mean, z_log_var = (
+                    keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior
+                )
             if gen is None:
                 gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
             chunk = max(1, min(num_samples, max_rows // b))
@@ -76,7 +78,9 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
             done = 0
             while done < num_samples:
                 c = min(chunk, num_samples - done)
-                eps = torch.randn((c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype)
+                eps = torch.randn(
+                    (c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype
+                )
                 lse = torch.logsumexp(_log_weights(vae, xb, z_mean, z_log_var, eps), dim=0)
                 running = torch.logaddexp(running, lse.cpu().to(torch.float64))
                 done += c
@@ -116,7 +120,9 @@ def _check_posterior(posterior, n, latent_dim):
         ) from None
     out = []
     for name, a in (("z_mean", z_mean), ("z_log_var", z_log_var)):
-        a = np.asarray(keras.ops.convert_to_numpy(a) if not isinstance(a, np.ndarray) else a, dtype=np.float32)
+        a = np.asarray(
+            keras.ops.convert_to_numpy(a) if not isinstance(a, np.ndarray) else a, dtype=np.float32
+        )
         if a.shape != (n, latent_dim):
             raise ValueError(
                 f"posterior {name}: shape {a.shape}, expected ({n}, {latent_dim}) = (number of images, "
@@ -175,7 +181,9 @@ def _elbo_terms(vae, x, z_mean, z_log_var, eps):
     return log_px_z - kl_std_normal(z_mean, z_log_var)
 
 
-def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0):
+def fit_local_posterior(
+    vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0
+):
     r"""The best Gaussian q*(z|x) for each image by itself: maximise that image's ELBO.
 
     .. math:: (\mu^*, \log\sigma^{2*}) = \arg\max_{\mu, \log\sigma^2}
@@ -209,7 +217,9 @@ def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, b
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
         for _ in range(steps):
             eps = _randn((num_samples,) + tuple(m.shape), gen, m)
-            loss = -_elbo_terms(vae, xb, m, lv, eps).sum()  # images are independent: a sum gives each its own gradient
+            loss = -_elbo_terms(
+                vae, xb, m, lv, eps
+            ).sum()  # images are independent: a sum gives each its own gradient
             grad_m, grad_lv = torch.autograd.grad(loss, [m, lv])
             m.grad, lv.grad = grad_m, grad_lv
             opt.step()
@@ -236,7 +246,9 @@ def active_units(vae, x, threshold=0.01, batch_size=500):
     with torch.no_grad():
         mu = np.concatenate(
             [
-                keras.ops.convert_to_numpy(vae.encode(x[start : start + batch_size])[0]).astype(np.float64)
+                keras.ops.convert_to_numpy(vae.encode(x[start : start + batch_size])[0]).astype(
+                    np.float64
+                )
                 for start in range(0, len(x), batch_size)
             ]
         )

@@ -130,7 +130,11 @@ def _torch_step(layer: keras.layers.Layer):
     with ``training`` passed on if it takes it.
     """
     if _plain_dense(layer):
-        kernel, bias, act = layer.kernel.value, layer.bias.value, _TORCH_ACTIVATIONS[layer.activation]
+        kernel, bias, act = (
+            layer.kernel.value,
+            layer.bias.value,
+            _TORCH_ACTIVATIONS[layer.activation],
+        )
 
         def dense(x, training):
             if x.ndim != 2:  # Dense on a 3-D input: Keras's own call
@@ -162,7 +166,9 @@ def _chain_call(chain: list[keras.layers.Layer]):
 
     def call(inputs, training=None, mask=None):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-        x = keras.ops.convert_to_tensor(x)  # onto Keras's device, as Keras's own layers would put it
+        x = keras.ops.convert_to_tensor(
+            x
+        )  # onto Keras's device, as Keras's own layers would put it
         for step in steps:
             x = step(x, training)
         return list(x) if isinstance(x, tuple) else x
@@ -194,13 +200,17 @@ def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[b
     """Check, on a tiny batch, that the chain computes what ``model`` computes."""
     try:
         shape = (3, *model.inputs[0].shape[1:])
-        x = keras.ops.convert_to_tensor(np.random.default_rng(0).random(shape, dtype=np.float32))  # Keras's device
+        x = keras.ops.convert_to_tensor(
+            np.random.default_rng(0).random(shape, dtype=np.float32)
+        )  # Keras's device
         with torch.no_grad():
             want = model(x, training=False)
             got = _chain_call(chain)(x, training=False)
         want = want if isinstance(want, (list, tuple)) else [want]
         got = got if isinstance(got, (list, tuple)) else [got]
-        same = len(want) == len(got) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got))
+        same = len(want) == len(got) and all(
+            torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got)
+        )
         return same, "" if same else "its layers called in a chain do not give the model's output"
     except Exception as exc:  # any failure means: do not use it
         return False, f"calling its layers in a chain failed: {type(exc).__name__}: {exc}"
@@ -291,7 +301,9 @@ def _fusable(optimizer) -> str:
         if key not in _ADAM_SETTINGS:
             return f"setting {key}={value!r} is not one the fused update knows"
         allowed = _ADAM_SETTINGS[key]
-        if allowed is not None and not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
+        if allowed is not None and not any(
+            value is a or (type(value) is type(a) and value == a) for a in allowed
+        ):
             return f"setting {key}={value!r} is on (the fused update supports {' or '.join(map(repr, allowed))})"
     if not callable(getattr(optimizer, "_parallel_update_step", None)):
         return "Keras's torch Adam has no _parallel_update_step to replace"
@@ -312,7 +324,8 @@ def fused_adam_works(device: str = "cpu") -> str:
             shapes = [(5, 3), (3,), (2, 2)]
             inits = [rng.normal(size=s).astype("float32") for s in shapes]
             grads = [
-                [keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)
+                [keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in shapes]
+                for _ in range(3)
             ]
             results, calls = [], []
             for fused in (False, True):
@@ -366,7 +379,9 @@ def _fused(optimizer, device: str) -> Iterator[bool]:
 
 # --------------------------------------------------------------------- switch
 @contextlib.contextmanager
-def enabled(vae: keras.Model, networks: bool = True, adam: bool = True) -> Iterator[dict[str, bool]]:
+def enabled(
+    vae: keras.Model, networks: bool = True, adam: bool = True
+) -> Iterator[dict[str, bool]]:
     """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
 
     ``vae`` must be compiled. ``networks=False`` leaves the encoder and decoder to Keras,

@@ -66,7 +66,12 @@ def normal_kl(mean1, log_var1, mean2=0.0, log_var2=0.0) -> torch.Tensor:
     """
     mean1 = mean1 if torch.is_tensor(mean1) else torch.as_tensor(mean1, dtype=torch.float64)
     log_var1, mean2, log_var2 = _like(log_var1, mean1), _like(mean2, mean1), _like(log_var2, mean1)
-    return 0.5 * (log_var2 - log_var1 + (torch.exp(log_var1) + (mean1 - mean2) ** 2) / torch.exp(log_var2) - 1.0)
+    return 0.5 * (
+        log_var2
+        - log_var1
+        + (torch.exp(log_var1) + (mean1 - mean2) ** 2) / torch.exp(log_var2)
+        - 1.0
+    )
 
 
 def std_normal_log_prob(z) -> torch.Tensor:
@@ -84,7 +89,9 @@ def diag_gaussian_log_prob(z, mean, log_var) -> torch.Tensor:
 
 
 def _check(mean, scale):
-    mean = torch.as_tensor(mean, dtype=torch.get_default_dtype() if not torch.is_tensor(mean) else None)
+    mean = torch.as_tensor(
+        mean, dtype=torch.get_default_dtype() if not torch.is_tensor(mean) else None
+    )
     scale = torch.as_tensor(scale, dtype=mean.dtype, device=mean.device)
     if mean.ndim != 1:
         raise ValueError(f"mean must have shape (d,), got {tuple(mean.shape)}.")
@@ -148,7 +155,9 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
                 "L = torch.linalg.cholesky(cov) of a positive-definite cov."
             )
     if scale1.ndim == 1 and scale2.ndim == 1:
-        return normal_kl(mean1, 2.0 * torch.log(scale1.abs()), mean2, 2.0 * torch.log(scale2.abs())).sum()
+        return normal_kl(
+            mean1, 2.0 * torch.log(scale1.abs()), mean2, 2.0 * torch.log(scale2.abs())
+        ).sum()
     A = torch.linalg.solve_triangular(L2, L1, upper=False)  # L2^{-1} L1
     u = torch.linalg.solve_triangular(L2, (mean2 - mean1).unsqueeze(-1), upper=False).squeeze(-1)
     log_det1 = 2.0 * torch.log(torch.diagonal(L1).abs()).sum()

@@ -82,7 +82,9 @@ def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=No
     with torch.no_grad():
         values = f(x)
     score = vmap(grad(gaussian_log_prob, argnums=(1, 2)), in_dims=(0, None, None))(x, mean, scale)
-    if values.shape == x.shape and x.shape[1] > 1:  # d independent problems: coordinate by coordinate
+    if (
+        values.shape == x.shape and x.shape[1] > 1
+    ):  # d independent problems: coordinate by coordinate
         if scale.ndim != 1:
             raise ValueError(
                 f"f returned one value per coordinate, {tuple(values.shape)}, which needs independent "
@@ -152,7 +154,9 @@ def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
     baseline), to values (N, d). Returns ``{"logits": (N, d), "x": (N, d),
     "f": f's values}``.
     """
-    logits = torch.as_tensor(logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None)
+    logits = torch.as_tensor(
+        logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None
+    )
     if logits.ndim != 1:
         raise ValueError(f"logits must have shape (d,), got {tuple(logits.shape)}.")
     p = torch.sigmoid(logits)
@@ -198,12 +202,16 @@ def bernoulli_enumeration_grad(f, logits):
     (coordinate j's value depends on x_j alone), where two evaluations, at
     x = 0 and x = 1, give p (1 - p) (f(1) - f(0)). Returns (d,).
     """
-    logits = torch.as_tensor(logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None)
+    logits = torch.as_tensor(
+        logits, dtype=torch.get_default_dtype() if not torch.is_tensor(logits) else None
+    )
     if logits.ndim != 1:
         raise ValueError(f"logits must have shape (d,), got {tuple(logits.shape)}.")
     p = torch.sigmoid(logits)
     d = p.shape[0]
-    ends = torch.stack([torch.zeros_like(p), torch.ones_like(p)])  # x = 0 and x = 1 in every coordinate
+    ends = torch.stack(
+        [torch.zeros_like(p), torch.ones_like(p)]
+    )  # x = 0 and x = 1 in every coordinate
     values = f(ends)
     if values.shape == (2, d):
         return p * (1 - p) * (values[1] - values[0])
@@ -285,7 +293,9 @@ def elbo_grads(log_likelihood, mean, scale, num_samples, estimator="mc", generat
     def one_draw(e, m, s):
         return elbo_integrand(log_likelihood, transform(e, m, s), m, s, estimator)
 
-    g_mean, g_scale = vmap(grad(one_draw, argnums=(1, 2)), in_dims=(0, None, None))(eps, mean, scale)
+    g_mean, g_scale = vmap(grad(one_draw, argnums=(1, 2)), in_dims=(0, None, None))(
+        eps, mean, scale
+    )
     if scale.ndim == 2:
         g_scale = torch.tril(g_scale)
     return {"mean": g_mean, "scale": g_scale}

@@ -36,7 +36,9 @@ def _tensor(a):
 def _check_variance(v, name):
     v = _tensor(v)
     if not bool(torch.all(v > 0)):
-        raise ValueError(f"{name} must be a variance > 0 everywhere; got a minimum of {v.min().item():.3g}.")
+        raise ValueError(
+            f"{name} must be a variance > 0 everywhere; got a minimum of {v.min().item():.3g}."
+        )
     return v
 
 
@@ -72,7 +74,11 @@ class LinearGaussian:
     def __post_init__(self):
         for name in ("w", "b", "s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if self.s <= 0:
             raise ValueError(f"s is the noise standard deviation and must be > 0, got {self.s!r}.")
@@ -126,9 +132,9 @@ class LinearGaussian:
         (the mean of a squared residual is the squared mean residual plus its variance).
         """
         x, m, v = _tensor(x), _tensor(m), _check_variance(v, "v")
-        return -0.5 * (LOG_2PI + 2.0 * math.log(self.s)) - ((x - self.w * m - self.b) ** 2 + self.w**2 * v) / (
-            2.0 * self.s**2
-        )
+        return -0.5 * (LOG_2PI + 2.0 * math.log(self.s)) - (
+            (x - self.w * m - self.b) ** 2 + self.w**2 * v
+        ) / (2.0 * self.s**2)
 
     def kl_to_prior(self, m, v):
         r"""KL(q || p(z)) = KL(N(m, v) || N(0, 1)) = (m^2 + v - 1 - log v) / 2."""

@@ -17,7 +17,13 @@ from keras import ops
 
 from .defaults import LIKELIHOODS
 from .errors import CourseError
-from .gaussian import LOG_2PI, diag_gaussian_log_prob, normal_kl, normal_log_prob, std_normal_log_prob
+from .gaussian import (
+    LOG_2PI,
+    diag_gaussian_log_prob,
+    normal_kl,
+    normal_log_prob,
+    std_normal_log_prob,
+)
 from .gradients import ELBO_ESTIMATORS, check_estimator
 
 
@@ -94,7 +100,9 @@ def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
     if kl == "analytic":
         return kl_std_normal(z_mean, z_log_var)
     if z is None:
-        raise ValueError(f"kl={kl!r} estimates the KL from draws: pass z, shape (batch, d) or (N, batch, d).")
+        raise ValueError(
+            f"kl={kl!r} estimates the KL from draws: pass z, shape (batch, d) or (N, batch, d)."
+        )
     if tuple(z.shape[-2:]) != tuple(z_mean.shape):
         raise ValueError(
             f"z must have shape (batch, d) = {tuple(z_mean.shape)} or (N, batch, d), got {tuple(z.shape)}."

@@ -261,7 +261,9 @@ class VAE(keras.Model):
         x = _images(data)
         self.zero_grad()
         loss, nll, kl = self.compute_losses(x, training=True)
-        if callable(self.kl_weight):  # a schedule of the step, e.g. linear_warmup: resumes with the optimizer
+        if callable(
+            self.kl_weight
+        ):  # a schedule of the step, e.g. linear_warmup: resumes with the optimizer
             objective = nll + self.kl_weight(self.optimizer.iterations) * kl
         else:
             objective = loss if self.kl_weight == 1.0 else nll + self.kl_weight * kl
@@ -287,7 +289,11 @@ class VAE(keras.Model):
             x = check_images(x, "x", self.image_shape)
         if isinstance(validation_data, np.ndarray):
             validation_data = (validation_data,)
-        if isinstance(validation_data, tuple) and validation_data and isinstance(validation_data[0], np.ndarray):
+        if (
+            isinstance(validation_data, tuple)
+            and validation_data
+            and isinstance(validation_data[0], np.ndarray)
+        ):
             x_val = check_images(validation_data[0], "validation_data", self.image_shape)
             validation_data = (x_val, *validation_data[1:])
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
@@ -356,9 +362,15 @@ def build_vae(
     output_activation = get_likelihood(likelihood).output_activation
     encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
     decoder = build_decoder(
-        latent_dim, image_shape, hidden_units, output_activation=output_activation, activation=activation
+        latent_dim,
+        image_shape,
+        hidden_units,
+        output_activation=output_activation,
+        activation=activation,
     )
-    vae = VAE(encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, kl_weight=kl_weight, name="vae")
+    vae = VAE(
+        encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, kl_weight=kl_weight, name="vae"
+    )
     vae.build((None, *image_shape))
     return vae
 
@@ -377,7 +389,11 @@ def _check_latent_dim(latent_dim):
 def _check_decoder_output(decoder, likelihood):
     """Refuse a decoder whose last activation the likelihood applies itself (a sigmoid before logits)."""
     refused = get_likelihood(likelihood).refused_activation
-    activation = getattr(decoder.layers[-1], "activation", None) if getattr(decoder, "layers", None) else None
+    activation = (
+        getattr(decoder.layers[-1], "activation", None)
+        if getattr(decoder, "layers", None)
+        else None
+    )
     if refused is not None and getattr(activation, "__name__", None) == refused:
         raise CourseError(
             f"likelihood={likelihood!r} expects the decoder to output "
@@ -388,7 +404,11 @@ def _check_decoder_output(decoder, likelihood):
 
 
 def _check_x_std(x_std):
-    if isinstance(x_std, bool) or not isinstance(x_std, (int, float)) or not (x_std > 0 and math.isfinite(x_std)):
+    if (
+        isinstance(x_std, bool)
+        or not isinstance(x_std, (int, float))
+        or not (x_std > 0 and math.isfinite(x_std))
+    ):
         raise ValueError(
             f"x_std must be a positive number (the likelihood's sigma), got {x_std!r}. Fix: e.g. x_std=0.5."
         )

@@ -142,7 +142,9 @@ def student_t_quantile(prob: float, dof: float) -> float:
         )
     angle = torch.linspace(-math.pi / 2, math.pi / 2, 200_001, dtype=torch.float64)
     dens = torch.cos(angle).clamp(min=0.0) ** (dof - 1.0)
-    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2, 0)])
+    cdf = torch.cat(
+        [torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2, 0)]
+    )
     cdf = cdf / cdf[-1]
     j = int(torch.searchsorted(cdf, torch.tensor([prob], dtype=torch.float64)).item())
     w = (prob - cdf[j - 1]) / (cdf[j] - cdf[j - 1])
@@ -197,7 +199,9 @@ def importance_sampling(f, log_p, proposal, log_q, num_samples, generator=None) 
     ``proposal(N, generator)`` draws (N, d) points; ``log_p`` and ``log_q`` map
     points (N, d) to log-densities (N,).
     """
-    return mc_estimate(importance_weighted_values(f, log_p, proposal, log_q, num_samples, generator))
+    return mc_estimate(
+        importance_weighted_values(f, log_p, proposal, log_q, num_samples, generator)
+    )
 
 
 __all__ = [

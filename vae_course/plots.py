@@ -44,7 +44,9 @@ def _numpy(x):
 
 def _images(images, name="images"):
     x = _numpy(images)
-    if x.ndim == 2 and int(math.isqrt(x.shape[1])) ** 2 == x.shape[1]:  # (batch, 784) -> (batch, 28, 28)
+    if (
+        x.ndim == 2 and int(math.isqrt(x.shape[1])) ** 2 == x.shape[1]
+    ):  # (batch, 784) -> (batch, 28, 28)
         side = math.isqrt(x.shape[1])
         x = x.reshape(-1, side, side)
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -69,7 +71,9 @@ def plot_history(history):
             "plot_history: expected a dict of per-epoch lists with at least a 'loss' key (History.history)."
         )
     n = len(history["loss"])
-    epochs = np.asarray(history["epoch"], dtype=float) if "epoch" in history else np.arange(1, n + 1)
+    epochs = (
+        np.asarray(history["epoch"], dtype=float) if "epoch" in history else np.arange(1, n + 1)
+    )
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
     for ax, (key, title) in zip(axes, _PANELS):
         if key in history:
@@ -97,7 +101,9 @@ def plot_latent(z_mean, labels):
             f"plot_latent: z_mean of shape {z.shape} and {len(labels)} labels; expected (n, d >= 2) and n labels."
         )
     fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
-    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7, linewidths=0)
+    points = ax.scatter(
+        z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7, linewidths=0
+    )
     bar = fig.colorbar(points, ax=ax, ticks=range(10))
     bar.set_label("digit")
     ax.set_xlabel("$z_1$ (mean of q(z|x))")
@@ -159,7 +165,9 @@ def plot_images(images, n_cols=8, titles=None):
     x = _images(images)
     n_cols = check_positive_int(n_cols, "n_cols", 8, error=DataError)
     if titles is not None and len(titles) != len(x):
-        raise DataError(f"plot_images: {len(titles)} titles for {len(x)} images; give one per image.")
+        raise DataError(
+            f"plot_images: {len(titles)} titles for {len(x)} images; give one per image."
+        )
     n_cols = min(int(n_cols), max(1, len(x)))
     n_rows = max(1, math.ceil(len(x) / n_cols))
     fig, axes = plt.subplots(
@@ -189,9 +197,13 @@ def plot_reconstructions(originals, reconstructions):
     """Two rows: the original images on top, their reconstructions below."""
     a, b = _images(originals, "originals"), _images(reconstructions, "reconstructions")
     if a.shape != b.shape:
-        raise DataError(f"plot_reconstructions: originals {a.shape} and reconstructions {b.shape} differ in shape.")
+        raise DataError(
+            f"plot_reconstructions: originals {a.shape} and reconstructions {b.shape} differ in shape."
+        )
     n = len(a)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n + 0.8, 2.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2, n, figsize=(1.2 * n + 0.8, 2.8), squeeze=False, layout="constrained"
+    )
     for i in range(n):
         for row, (imgs, label) in enumerate(((a, "original"), (b, "reconstruction"))):
             axes[row, i].imshow(imgs[i], cmap="gray", vmin=0, vmax=1)
@@ -215,7 +227,9 @@ def plot_interpolation(vae, x_a, x_b, steps=10):
     decoded = _decode(vae, (1 - t) * z_a + t * z_b)
     panels = [a[0]] + list(decoded) + [b[0]]
     titles = ["$x_a$"] + [f"t={v:.2f}" for v in t[:, 0]] + ["$x_b$"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(panels), 1.7), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(1.1 * len(panels), 1.7), squeeze=False, layout="constrained"
+    )
     for ax, img, title in zip(axes[0], panels, titles):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=8)

@@ -165,7 +165,9 @@ def sgd_excess_floor(step, grad_variance):
     exact when V does not depend on mu (the pathwise estimator, V = 4 sigma^2).
     """
     if not 0 < step < 1:
-        raise ValueError(f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}.")
+        raise ValueError(
+            f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}."
+        )
     return step * grad_variance / (4 * (1 - step))
 
 
@@ -292,7 +294,11 @@ def bernoulli_score_variance(p, k, baseline=0.0):
     """
     f0, f1 = k**2, (1 - k) ** 2
     c = baseline
-    return p * (1 - p) ** 2 * (f1 - c) ** 2 + (1 - p) * p**2 * (f0 - c) ** 2 - bernoulli_grad_logit(p, k) ** 2
+    return (
+        p * (1 - p) ** 2 * (f1 - c) ** 2
+        + (1 - p) * p**2 * (f0 - c) ** 2
+        - bernoulli_grad_logit(p, k) ** 2
+    )
 
 
 def bernoulli_rloo_variance(p, k, num_samples):
@@ -306,7 +312,9 @@ def bernoulli_rloo_variance(p, k, num_samples):
     """
     n = int(num_samples)
     if n < 2:
-        raise ValueError(f"num_samples must be at least 2 for a leave-one-out baseline, got {num_samples}.")
+        raise ValueError(
+            f"num_samples must be at least 2 for a leave-one-out baseline, got {num_samples}."
+        )
     delta = (1 - k) ** 2 - k**2
     pmf = [math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(n + 1)]
     vals = [delta * j * (n - j) / (n * (n - 1)) for j in range(n + 1)]
@@ -420,7 +428,9 @@ def sgd_excess_floor_self_consistent(step, variance_of_offset):
     heavier-tailed a exceeds.
     """
     if not 0 < step < 1:
-        raise ValueError(f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}.")
+        raise ValueError(
+            f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}."
+        )
     v0, v1, v2, v3 = (float(variance_of_offset(a)) for a in (0.0, 1.0, 2.0, 3.0))
     c0 = v0
     c4 = (v2 - 4 * v1 + 3 * v0) / 12
@@ -433,11 +443,15 @@ def sgd_excess_floor_self_consistent(step, variance_of_offset):
     r = step / (4 * (1 - step))
     if abs(c4) < 1e-12 * (1 + abs(c2) + abs(c0)):
         if r * c2 >= 1:
-            raise ValueError(f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges.")
+            raise ValueError(
+                f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges."
+            )
         return r * c0 / (1 - r * c2)
     disc = (1 - r * c2) ** 2 - 12 * r**2 * c4 * c0
     if disc < 0 or r * c2 >= 1:
-        raise ValueError(f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges.")
+        raise ValueError(
+            f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges."
+        )
     return ((1 - r * c2) - math.sqrt(disc)) / (6 * r * c4)
 
 
@@ -448,5 +462,6 @@ def _as_common(*values):
         return np, values
     ref = tensors[0]
     return torch, tuple(
-        v if torch.is_tensor(v) else torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for v in values
+        v if torch.is_tensor(v) else torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
+        for v in values
     )

@@ -82,7 +82,9 @@ def train_vae(
     batch_size = check_positive_int(batch_size, "batch_size", DEFAULTS.batch_size)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # the shuffling
-        vae.seed_generator.state.assign(ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype))
+        vae.seed_generator.state.assign(
+            ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype)
+        )
     if learning_rate is not None and (
         isinstance(learning_rate, bool)
         or not isinstance(learning_rate, (int, float))
@@ -148,11 +150,15 @@ def train_vae_dynamic(
     x_train = check_images(x_train, "x_train", vae.image_shape)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # weights are already built; this seeds the shuffling
-        vae.seed_generator.state.assign(ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype))
+        vae.seed_generator.state.assign(
+            ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype)
+        )
     history = {}
     for epoch in range(initial_epoch, initial_epoch + epochs):
         xb = binarize(x_train, seed=[int(seed or 0), epoch])
-        h = train_vae(vae, xb, x_val, epochs=1, seed=None, verbose=verbose, initial_epoch=epoch, **kwargs)
+        h = train_vae(
+            vae, xb, x_val, epochs=1, seed=None, verbose=verbose, initial_epoch=epoch, **kwargs
+        )
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
         if vae.stop_training:
@@ -224,7 +230,9 @@ def burda_schedule(passes, steps_per_epoch):
     end of pass i).
     """
     if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= 8:
-        raise ValueError(f"passes must be an integer from 1 to 8 (Burda et al. ran 8), got {passes!r}.")
+        raise ValueError(
+            f"passes must be an integer from 1 to 8 (Burda et al. ran 8), got {passes!r}."
+        )
     rates = [1e-3 * 10 ** (-i / 7) for i in range(passes)]
     if passes == 1:
         return rates[0]
@@ -232,7 +240,9 @@ def burda_schedule(passes, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay([e - 1 for e in ends], rates)
 
 
-def train_burda_schedule(x_train, x_val, latent_dim=50, passes=8, seed=0, verbose=2, callbacks=None):
+def train_burda_schedule(
+    x_train, x_val, latent_dim=50, passes=8, seed=0, verbose=2, callbacks=None
+):
     """Burda et al.'s VAE recipe in full: their architecture, dynamic binarization, batch 20, Adam
     (epsilon 1e-4) on :func:`burda_schedule`, for ``burda_epochs(passes)`` epochs. Returns
     ``(vae, history)``. Eight passes are 3,280 epochs: hours, not a chapter's run.

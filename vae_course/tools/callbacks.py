@@ -87,7 +87,9 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
         if not self.stopped and "loss" in nonfinite_metrics(logs):
             self.stopped, self.epoch, self.batch = True, self._epoch, batch + 1
-            self.what = f"the training loss became {_metric_values(logs)['loss']} at batch {batch + 1}"
+            self.what = (
+                f"the training loss became {_metric_values(logs)['loss']} at batch {batch + 1}"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stopped:
@@ -103,7 +105,9 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         else:
             self.last_good_epoch = epoch + 1
 
-    def error(self, checkpoint: str | Path | None = None, epochs_before: int = 0) -> TrainingDiverged:
+    def error(
+        self, checkpoint: str | Path | None = None, epochs_before: int = 0
+    ) -> TrainingDiverged:
         """The :class:`TrainingDiverged` that describes the stop.
 
         ``checkpoint``: the file the run saves to; ``epochs_before``: the
@@ -147,7 +151,9 @@ class EpochTimer(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._start
         self.seconds.append(seconds)
         values = _metric_values(logs)
-        keys = [k for k in HISTORY_COLUMNS[1:] if k in values] + sorted(set(values) - set(HISTORY_COLUMNS))
+        keys = [k for k in HISTORY_COLUMNS[1:] if k in values] + sorted(
+            set(values) - set(HISTORY_COLUMNS)
+        )
         metrics = "  ".join(f"{k} {values[k]:.4f}" for k in keys)
         total = self.total or (self.params.get("epochs") if self.params else None)
         print(
@@ -196,7 +202,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not is_good_epoch(self.model, logs):
             return
-        save_vae(self.model, self.path, {**self.state, "epochs_done": epoch + 1, "metrics": _metric_values(logs)})
+        save_vae(
+            self.model,
+            self.path,
+            {**self.state, "epochs_done": epoch + 1, "metrics": _metric_values(logs)},
+        )
         self.last_saved_epoch = epoch + 1
 
 

@@ -40,7 +40,9 @@ SETTINGS = ("batch_size", "learning_rate", "seed", "limit", "val_limit")
 # -------------------------------------------------------------------- fetch-data
 def fetch_data(args: argparse.Namespace) -> int:
     dest = Path(args.dest) if args.dest is not None else default_data_dir()
-    print(f"MNIST: the four IDX files (train and test images and labels) go into {dest}", flush=True)
+    print(
+        f"MNIST: the four IDX files (train and test images and labels) go into {dest}", flush=True
+    )
     path = fetch_mnist(dest, log=lambda message: print(message, flush=True))
     print(f"MNIST IDX files are in {path}")
     return 0
@@ -75,7 +77,9 @@ def train_command(args: argparse.Namespace) -> int:
     x_train = _prepare(x_train[: settings["limit"]], likelihood, settings["seed"], binarized=False)
     x_val = _prepare(x_test, likelihood, settings["seed"] + 1)
     if vae is None:
-        keras.utils.set_random_seed(settings["seed"])  # before building: the initial weights are seeded too
+        keras.utils.set_random_seed(
+            settings["seed"]
+        )  # before building: the initial weights are seeded too
         vae = build_vae(latent_dim=latent_dim, likelihood=likelihood)
     print(
         f"training on {len(x_train)} images, validating on {len(x_val)}; {likelihood} likelihood, "
@@ -95,13 +99,16 @@ def train_command(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
-        seed=settings["seed"] + epochs_done,  # a resumed run does not replay the first run's random draws
+        seed=settings["seed"]
+        + epochs_done,  # a resumed run does not replay the first run's random draws
         callbacks=run_callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
         initial_epoch=epochs_done,
     )
     if stop.stopped:
-        raise stop.error(out / checkpoints.CHECKPOINT_NAME, epochs_before=epochs_done if same_dir else 0)
+        raise stop.error(
+            out / checkpoints.CHECKPOINT_NAME, epochs_before=epochs_done if same_dir else 0
+        )
     written = [out / checkpoints.CHECKPOINT_NAME, out / checkpoints.HISTORY_NAME]
     written += _training_plots(vae, out, x_val, y_test, settings["seed"])
     print("wrote " + ", ".join(str(p) for p in written))
@@ -124,7 +131,9 @@ def _resume(args, defaults, given):
     if len(rows) < epochs_done:
         history = ckpt.with_name(checkpoints.HISTORY_NAME)
         print(f"note: {history} has {len(rows)} of the {epochs_done} epochs done.", file=sys.stderr)
-    print(f"resuming {ckpt} after {epochs_done} epochs ({vae.likelihood}, latent_dim {vae.latent_dim})")
+    print(
+        f"resuming {ckpt} after {epochs_done} epochs ({vae.likelihood}, latent_dim {vae.latent_dim})"
+    )
     return vae, ckpt, epochs_done, settings, rows
 
 
@@ -147,7 +156,9 @@ def _training_plots(vae, out, x_val, y_val, seed):
 def sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise DataError(f"--out {out}: expected a .png file name. Fix: e.g. --out {out.with_suffix('.png')}.")
+        raise DataError(
+            f"--out {out}: expected a .png file name. Fix: e.g. --out {out.with_suffix('.png')}."
+        )
     vae = checkpoints.load_vae(args.model, compile=False)
     images = _prior_samples(vae, args.n, args.seed)
     fig = plots.plot_images(images, n_cols=args.n_cols or math.ceil(math.sqrt(args.n)))
@@ -168,7 +179,10 @@ def evaluate(args: argparse.Namespace) -> int:
             f"images are {tuple(x.shape[1:])}. Fix: pass a model trained on MNIST, e.g. by "
             "`python -m vae_course train --out DIR`."
         )
-    print(f"{args.model}: {vae.likelihood} likelihood, latent_dim {vae.latent_dim}; {len(x)} test images", flush=True)
+    print(
+        f"{args.model}: {vae.likelihood} likelihood, latent_dim {vae.latent_dim}; {len(x)} test images",
+        flush=True,
+    )
     nelbo = negative_elbo(vae, x, seed=args.seed)
     bounds, start, chunk = [], time.perf_counter(), 1000
     for i in range(0, len(x), chunk):
@@ -176,13 +190,21 @@ def evaluate(args: argparse.Namespace) -> int:
         if len(x) > chunk:
             done = min(i + chunk, len(x))
             elapsed = time.perf_counter() - start
-            print(f"  IWAE k={args.k}: {done}/{len(x)} images, {elapsed:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  IWAE k={args.k}: {done}/{len(x)} images, {elapsed:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     bound = np.concatenate(bounds)
     rows = [("test -ELBO (one z per image)", nelbo), (f"IWAE bound L_{args.k} <= log p(x)", bound)]
     width = max(len(label) for label, _ in rows)
     for label, values in rows:
-        print(f"{label:<{width}}  {values.mean():11.4f} nats per image  (std. error {_stderr(values):.4f})")
-    print(f"so -log p(x) <= {-bound.mean():.4f} nats, {nelbo.mean() + bound.mean():.4f} nats below the -ELBO")
+        print(
+            f"{label:<{width}}  {values.mean():11.4f} nats per image  (std. error {_stderr(values):.4f})"
+        )
+    print(
+        f"so -log p(x) <= {-bound.mean():.4f} nats, {nelbo.mean() + bound.mean():.4f} nats below the -ELBO"
+    )
     return 0
 
 

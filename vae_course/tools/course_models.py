@@ -77,13 +77,26 @@ def get_burda(latent_dim, epochs=3, seed=0, warmup_epochs=0, verbose=0):
     def train():
         x_train, _ = mnist()
         keras.utils.set_random_seed(seed)
-        vae = build_vae(latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION)
+        vae = build_vae(
+            latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION
+        )
         if warmup_epochs:
             steps_per_epoch = -(-len(x_train) // 64)
             vae = WarmupVAE(
-                vae.encoder, vae.decoder, warmup_steps=warmup_epochs * steps_per_epoch, likelihood="bernoulli"
+                vae.encoder,
+                vae.decoder,
+                warmup_steps=warmup_epochs * steps_per_epoch,
+                likelihood="bernoulli",
             )
-        train_vae_dynamic(vae, x_train, binary_test_images(), epochs=epochs, seed=seed, verbose=verbose, batch_size=64)
+        train_vae_dynamic(
+            vae,
+            x_train,
+            binary_test_images(),
+            epochs=epochs,
+            seed=seed,
+            verbose=verbose,
+            batch_size=64,
+        )
         return vae.as_vae() if warmup_epochs else vae
 
     tag = f"_warmup{warmup_epochs}" if warmup_epochs else ""
@@ -97,10 +110,14 @@ def get_sigma(x_std, epochs=2, batch_size=128, seed=0, verbose=0):
         x_train, x_test = mnist()
         keras.utils.set_random_seed(seed)
         vae = build_vae(latent_dim=2, likelihood="gaussian", x_std=float(x_std))
-        train_vae(vae, x_train, x_test, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
+        train_vae(
+            vae, x_train, x_test, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose
+        )
         return vae
 
-    return load_or_train(f"mnist_gaussian_latent2_sigma{x_std:g}_{epochs}ep_b{batch_size}_seed{seed}", train)
+    return load_or_train(
+        f"mnist_gaussian_latent2_sigma{x_std:g}_{epochs}ep_b{batch_size}_seed{seed}", train
+    )
 
 
 __all__ = [
