@@ -73,8 +73,13 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = [measure(s) for s in args.seeds]
     summary = {}
-    for key in ("rloo_median_over_exact", "no_baseline_median_over_exact", "band_width_no_baseline_over_rloo",
-                "band_ratio_90_10_no_baseline", "band_ratio_90_10_rloo"):
+    for key in (
+        "rloo_median_over_exact",
+        "no_baseline_median_over_exact",
+        "band_width_no_baseline_over_rloo",
+        "band_ratio_90_10_no_baseline",
+        "band_ratio_90_10_rloo",
+    ):
         vals = [r[key] for r in rows]
         summary[key] = {"min": min(vals), "max": max(vals), "mean": float(np.mean(vals))}
     lost = [r["lost_share"]["no baseline, f + 5"] for r in rows]
@@ -84,8 +89,17 @@ def main() -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "ch2_bernoulli_sgd.json"
-    path.write_text(json.dumps({"settings": {"k": K_BIT, "N": N_BIT, "step": ALPHA, "steps": STEPS, "runs": RUNS},
-                                "summary": summary, "per_seed": rows}, indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "settings": {"k": K_BIT, "N": N_BIT, "step": ALPHA, "steps": STEPS, "runs": RUNS},
+                "summary": summary,
+                "per_seed": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(json.dumps(summary, indent=1))
 
 
