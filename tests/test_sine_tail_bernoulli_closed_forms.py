@@ -144,9 +144,42 @@ def test_bernoulli_rloo_variance_by_enumeration(n, eta, k):
     assert (prob * biased).sum().item() == pytest.approx((1 - 1 / n) * mean, abs=1e-12)
 
 
+@pytest.mark.parametrize("eta,k", [(0.0, 0.45), (1.3863, 0.1), (-2.0, 0.1), (0.4, 1.5)])
+def test_bernoulli_optimal_baseline_minimises_the_enumerated_variance(eta, k):
+    x, prob, score = bernoulli_enumeration(eta, k, [[0.0], [1.0]])
+    p = torch.sigmoid(torch.tensor(eta, dtype=DT)).item()
+    f = (x[:, 0] - k) ** 2
+    s = score[:, 0]
+    # The regression coefficient E[f s^2] / E[s^2], summed over the two outcomes.
+    c_ref = ((prob * f * s * s).sum() / (prob * s * s).sum()).item()
+    c_star = quadratic.bernoulli_optimal_baseline(p, k)
+    assert c_star == pytest.approx(c_ref, rel=1e-12)
+    g = (f - c_star) * s
+    mean = (prob * g).sum()
+    assert (prob * (g - mean) ** 2).sum().item() == pytest.approx(0.0, abs=1e-14)  # one bit: zero variance
+    for c in (c_star - 0.1, c_star + 0.1, 0.0):
+        assert quadratic.bernoulli_score_variance(p, k, c) > 1e-6
+
+
 def test_bernoulli_rloo_needs_two_draws():
     with pytest.raises(ValueError, match="num_samples must be at least 2"):
         quadratic.bernoulli_rloo_variance(0.5, 0.45, 1)
+
+
+@pytest.mark.parametrize("step,curvature", [(0.05, 1.0), (0.05, 0.5), (0.4, 3.0)])
+def test_sgd_quadratic_floor_by_simulation(step, curvature):
+    """Many independent AR(1) chains x <- x - step (h x + xi) with Gaussian noise, run to stationarity."""
+    from vae_course.montecarlo import mc_estimate
+
+    gen = torch.Generator().manual_seed(6)
+    chains, var = 50_000, 0.7
+    x = torch.zeros(chains, dtype=DT)
+    for _ in range(int(12 / (step * curvature))):
+        x = x - step * (curvature * x + math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT))
+    e = mc_estimate(curvature / 2 * x**2)
+    assert abs(e.mean.item() - quadratic.sgd_quadratic_floor(step, curvature, var)) < 4 * e.stderr.item()
+    with pytest.raises(ValueError, match="step \\* curvature must lie in"):
+        quadratic.sgd_quadratic_floor(0.5, 4.0, var)
 
 
 @pytest.mark.parametrize("step", [0.05, 0.3])

@@ -171,6 +171,28 @@ def sgd_excess_floor(step, grad_variance):
     return step * grad_variance / (4 * (1 - step))
 
 
+def sgd_quadratic_floor(step, curvature, grad_variance):
+    r"""Stationary excess loss of SGD on a quadratic (h/2) x^2 with noisy gradients h x + xi.
+
+    The update x <- x - step (h x + xi), with xi of mean 0 and variance V
+    (``grad_variance``), is an AR(1) process x' = (1 - step h) x - step xi, stable
+    for 0 < step h < 2. Its stationary second moment and excess loss are
+
+    .. math:: \mathbb E[x^2] = \frac{\text{step}^2 V}{1 - (1 - \text{step}\, h)^2},
+              \qquad \frac h2\, \mathbb E[x^2] = \frac{\text{step}\, V}{2\,(2 - \text{step}\, h)} .
+
+    With h = 2 it is ``sgd_excess_floor``. Exact for a quadratic with noise
+    that does not depend on x; near the optimum of a smooth loss, the
+    leading-order floor.
+    """
+    if not 0 < step * curvature < 2:
+        raise ValueError(
+            f"step * curvature must lie in (0, 2) for SGD to settle, got step={step}, curvature={curvature}; "
+            "use a smaller step."
+        )
+    return step * grad_variance / (2 * (2 - step * curvature))
+
+
 def squared_norm(x):
     r"""The integrand f(x) = |x|^2 = sum_j x_j^2: points (..., d) -> values (...)."""
     return (x**2).sum(-1)
@@ -301,6 +323,16 @@ def bernoulli_score_variance(p, k, baseline=0.0):
     )
 
 
+def bernoulli_optimal_baseline(p, k):
+    r"""The variance-minimising constant baseline c* = E[f s^2] / E[s^2] for d/deta E[(x - k)^2], x ~ Bernoulli(p).
+
+    The score is s = x - p, with E[s^2] = p (1 - p) and
+    E[f s^2] = p (1 - p)^2 f(1) + (1 - p) p^2 f(0), so c* = (1 - p) f(1) + p f(0).
+    For one bit f(x) s is affine in s, and this baseline leaves zero variance.
+    """
+    return (1 - p) * (1 - k) ** 2 + p * k**2
+
+
 def bernoulli_rloo_variance(p, k, num_samples):
     r"""Variance of the N-draw leave-one-out (RLOO) estimate of d/deta E[(x - k)^2], x ~ Bernoulli(p).
 
@@ -336,6 +368,7 @@ __all__ = [
     "reparam_variance_mean",
     "reparam_variance_scale",
     "sgd_excess_floor",
+    "sgd_quadratic_floor",
     "squared_norm",
     "squared_norm_expectation",
     "squared_norm_grads",
@@ -349,6 +382,7 @@ __all__ = [
     "bernoulli_expectation",
     "bernoulli_grad_logit",
     "bernoulli_score_variance",
+    "bernoulli_optimal_baseline",
     "bernoulli_rloo_variance",
     "scaled_proposal_second_moment",
     "isotropic_log_likelihood",
