@@ -55,9 +55,10 @@ def _like(a, x: torch.Tensor) -> torch.Tensor:
 
 
 def normal_kl(mean1, log_var1, mean2=0.0, log_var2=0.0) -> torch.Tensor:
-    r"""KL(N(mean1, v1) || N(mean2, v2)) between univariate Gaussians, element-wise, from log-variances.
+    r"""KL(N(mean1, v1) || N(mean2, v2)) of univariate Gaussians, element-wise, from log-variances.
 
-    .. math:: \mathrm{KL} = \tfrac12\Big(\log\frac{v_2}{v_1} + \frac{v_1 + (m_1-m_2)^2}{v_2} - 1\Big)
+    .. math:: \mathrm{KL} = \tfrac12\Big(\log\frac{v_2}{v_1}
+              + \frac{v_1 + (m_1-m_2)^2}{v_2} - 1\Big)
 
     The defaults make the second Gaussian N(0, 1), a VAE's prior. Arguments
     broadcast; numbers become tensors like ``mean1``. Exactly 0.0 where the
@@ -141,7 +142,8 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
     mean2, scale2 = _check(mean2, scale2)
     if mean1.shape != mean2.shape:
         raise ValueError(
-            f"gaussian_kl needs two Gaussians of the same dimension, got mean1 {tuple(mean1.shape)} and "
+            "gaussian_kl needs two Gaussians of the same dimension, "
+            f"got mean1 {tuple(mean1.shape)} and "
             f"mean2 {tuple(mean2.shape)}."
         )
     d = mean1.shape[0]
@@ -150,8 +152,9 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
     for name, L in (("scale1", L1), ("scale2", L2)):
         if not bool(torch.all(torch.diagonal(L) != 0)):
             raise ValueError(
-                f"gaussian_kl: {name} has a zero standard deviation or a zero on its Cholesky factor's diagonal, "
-                "so its covariance is singular and the KL is not finite. Fix: pass standard deviations > 0, or "
+                f"gaussian_kl: {name} has a zero standard deviation or a zero on its Cholesky "
+                "factor's diagonal, so its covariance is singular and the KL is not finite. "
+                "Fix: pass standard deviations > 0, or "
                 "L = torch.linalg.cholesky(cov) of a positive-definite cov."
             )
     if scale1.ndim == 1 and scale2.ndim == 1:

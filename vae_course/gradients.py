@@ -87,15 +87,16 @@ def score_function_grads(f, mean, scale, num_samples, baseline=0.0, generator=No
     ):  # d independent problems: coordinate by coordinate
         if scale.ndim != 1:
             raise ValueError(
-                f"f returned one value per coordinate, {tuple(values.shape)}, which needs independent "
-                f"coordinates: a diagonal scale (d,), got {tuple(scale.shape)}. Fix: return values (n,)."
+                f"f returned one value per coordinate, {tuple(values.shape)}, which needs "
+                f"independent coordinates: a diagonal scale (d,), got {tuple(scale.shape)}. "
+                "Fix: return values (n,)."
             )
         fx = values - baseline
         return {"mean": score[0] * fx, "scale": score[1] * fx}
     if values.shape != x.shape[:1]:
         raise ValueError(
-            f"f must map the draws (n, d) = {tuple(x.shape)} to values (n,) or, for d independent problems "
-            f"with a diagonal scale, (n, d); got {tuple(values.shape)}."
+            f"f must map the draws (n, d) = {tuple(x.shape)} to values (n,) or, for d "
+            f"independent problems with a diagonal scale, (n, d); got {tuple(values.shape)}."
         )
     fx = values - baseline
     shape = lambda g: fx.reshape((-1,) + (1,) * (g.ndim - 1))
@@ -138,7 +139,7 @@ def leave_one_out_baseline(values):
 
 
 def bernoulli_score_grads(f, logits, num_samples, baseline=0.0, generator=None):
-    r"""Per-sample score-function gradients of E_q[f(x)] w.r.t. the logits of independent Bernoullis.
+    r"""Per-sample score-function gradients of E_q[f(x)] w.r.t. logits of independent Bernoullis.
 
     q(x) = prod_j p_j^{x_j} (1 - p_j)^{1 - x_j} with p = sigmoid(logits), shape (d,);
     draws x: (N, d) of 0.0/1.0. The score is d/d logits log q(x) = x - p, and
@@ -217,13 +218,14 @@ def bernoulli_enumeration_grad(f, logits):
         return p * (1 - p) * (values[1] - values[0])
     if values.shape != (2,):
         raise ValueError(
-            f"f must map outcomes (M, d) to values (M,) or, for d independent one-bit problems, (M, d); "
-            f"at (2, {d}) it returned {tuple(values.shape)}."
+            "f must map outcomes (M, d) to values (M,) or, for d independent one-bit problems, "
+            f"(M, d); at (2, {d}) it returned {tuple(values.shape)}."
         )
     if d > 20:
         raise ValueError(
-            f"exact enumeration of d = {d} bits needs 2^{d} evaluations of f. Fix: estimate the gradient "
-            "with bernoulli_score_grads, or pass an f of independent one-bit problems (values (M, d))."
+            f"exact enumeration of d = {d} bits needs 2^{d} evaluations of f. Fix: estimate "
+            "the gradient with bernoulli_score_grads, or pass an f of independent one-bit "
+            "problems (values (M, d))."
         )
     outcomes = ((torch.arange(2**d)[:, None] >> torch.arange(d)) & 1).to(p.dtype)  # (2^d, d)
     q = torch.exp((outcomes * torch.log(p) + (1 - outcomes) * torch.log1p(-p)).sum(-1))
@@ -245,7 +247,8 @@ def check_estimator(estimator, name="estimator"):
     )
     raise ValueError(
         f"{name} must be one of {ELBO_ESTIMATORS}, got {estimator!r}. {hint}Fix: {name}='analytic' "
-        "(the KL in closed form), 'mc' (log q - log p at the draws) or 'stl' (the same, sticking the landing)."
+        "(the KL in closed form), 'mc' (log q - log p at the draws) or 'stl' (the same, "
+        "sticking the landing)."
     )
 
 

@@ -143,7 +143,8 @@ class LinearGaussian:
     def elbo(self, x, m, v):
         r"""The ELBO of q(z) = N(m, v), exact.
 
-        .. math:: \mathrm{ELBO}(q) = \mathbb E_q[\log p(x\mid z)] - \mathrm{KL}\big(q \,\|\, p(z)\big)
+        .. math:: \mathrm{ELBO}(q) = \mathbb E_q[\log p(x\mid z)]
+                  - \mathrm{KL}\big(q \,\|\, p(z)\big)
         """
         return self.expected_log_likelihood(x, m, v) - self.kl_to_prior(m, v)
 

@@ -105,7 +105,8 @@ def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
         )
     if tuple(z.shape[-2:]) != tuple(z_mean.shape):
         raise ValueError(
-            f"z must have shape (batch, d) = {tuple(z_mean.shape)} or (N, batch, d), got {tuple(z.shape)}."
+            f"z must have shape (batch, d) = {tuple(z_mean.shape)} or (N, batch, d), "
+            f"got {tuple(z.shape)}."
         )
     if kl == "stl":
         z_mean, z_log_var = z_mean.detach(), z_log_var.detach()
@@ -161,7 +162,8 @@ def get_likelihood(name) -> Likelihood:
     """The :class:`Likelihood` called ``name``, or a clear error."""
     if name not in LIKELIHOOD_TABLE:
         raise CourseError(
-            f"likelihood must be one of {LIKELIHOODS}, got {name!r}. Fix: likelihood='gaussian' for grey-level "
+            f"likelihood must be one of {LIKELIHOODS}, got {name!r}. Fix: "
+            "likelihood='gaussian' for grey-level "
             "pixels in [0, 1], likelihood='bernoulli' for binarized images."
         )
     return LIKELIHOOD_TABLE[name]

@@ -53,7 +53,8 @@ def mean_and_se(a):
     a = torch.as_tensor(_as_float64(a))
     if a.ndim != 1 or len(a) < 2:
         raise ValueError(
-            f"mean_and_se: a must be a 1-D array of one value per image (n >= 2); got shape {tuple(a.shape)}. "
+            "mean_and_se: a must be a 1-D array of one value per image (n >= 2); "
+            f"got shape {tuple(a.shape)}. "
             "Fix: pass e.g. the per-image bounds iwae_bound returns."
         )
     estimate = mc_estimate(a)
@@ -74,7 +75,8 @@ def paired_difference(a, b):
     a, b = _as_float64(a), _as_float64(b)
     if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
         raise ValueError(
-            f"paired_difference: a and b must be 1-D arrays of one value per image, the same images in "
+            "paired_difference: a and b must be 1-D arrays of one value per image, "
+            "the same images in "
             f"the same order (n >= 2); got shapes {a.shape} and {b.shape}."
         )
     return mean_and_se(a - b)
@@ -136,7 +138,8 @@ def student_t_quantile(prob: float, dof: float) -> float:
         raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}.")
     if not dof >= 1:
         raise ValueError(
-            f"dof must be at least 1 (N - 1 for N >= 2 draws), got {dof}. Below 1 the integrand of this "
+            f"dof must be at least 1 (N - 1 for N >= 2 draws), got {dof}. Below 1 the integrand "
+            "of this "
             "quadrature is unbounded and the quantile it gives is wrong; for 0 < dof < 1 use "
             "scipy.stats.t.ppf(prob, dof)."
         )
@@ -168,7 +171,8 @@ def sample_variance(values) -> MCEstimate:
     n = values.shape[0] if values.ndim else 0
     if n < 2:
         raise ValueError(
-            f"sample_variance needs at least 2 values along the first axis, got shape {tuple(values.shape)}."
+            "sample_variance needs at least 2 values along the first axis, "
+            f"got shape {tuple(values.shape)}."
         )
     squared = mc_estimate((values - values.mean(0)) ** 2)
     factor = n / (n - 1)
@@ -176,7 +180,7 @@ def sample_variance(values) -> MCEstimate:
 
 
 def importance_weighted_values(f, log_p, proposal, log_q, num_samples, generator=None):
-    r"""The values f(X_n) p(X_n) / q(X_n), X_n ~ q, whose average is the importance-sampling estimate.
+    r"""The values f(X_n) p(X_n)/q(X_n), X_n ~ q, whose average is the importance-sampling estimate.
 
     ``proposal(N, generator)`` draws (N, d) points; ``log_p`` and ``log_q`` map
     them to log-densities (N,); returns f's values times the weights, (N, ...).

@@ -67,7 +67,7 @@ def variance(mu, sigma, k):
 
 
 def third_central_moment(mu, sigma, k):
-    r"""E[(f - E f)^3] = 24 a^2 sigma^4 + 8 sigma^6 for f = (x - k)^2, x ~ N(mu, sigma^2), a = mu - k.
+    r"""E[(f - E f)^3] = 24 a^2 sigma^4 + 8 sigma^6, f = (x - k)^2, x ~ N(mu, sigma^2), a = mu - k.
 
     f - E f = 2 a sigma eps + sigma^2 (eps^2 - 1); the odd moments of eps
     vanish, E[eps^2 (eps^2 - 1)] = 2 and E[(eps^2 - 1)^3] = 8. The mean of N
@@ -187,7 +187,8 @@ def sgd_quadratic_floor(step, curvature, grad_variance):
     """
     if not 0 < step * curvature < 2:
         raise ValueError(
-            f"step * curvature must lie in (0, 2) for SGD to settle, got step={step}, curvature={curvature}; "
+            f"step * curvature must lie in (0, 2) for SGD to settle, got step={step}, "
+            f"curvature={curvature}; "
             "use a smaller step."
         )
     return step * grad_variance / (2 * (2 - step * curvature))
@@ -265,8 +266,8 @@ def sine_reparam_variance_mean(mu, sigma, omega):
 def sine_score_variance_mean(mu, sigma, omega):
     r"""Variance of one score-function sample sin(omega x) eps / sigma of d/dmu E[sin(omega x)].
 
-    .. math:: \frac{1 - \cos(2\omega\mu)\,(1 - 4\omega^2\sigma^2)\,e^{-2\omega^2\sigma^2}}{2\sigma^2}
-              - \omega^2\cos^2(\omega\mu)\,e^{-\omega^2\sigma^2}
+    .. math:: \frac{1 - \cos(2\omega\mu)\,(1 - 4\omega^2\sigma^2)\,e^{-2\omega^2\sigma^2}}
+              {2\sigma^2} - \omega^2\cos^2(\omega\mu)\,e^{-\omega^2\sigma^2}
 
     from sin^2 = (1 - cos 2 omega x)/2 and E[eps^2 cos(t eps + b)] =
     cos(b) (1 - t^2) exp(-t^2/2). It stays below 1/(2 sigma^2) + o(1) as omega
@@ -284,7 +285,7 @@ def tail_probability(t):
 
 
 def tail_importance_variance(t, shift):
-    r"""Variance of one importance-sampling term 1[x > t] p(x)/q(x), x ~ q = N(shift, 1), p = N(0, 1).
+    r"""Var[1[x > t] p(x)/q(x)], one importance-sampling term, x ~ q = N(shift, 1), p = N(0, 1).
 
     .. math:: \operatorname{Var} = e^{\text{shift}^2}\, P(Z > t + \text{shift}) - P(Z > t)^2
 
@@ -334,7 +335,7 @@ def bernoulli_optimal_baseline(p, k):
 
 
 def bernoulli_rloo_variance(p, k, num_samples):
-    r"""Variance of the N-draw leave-one-out (RLOO) estimate of d/deta E[(x - k)^2], x ~ Bernoulli(p).
+    r"""Variance of the N-draw leave-one-out (RLOO) estimate of d/deta E[(x-k)^2], x ~ Bernoulli(p).
 
     The estimate is (1/N) sum_n (f(x_n) - c_n)(x_n - p) with c_n the mean of
     f over the other N - 1 draws. Since f(x) = f(0) + (f(1) - f(0)) x, it
@@ -419,9 +420,9 @@ def isotropic_log_likelihood(level):
 
 
 def isotropic_score_variance(dim, level, baseline=0.0):
-    r"""Variance of one score-function sample of d/dmu_1 E_q f, f = isotropic_log_likelihood(level), q = N(0, I_d).
+    r"""Variance of one score-function sample of d/dmu_1 E_q f, f = isotropic_log_likelihood(level).
 
-    The sample is (f(z) - c) eps_1 with z = eps ~ N(0, I_d). Writing
+    The sample is (f(z) - c) eps_1 with z = eps ~ q = N(0, I_d). Writing
     |eps|^2 = eps_1^2 + R with R ~ chi^2_{d-1} independent of eps_1,
     E[|eps|^2 eps_1^2] = d + 2 and E[|eps|^4 eps_1^2] = (d + 2)(d + 4); the
     true gradient is 0. With A = level + c,
@@ -444,7 +445,7 @@ def isotropic_optimal_baseline(dim, level):
 
 
 def sgd_excess_floor_self_consistent(step, variance_of_offset):
-    r"""Stationary E[a^2] of the SGD of :func:`sgd_excess_floor` when the noise variance depends on a.
+    r"""Stationary E[a^2] of :func:`sgd_excess_floor`'s SGD when the noise variance depends on a.
 
     ``variance_of_offset(a)`` is the per-sample gradient variance V(a) at offset
     a = mu - k, an even polynomial of degree at most 4, V = c0 + c2 a^2 + c4 a^4
@@ -472,13 +473,15 @@ def sgd_excess_floor_self_consistent(step, variance_of_offset):
     if abs(v3 - (c0 + 9 * c2 + 81 * c4)) > 1e-9 * (1 + abs(v3)):
         raise ValueError(
             "variance_of_offset must be an even polynomial of degree <= 4 in the offset a "
-            f"(V(0..3) = {v0}, {v1}, {v2}, {v3} are not). Fix: pass the closed-form variance of one gradient sample."
+            f"(V(0..3) = {v0}, {v1}, {v2}, {v3} are not). Fix: pass the closed-form variance of "
+            "one gradient sample."
         )
     r = step / (4 * (1 - step))
     if abs(c4) < 1e-12 * (1 + abs(c2) + abs(c0)):
         if r * c2 >= 1:
             raise ValueError(
-                f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges."
+                f"no stationary floor: the noise grows too fast with a for step = {step}; "
+                "SGD diverges."
             )
         return r * c0 / (1 - r * c2)
     disc = (1 - r * c2) ** 2 - 12 * r**2 * c4 * c0
