@@ -49,7 +49,9 @@ ESTIMATORS = {
 
 
 def measure(seed: int) -> dict:
-    curves = {name: sgd_runs(g, torch.Generator().manual_seed(seed)) for name, g in ESTIMATORS.items()}
+    curves = {
+        name: sgd_runs(g, torch.Generator().manual_seed(seed)) for name, g in ESTIMATORS.items()
+    }
     worst = 1 - 2 * K_BIT
     final = {name: np.quantile(cv[:, -1], [0.1, 0.5, 0.9]).tolist() for name, cv in curves.items()}
     width = {name: q[2] - q[0] for name, q in final.items()}
@@ -66,7 +68,9 @@ def measure(seed: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(22, 32)))
     parser.add_argument("--out", type=Path, default=Path("measurements/toy"))
     args = parser.parse_args()
@@ -83,7 +87,11 @@ def main() -> None:
         vals = [r[key] for r in rows]
         summary[key] = {"min": min(vals), "max": max(vals), "mean": float(np.mean(vals))}
     lost = [r["lost_share"]["no baseline, f + 5"] for r in rows]
-    summary["lost_share_f_plus_5"] = {"min": min(lost), "max": max(lost), "mean": float(np.mean(lost))}
+    summary["lost_share_f_plus_5"] = {
+        "min": min(lost),
+        "max": max(lost),
+        "mean": float(np.mean(lost)),
+    }
     summary["lost_share_rloo_or_no_baseline_max"] = max(
         max(r["lost_share"]["RLOO"], r["lost_share"]["no baseline"]) for r in rows
     )

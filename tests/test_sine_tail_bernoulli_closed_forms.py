@@ -156,7 +156,9 @@ def test_bernoulli_optimal_baseline_minimises_the_enumerated_variance(eta, k):
     assert c_star == pytest.approx(c_ref, rel=1e-12)
     g = (f - c_star) * s
     mean = (prob * g).sum()
-    assert (prob * (g - mean) ** 2).sum().item() == pytest.approx(0.0, abs=1e-14)  # one bit: zero variance
+    assert (prob * (g - mean) ** 2).sum().item() == pytest.approx(
+        0.0, abs=1e-14
+    )  # one bit: zero variance
     for c in (c_star - 0.1, c_star + 0.1, 0.0):
         assert quadratic.bernoulli_score_variance(p, k, c) > 1e-6
 
@@ -175,9 +177,14 @@ def test_sgd_quadratic_floor_by_simulation(step, curvature):
     chains, var = 50_000, 0.7
     x = torch.zeros(chains, dtype=DT)
     for _ in range(int(12 / (step * curvature))):
-        x = x - step * (curvature * x + math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT))
+        x = x - step * (
+            curvature * x + math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT)
+        )
     e = mc_estimate(curvature / 2 * x**2)
-    assert abs(e.mean.item() - quadratic.sgd_quadratic_floor(step, curvature, var)) < 4 * e.stderr.item()
+    assert (
+        abs(e.mean.item() - quadratic.sgd_quadratic_floor(step, curvature, var))
+        < 4 * e.stderr.item()
+    )
     with pytest.raises(ValueError, match="step \\* curvature must lie in"):
         quadratic.sgd_quadratic_floor(0.5, 4.0, var)
 
