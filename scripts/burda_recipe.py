@@ -27,10 +27,11 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np
 import torch
 
-from vae_course import course_models as cm
-from vae_course.atomic import atomic_write_text
-from vae_course.checkpoints import save_vae
 from vae_course.evaluate import active_units, iwae_bound, mean_and_se, negative_elbo, paired_difference
+from vae_course.tools import course_models as cm
+from vae_course.tools.atomic import atomic_write_text
+from vae_course.tools.checkpoints import save_vae
+from vae_course.train import burda_epochs, train_burda_schedule
 
 
 def main():
@@ -51,8 +52,8 @@ def main():
     t0 = time.time()
     x_train, _ = cm.mnist()
     xb = cm.binary_test_images()
-    vae, history = cm.train_burda_schedule(x_train, xb, a.latent_dim, a.passes, a.seed, verbose=2)
-    res = {"passes": a.passes, "epochs": cm.burda_epochs(a.passes), "latent_dim": a.latent_dim, "seed": a.seed}
+    vae, history = train_burda_schedule(x_train, xb, a.latent_dim, a.passes, a.seed, verbose=2)
+    res = {"passes": a.passes, "epochs": burda_epochs(a.passes), "latent_dim": a.latent_dim, "seed": a.seed}
     res["train_s"] = time.time() - t0
     res["history"] = {k: [float(v) for v in vs] for k, vs in history.items()}
     save_vae(vae, out / f"{stem}.keras")

@@ -20,7 +20,7 @@ def execute(path: str) -> None:
     import nbformat
     from nbclient import NotebookClient
 
-    from vae_course.atomic import atomic_write_text
+    from vae_course.tools.atomic import atomic_write_text
 
     nb = nbformat.read(path, as_version=4)
     start = time.time()

@@ -26,7 +26,6 @@ import keras
 import numpy as np
 import torch
 
-from vae_course import course_models as cm
 from vae_course.evaluate import (
     active_units,
     elbo_given_posterior,
@@ -36,6 +35,7 @@ from vae_course.evaluate import (
     paired_difference,
 )
 from vae_course.losses import gaussian_nll, kl_std_normal
+from vae_course.tools import course_models as cm
 
 # The chapters' image sets: a random subset of the test set (not the first images).
 PERM = np.random.default_rng(0).permutation(10000)
@@ -74,8 +74,8 @@ def job_ch6(seed, out, quick):
     res["history"] = {k: [float(v) for v in vs] for k, vs in h.items()}
     res["train_s"] = time.time() - t0
     if not quick:  # chapters 7 and 8 load it from the cache instead of training it again
-        from vae_course.cache import cached_model_path
-        from vae_course.checkpoints import save_vae
+        from vae_course.tools.cache import cached_model_path
+        from vae_course.tools.checkpoints import save_vae
 
         save_vae(vae, cached_model_path(f"mnist_gaussian_latent2_seed{seed}"))
     m, lv = vae.encode(x_test)

@@ -1,4 +1,4 @@
-"""vae_course.atomic, .checkpoints and .callbacks: atomic files, load_vae's checks, history.csv, the training callbacks.
+"""vae_course.tools.atomic, .checkpoints and .callbacks: atomic files, load_vae's checks, history.csv, the training callbacks.
 
 Uses a tiny VAE on 8 x 8 random images, so that every test runs in well under a second.
 """
@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 
-from vae_course import atomic
-from vae_course import callbacks as cb
-from vae_course import checkpoints as ck
 from vae_course.errors import CourseError, TrainingDiverged
 from vae_course.models import build_vae
+from vae_course.tools import atomic
+from vae_course.tools import callbacks as cb
+from vae_course.tools import checkpoints as ck
 from vae_course.train import train_vae
 
 SHAPE = (8, 8)

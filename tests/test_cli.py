@@ -22,10 +22,10 @@ import pytest
 
 import vae_course
 import vae_course.train
-from vae_course import checkpoints as ck
-from vae_course import cli
 from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir
 from vae_course.models import build_vae
+from vae_course.tools import checkpoints as ck
+from vae_course.tools import cli
 
 DATA = Path(os.environ.get(ENV_VAR) or default_data_dir())
 QUICK = ["--limit", "512", "--val-limit", "500", "--epochs", "1", "--data-dir", str(DATA)]
@@ -292,7 +292,7 @@ def test_bad_data_folder_gives_one_clear_message(make, expected, tmp_path):
 )
 def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch):
     """The package's check (VAE.fit -> check_images, once per fit) rejects the data, and main reports it."""
-    from vae_course import commands
+    from vae_course.tools import commands
 
     real = commands._prepare
     monkeypatch.setattr(commands, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
@@ -387,7 +387,7 @@ def test_help_on_each_command():
 
 def test_help_is_quick_plain_text_and_imports_no_torch_or_keras():
     code = (
-        "import sys, time; t = time.perf_counter(); from vae_course.cli import main\n"
+        "import sys, time; t = time.perf_counter(); from vae_course.tools.cli import main\n"
         "for argv in (['--help'], ['train', '--help'], ['evaluate', '--help']):\n"
         "    try: main(argv)\n"
         "    except SystemExit: pass\n"
@@ -441,7 +441,7 @@ def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    from vae_course import commands
+    from vae_course.tools import commands
 
     monkeypatch.setattr(commands, "_mnist", interrupted)
     code, _, err = run(["train", "--out", tmp_path, "--epochs", "1"])

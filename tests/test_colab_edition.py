@@ -80,8 +80,9 @@ def test_every_code_block_of_the_book_is_shown(docname, rendered):
             assert source in text, f"{docname}: a code cell of the book is missing: {source[:80]!r}"
             continue
         for path, name in re.findall(
-            r"```\{literalinclude\}\s*\.\./vae_course/(\w+)\.py\s*\n:pyobject:\s*(\S+)", source
+            r"```\{literalinclude\}\s*\.\./vae_course/([\w/]+)\.py\s*\n:pyobject:\s*(\S+)", source
         ):
+            path = path.replace("/", ".")
             obj = importlib.import_module(f"vae_course.{path}")
             for part in name.split("."):
                 obj = getattr(obj, part)

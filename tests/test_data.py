@@ -7,6 +7,7 @@ import pytest
 
 from vae_course import data
 from vae_course.data import DataError, check_images, load_mnist, read_idx
+from vae_course.tools import fetch
 
 
 def test_shapes_and_dtypes_match_keras(mnist):
@@ -136,8 +137,8 @@ def test_fetch_reuses_a_good_cache(tmp_path, mnist, monkeypatch):
     src = os.environ.get(data.ENV_VAR) or str(data.default_data_dir())
     for stem in data.IDX_FILES.values():
         shutil.copy(os.path.join(src, stem), tmp_path / stem)
-    monkeypatch.setattr(data.shutil, "which", lambda name: None)
-    assert data.fetch_mnist(tmp_path) == tmp_path
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
+    assert fetch.fetch_mnist(tmp_path) == tmp_path
 
 
 def test_read_idx_too_short(tmp_path):

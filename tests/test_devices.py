@@ -15,8 +15,8 @@ import torch
 from test_evaluate import exact_log_px, linear_vae
 
 from vae_course import losses, plots
-from vae_course.estimators import reparam_grads, sample_gaussian, score_function_grads
 from vae_course.evaluate import iwae_bound, negative_elbo
+from vae_course.gradients import reparam_grads, sample_gaussian, score_function_grads
 from vae_course.models import build_vae
 from vae_course.train import train_vae
 

@@ -71,10 +71,10 @@ def test_fetch_data_with_the_registry_unreachable_stops_quickly_with_npms_reason
 
 def test_npm_flags_bound_the_worst_case():
     """Two tries of at most fetch-timeout, at most fetch-retry-maxtimeout apart, and a hard stop under 60 s."""
-    from vae_course import data
+    from vae_course.tools import fetch
 
-    flags = dict(f.removeprefix("--").split("=") for f in data.NPM_FLAGS)
+    flags = dict(f.removeprefix("--").split("=") for f in fetch.NPM_FLAGS)
     tries = int(flags["fetch-retries"]) + 1
     worst = tries * int(flags["fetch-timeout"]) / 1000 + (tries - 1) * int(flags["fetch-retry-maxtimeout"]) / 1000
-    assert worst < data.NPM_TIME_LIMIT < 60
+    assert worst < fetch.NPM_TIME_LIMIT < 60
     assert flags["loglevel"] == "error"  # npm's reason reaches stderr (--silent printed nothing)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from vae_course import estimators as est
+from vae_course import gaussian, gradients, losses, montecarlo
 from vae_course.linear_gaussian import LinearGaussian, kl_gaussian
 from vae_course.losses import kl_std_normal
 
@@ -26,9 +26,9 @@ def per_draw_grad_m(model, m, v, estimator, n, gen, baseline=0.0):
     log_lik = lambda z: model.log_likelihood(X, z[..., 0])
     if estimator == "score":
         # The ELBO's integrand f(z) = log p(x, z) - log q(z); its score-function gradient is f * grad log q.
-        f = lambda z: model.log_joint(X, z[..., 0]) - est.gaussian_log_prob(z, mean, scale)
-        return est.score_function_grads(f, mean, scale, n, baseline=baseline, generator=gen)["mean"][:, 0]
-    return est.elbo_grads(log_lik, mean, scale, n, estimator=estimator, generator=gen)["mean"][:, 0]
+        f = lambda z: model.log_joint(X, z[..., 0]) - gaussian.gaussian_log_prob(z, mean, scale)
+        return gradients.score_function_grads(f, mean, scale, n, baseline=baseline, generator=gen)["mean"][:, 0]
+    return gradients.elbo_grads(log_lik, mean, scale, n, estimator=estimator, generator=gen)["mean"][:, 0]
 
 
 def variance_with_stderr(g):
@@ -49,7 +49,7 @@ def test_gradient_variances_match_the_closed_forms(model, estimator):
         for baseline in (0.0, model.elbo(X, m, v).item()) if estimator == "score" else (0.0,):
             g = per_draw_grad_m(model, m, v, estimator, 200_000, gen, baseline)
             exact_grad = -model.posterior_precision() * (m - post_m.item())
-            e = est.mc_estimate(g)
+            e = montecarlo.mc_estimate(g)
             assert abs(e.mean.item() - exact_grad) <= 4 * e.stderr.item() + 1e-9
             var, se = variance_with_stderr(g)
             closed = model.grad_m_variance(X, m, v, estimator, baseline=baseline).item()
@@ -74,7 +74,7 @@ def test_stl_is_exactly_zero_at_the_posterior_and_full_equals_stl_in_value():
     model = MODELS[0]
     m, v = model.posterior(X)
     gen = torch.Generator().manual_seed(3)
-    g = est.elbo_grads(
+    g = gradients.elbo_grads(
         lambda z: model.log_likelihood(X, z[..., 0]),
         m.reshape(1),
         v.sqrt().reshape(1),
@@ -85,13 +85,13 @@ def test_stl_is_exactly_zero_at_the_posterior_and_full_equals_stl_in_value():
     assert g["mean"].abs().max() < 1e-12 and g["scale"].abs().max() < 1e-12
     z = torch.randn(50, 1, generator=gen, dtype=F64)
     log_lik = lambda z: model.log_likelihood(X, z[..., 0])
-    full = est.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "full")
-    stl = est.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "stl")
+    full = losses.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "full")
+    stl = losses.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "stl")
     assert torch.equal(full, stl)
     # ... and the one-dimensional integrands are the ones linear_gaussian writes out.
     eps = (z[..., 0] - m) / v.sqrt()
     torch.testing.assert_close(full, model.sgvb_elbo(X, m, v, eps), rtol=0, atol=1e-12)
-    analytic = est.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "analytic_kl")
+    analytic = losses.elbo_integrand(log_lik, z, m.reshape(1), v.sqrt().reshape(1), "analytic_kl")
     torch.testing.assert_close(analytic, model.sgvb_elbo_analytic_kl(X, m, v, eps), rtol=0, atol=1e-12)
 
 
@@ -104,10 +104,10 @@ def test_elbo_grads_with_a_cholesky_factor_are_unbiased():
     L = t([[0.8, 0.0], [0.3, 0.6]])
     exact_m = -(m - a) - m
     exact_L = torch.tril(-2 * L + torch.linalg.inv(L).T)
-    for estimator in est.ELBO_ESTIMATORS:
-        g = est.elbo_grads(lambda z: -0.5 * ((z - a) ** 2).sum(-1), m, L, 100_000, estimator, gen)
-        e_m = est.mc_estimate(g["mean"])
-        e_L = est.mc_estimate(g["scale"].reshape(-1, 4))
+    for estimator in losses.ELBO_ESTIMATORS:
+        g = gradients.elbo_grads(lambda z: -0.5 * ((z - a) ** 2).sum(-1), m, L, 100_000, estimator, gen)
+        e_m = montecarlo.mc_estimate(g["mean"])
+        e_L = montecarlo.mc_estimate(g["scale"].reshape(-1, 4))
         assert torch.all((e_m.mean - exact_m).abs() <= 4 * e_m.stderr + 1e-12), estimator
         assert torch.all((e_L.mean - exact_L.reshape(4)).abs() <= 4 * e_L.stderr + 1e-12), estimator
 
@@ -124,27 +124,27 @@ def test_gaussian_kl_matches_torch_distributions():
                 0.3 + torch.rand(d, generator=gen, dtype=F64)
             )
             ref = kl_divergence(MultivariateNormal(m1, scale_tril=L1), MultivariateNormal(m2, scale_tril=L2))
-            torch.testing.assert_close(est.gaussian_kl(m1, L1, m2, L2), ref, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(gaussian.gaussian_kl(m1, L1, m2, L2), ref, rtol=1e-12, atol=1e-12)
             s1, s2 = torch.diagonal(L1).abs(), torch.diagonal(L2).abs()
             ref = kl_divergence(Independent(Normal(m1, s1), 1), Independent(Normal(m2, s2), 1))
-            torch.testing.assert_close(est.gaussian_kl(m1, s1, m2, s2), ref, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(gaussian.gaussian_kl(m1, s1, m2, s2), ref, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(
-                est.gaussian_kl(m1, s1, m2, L2),
+                gaussian.gaussian_kl(m1, s1, m2, L2),
                 kl_divergence(MultivariateNormal(m1, scale_tril=torch.diag(s1)), MultivariateNormal(m2, scale_tril=L2)),
                 rtol=1e-12,
                 atol=1e-12,
             )
-            assert est.gaussian_kl(m1, L1, m1, L1).item() == pytest.approx(0.0, abs=1e-12)
+            assert gaussian.gaussian_kl(m1, L1, m1, L1).item() == pytest.approx(0.0, abs=1e-12)
     # d = 1 is chapter 4's univariate formula (in variances).
-    assert est.gaussian_kl(t([0.4]), t([0.5]), t([-1.0]), t([2.0])).item() == pytest.approx(
+    assert gaussian.gaussian_kl(t([0.4]), t([0.5]), t([-1.0]), t([2.0])).item() == pytest.approx(
         kl_gaussian(0.4, 0.25, -1.0, 4.0).item(), rel=1e-14
     )
     with pytest.raises(ValueError, match="same dimension"):
-        est.gaussian_kl(t([0.0]), t([1.0]), t([0.0, 0.0]), t([1.0, 1.0]))
+        gaussian.gaussian_kl(t([0.0]), t([1.0]), t([0.0, 0.0]), t([1.0, 1.0]))
     with pytest.raises(ValueError, match="scale2 has a zero standard deviation"):
-        est.gaussian_kl(t([0.0, 0.0]), t([1.0, 1.0]), t([0.0, 0.0]), t([1.0, 0.0]))
+        gaussian.gaussian_kl(t([0.0, 0.0]), t([1.0, 1.0]), t([0.0, 0.0]), t([1.0, 0.0]))
     with pytest.raises(ValueError, match="scale1 has a zero"):
-        est.gaussian_kl(t([0.0, 0.0]), t([[1.0, 0.0], [0.5, 0.0]]), t([0.0, 0.0]), t([1.0, 1.0]))
+        gaussian.gaussian_kl(t([0.0, 0.0]), t([[1.0, 0.0], [0.5, 0.0]]), t([0.0, 0.0]), t([1.0, 1.0]))
 
 
 def test_vae_kl_term_three_ways():
@@ -156,11 +156,11 @@ def test_vae_kl_term_three_ways():
     def grads(kl, mean, log_var):
         mean, log_var = mean.clone().requires_grad_(True), log_var.clone().requires_grad_(True)
         z = mean + torch.exp(0.5 * log_var) * eps
-        value = est.vae_kl_term(mean, log_var, z, kl=kl)  # on Keras's device (a GPU's, where there is one)
+        value = losses.vae_kl_term(mean, log_var, z, kl=kl)  # on Keras's device (a GPU's, where there is one)
         return value.detach().cpu(), torch.autograd.grad(value.sum(), (mean, log_var))
 
     closed = kl_std_normal(z_mean, z_log_var).cpu()
-    torch.testing.assert_close(est.vae_kl_term(z_mean, z_log_var).cpu(), closed)
+    torch.testing.assert_close(losses.vae_kl_term(z_mean, z_log_var).cpu(), closed)
     v_mc, g_mc = grads("mc", z_mean, z_log_var)
     v_stl, g_stl = grads("stl", z_mean, z_log_var)
     assert torch.equal(v_mc, v_stl)  # same value ...
@@ -180,17 +180,17 @@ def test_vae_kl_term_three_ways():
     torch.testing.assert_close(g0[0], eps.mean(0), rtol=0, atol=1e-12)
     assert g0_stl[0].abs().max() == 0.0 and g0_stl[1].abs().max() < 1e-12
     # one draw (batch, d) works too, and bad input is named
-    assert est.vae_kl_term(z_mean, z_log_var, eps[0], kl="mc").shape == (4,)
+    assert losses.vae_kl_term(z_mean, z_log_var, eps[0], kl="mc").shape == (4,)
     with pytest.raises(ValueError, match="kl must be one of"):
-        est.vae_kl_term(z_mean, z_log_var, eps[0], kl="exact")
+        losses.vae_kl_term(z_mean, z_log_var, eps[0], kl="exact")
     with pytest.raises(ValueError, match="pass z"):
-        est.vae_kl_term(z_mean, z_log_var, kl="stl")
+        losses.vae_kl_term(z_mean, z_log_var, kl="stl")
     with pytest.raises(ValueError, match="z must have shape"):
-        est.vae_kl_term(z_mean, z_log_var, eps[0, :, :2], kl="mc")
+        losses.vae_kl_term(z_mean, z_log_var, eps[0, :, :2], kl="mc")
 
 
 def test_unknown_estimators_are_refused():
     with pytest.raises(ValueError, match="estimator must be one of"):
         MODELS[0].grad_m_variance(X, 0.0, 1.0, "pathwise")
     with pytest.raises(ValueError, match="estimator must be one of"):
-        est.elbo_grads(lambda z: z.sum(-1), t([0.0]), t([1.0]), 10, estimator="score")
+        gradients.elbo_grads(lambda z: z.sum(-1), t([0.0]), t([1.0]), 10, estimator="score")

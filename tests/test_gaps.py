@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from vae_course.binarization import train_vae_dynamic
 from vae_course.evaluate import (
     active_units,
     elbo_given_posterior,
@@ -25,6 +24,7 @@ from vae_course.evaluate import (
 )
 from vae_course.linear_gaussian import LinearGaussian
 from vae_course.models import VAE, build_decoder, build_encoder, build_vae
+from vae_course.train import train_vae_dynamic
 
 MODEL = LinearGaussian(w=1.5, b=0.3, s=0.8)
 
@@ -138,11 +138,11 @@ def test_paired_difference_matches_a_t_statistic():
 
 
 def test_dynamic_binarization_draws_new_pixels_every_epoch(monkeypatch):
-    from vae_course import binarization
+    from vae_course import train
 
     seen = []
-    real = binarization.binarize
-    monkeypatch.setattr(binarization, "binarize", lambda x, seed: seen.append(real(x, seed)) or seen[-1])
+    real = train.binarize
+    monkeypatch.setattr(train, "binarize", lambda x, seed: seen.append(real(x, seed)) or seen[-1])
     x = np.random.default_rng(5).random((64, 4, 4)).astype(np.float32)
     vae = build_vae(latent_dim=2, likelihood="bernoulli", image_shape=(4, 4), hidden_units=(8,), activation="tanh")
     history = train_vae_dynamic(vae, x, epochs=3, batch_size=32, seed=0, verbose=0)
@@ -166,9 +166,8 @@ def test_tanh_option_builds_burdas_architecture():
 
 
 def test_warmup_weights_the_kl_from_0_to_1(tmp_path):
-    from vae_course.checkpoints import load_vae, save_vae
-    from vae_course.train import train_vae
-    from vae_course.warmup import WarmupVAE
+    from vae_course.tools.checkpoints import load_vae, save_vae
+    from vae_course.train import WarmupVAE, train_vae
 
     base = build_vae(latent_dim=2, likelihood="bernoulli", image_shape=(4, 4), hidden_units=(8,))
     vae = WarmupVAE(base.encoder, base.decoder, warmup_steps=4, likelihood="bernoulli")

@@ -1,4 +1,4 @@
-"""vae_course.plots: each function returns a labelled Figure and shows nothing; save_figure is atomic."""
+"""vae_course.plots: each function returns a labelled Figure and shows nothing; tools.atomic.save_figure is atomic."""
 
 import matplotlib
 
@@ -15,6 +15,7 @@ import vae_course  # noqa: F401
 from vae_course import plots
 from vae_course.data import DataError
 from vae_course.models import build_vae
+from vae_course.tools.atomic import save_figure
 
 SHAPE = (8, 8)
 
@@ -123,7 +124,7 @@ def test_plot_images_reconstructions_interpolation(vae):
 def test_save_figure_writes_a_png_atomically(tmp_path):
     path = tmp_path / "sub" / "curves.png"
     fig = plots.plot_images(images(2))
-    assert plots.save_figure(fig, path) == path
+    assert save_figure(fig, path) == path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = path.read_bytes()
 
@@ -132,6 +133,6 @@ def test_save_figure_writes_a_png_atomically(tmp_path):
 
     fig.savefig = broken
     with pytest.raises(RuntimeError):
-        plots.save_figure(fig, path)
+        save_figure(fig, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["curves.png"]

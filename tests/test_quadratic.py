@@ -15,14 +15,9 @@ import torch
 from torch.func import grad, vmap
 
 from vae_course import quadratic
-from vae_course.estimators import (
-    gaussian_log_prob,
-    mc_estimate,
-    reparam_grads,
-    sample_gaussian,
-    score_function_grads,
-    transform,
-)
+from vae_course.gaussian import gaussian_log_prob
+from vae_course.gradients import reparam_grads, sample_gaussian, score_function_grads, transform
+from vae_course.montecarlo import mc_estimate
 
 DT = torch.float64
 CASES = [(1.0, 0.5, 0.0), (0.0, 1.0, 0.0), (-0.7, 1.3, 2.0), (2.5, 0.3, -1.0)]

@@ -16,7 +16,8 @@ import torch
 from torch.func import grad, vmap
 
 from vae_course import quadratic
-from vae_course.estimators import gaussian_log_prob, leave_one_out_baseline, transform
+from vae_course.gaussian import gaussian_log_prob
+from vae_course.gradients import leave_one_out_baseline, transform
 
 DT = torch.float64
 
@@ -142,7 +143,7 @@ def test_sgd_excess_floor_by_simulation(step):
     a = torch.zeros(chains, dtype=DT)
     for _ in range(int(10 / step)):
         a = (1 - 2 * step) * a - step * math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT)
-    from vae_course.estimators import mc_estimate
+    from vae_course.montecarlo import mc_estimate
 
     e = mc_estimate(a**2)
     assert abs(e.mean.item() - quadratic.sgd_excess_floor(step, var)) < 4 * e.stderr.item()

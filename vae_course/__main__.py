@@ -1,7 +1,7 @@
-"""``python -m vae_course``: the course's command line (see ``vae_course.cli``)."""
+"""``python -m vae_course``: the course's command line (see ``vae_course.tools.cli``)."""
 
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ import torch
 
 from . import losses
 from .data import check_images
-from .estimators import standard_normal
+from .gradients import standard_normal
 
 
 def _log_weights(vae, x, z_mean, z_log_var, eps):
@@ -123,7 +123,7 @@ def _check_posterior(posterior, n, latent_dim):
 
 def _randn(shape, gen, like):
     """Standard normals on the device and in the dtype of ``like``, drawn with the seeded CPU generator
-    ``gen`` and moved there (``estimators.standard_normal``): the same seed gives the same draws on
+    ``gen`` and moved there (``gradients.standard_normal``): the same seed gives the same draws on
     every device, so a local fit on a GPU starts from the same noise as on the CPU."""
     return standard_normal(shape, like, gen)
 

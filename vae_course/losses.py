@@ -1,14 +1,18 @@
-"""The three terms of the VAE loss, one value per example.
+"""The terms of the VAE loss, one value per example, and the ELBO's one-draw estimates.
 
-All functions use ``keras.ops``, so the Keras model calls them on its own
-tensors; numpy arrays are accepted too. Each returns shape ``(batch,)``:
-the per-pixel (or per-latent) terms are summed over every non-batch axis.
+The likelihoods and densities use ``keras.ops``, so the Keras model calls
+them on its own tensors; numpy arrays are accepted too. Each returns shape
+``(batch,)``: the per-pixel (or per-latent) terms are summed over every
+non-batch axis. :func:`vae_kl_term` is the VAE's KL term three ways
+(chapters 5-6); :func:`elbo_integrand` is one draw of the ELBO of a
+Gaussian q three ways (chapter 4), in torch.
 """
 
 import keras
+import torch
 from keras import ops
 
-from .gaussian import LOG_2PI, normal_log_prob
+from .gaussian import LOG_2PI, gaussian_kl, gaussian_log_prob, normal_log_prob
 
 
 def _sum_per_example(t):
@@ -75,6 +79,74 @@ def diag_gaussian_log_prob(z, mean, log_var):
     return ops.sum(normal_log_prob(z, mean, log_var=log_var), axis=-1)
 
 
+ELBO_ESTIMATORS = ("full", "analytic_kl", "stl")
+
+
+def elbo_integrand(log_likelihood, z, mean, scale, estimator="full"):
+    r"""One draw of the ELBO of q = N(m, S) under the prior p(z) = N(0, I), three ways.
+
+    z: (..., d) draws of q, written as z = m + scale eps so that gradients reach
+    (mean, scale); ``log_likelihood`` maps (..., d) to (...). Returns (...).
+
+    * ``"full"``: log p(x|z) + log p(z) - log q(z; m, S), every term sampled;
+    * ``"analytic_kl"``: log p(x|z) - KL(q || p), the KL exact (:func:`gaussian_kl`);
+    * ``"stl"``, sticking the landing (Roeder, Wu & Duvenaud 2017): the value of
+      ``"full"``, but with (m, S) inside log q treated as constants (stop-gradient),
+      so its gradient drops the score term E_q[grad log q] = 0 and is exactly 0
+      wherever q is the posterior.
+
+    All three have the same mean, the ELBO, and the same expected gradient.
+    """
+    if estimator not in ELBO_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ELBO_ESTIMATORS}, got {estimator!r}.")
+    d = mean.shape[-1]
+    log_prior = normal_log_prob(z, 0.0, 1.0).sum(-1)
+    if estimator == "full":
+        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean, scale)
+    if estimator == "stl":
+        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean.detach(), scale.detach())
+    ones = torch.ones(d, dtype=mean.dtype, device=mean.device)
+    return log_likelihood(z) - gaussian_kl(mean, scale, torch.zeros_like(mean), ones)
+
+
+VAE_KL_METHODS = ("analytic", "mc", "stl")
+
+
+def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
+    r"""The KL term of a VAE's loss, per example, three ways.
+
+    ``VAE(..., kl=...)`` computes its KL term with this function, at the draws z
+    its likelihood term used; the default ``"analytic"`` is the usual choice, and
+    chapters 4 and 5 compare the two sampled forms with it.
+
+    q(z|x) = N(mu, diag sigma^2), p(z) = N(0, I); z_mean = mu and
+    z_log_var = log sigma^2 are (batch, d); z is (batch, d) or (N, batch, d),
+    the reparameterized draws z = mu + sigma * eps the loss already made.
+
+    * ``"analytic"``: KL(q || p) in closed form (:func:`kl_std_normal`); z unused;
+    * ``"mc"``: the Monte Carlo estimate log q(z) - log p(z), averaged over the N draws;
+    * ``"stl"``: the same value, with mu and log sigma^2 inside log q treated as
+      constants (stop-gradient; Roeder, Wu & Duvenaud 2017): the score term
+      E_q[grad log q] = 0 leaves the gradient, so the gradient is 0 where q = p.
+
+    Returns (batch,). Works on the tensors' own device (torch backend).
+    """
+    if kl not in VAE_KL_METHODS:
+        raise ValueError(f'kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: e.g. kl="analytic".')
+    if kl == "analytic":
+        return kl_std_normal(z_mean, z_log_var)
+    if z is None:
+        raise ValueError(f"kl={kl!r} estimates the KL from draws: pass z, shape (batch, d) or (N, batch, d).")
+    if tuple(z.shape[-2:]) != tuple(z_mean.shape):
+        raise ValueError(
+            f"z must have shape (batch, d) = {tuple(z_mean.shape)} or (N, batch, d), got {tuple(z.shape)}."
+        )
+    if kl == "stl":
+        z_mean, z_log_var = z_mean.detach(), z_log_var.detach()
+    per_draw = diag_gaussian_log_prob(z, z_mean, z_log_var) - std_normal_log_prob(z)
+    return per_draw.mean(0) if z.ndim == 3 else per_draw
+
+
 __all__ = [
     "LOG_2PI",
     "kl_std_normal",
@@ -82,5 +154,9 @@ __all__ = [
     "bernoulli_nll",
     "std_normal_log_prob",
     "diag_gaussian_log_prob",
+    "ELBO_ESTIMATORS",
+    "elbo_integrand",
+    "VAE_KL_METHODS",
+    "vae_kl_term",
 ]
 del keras

@@ -23,7 +23,7 @@ from keras import layers, ops
 from . import losses
 from .data import check_images
 from .defaults import DEFAULTS, LIKELIHOODS
-from .estimators import VAE_KL_METHODS, vae_kl_term
+from .losses import VAE_KL_METHODS, vae_kl_term
 
 
 # ------------------------------------------------------------------ encoder
@@ -130,7 +130,7 @@ class VAE(keras.Model):
       form (``losses.kl_std_normal``); ``"mc"`` estimated as log q(z_n) - log p(z_n)
       at the same draws; ``"stl"`` the same value with the encoder's outputs
       inside log q held constant ("sticking the landing"), see
-      ``estimators.vae_kl_term``.
+      ``losses.vae_kl_term``.
 
     ``likelihood="gaussian"``: p(x|z) = N(x; decoder(z), x_std^2) with the
     decoder giving means. ``likelihood="bernoulli"``: p(x|z) =

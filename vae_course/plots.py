@@ -2,7 +2,7 @@
 
 Every function builds a matplotlib figure with pyplot and returns it; none
 calls ``plt.show()`` (a chapter ends its cell with ``plt.show()``, the
-command line saves with :func:`save_figure` and closes it). Images are
+command line saves it with ``vae_course.tools.atomic.save_figure`` and closes it). Images are
 (batch, height, width) arrays or tensors with pixel values in [0, 1], drawn
 in grey with 0 as black.
 
@@ -11,20 +11,17 @@ in grey with 0 as black.
 * :func:`latent_grid` / :func:`plot_manifold` — the decoder's output over a
   grid of latent points, as in Kingma & Welling (2013), figure 4.
 * :func:`plot_images`, :func:`plot_reconstructions`, :func:`plot_interpolation`.
-* :func:`save_figure` — write a PNG atomically.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .checkpoints import atomic_path
 from .data import DataError
 
 _PANELS = (
@@ -61,7 +58,7 @@ def plot_history(history):
 
     ``history``: a dict of lists as ``keras.callbacks.History.history`` holds
     (keys ``loss, nll, kl`` and ``val_loss, val_nll, val_kl``), a ``History``
-    itself, or :func:`vae_course.checkpoints.history_dict` of a history.csv
+    itself, or :func:`vae_course.tools.checkpoints.history_dict` of a history.csv
     (its ``epoch`` column, counted from 0, sets the x axis). Epochs are shown
     counted from 1. Returns the Figure.
     """
@@ -230,14 +227,6 @@ def plot_interpolation(vae, x_a, x_b, steps=10):
     return fig
 
 
-def save_figure(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` as PNG, atomically (temporary file + ``os.replace``). Returns the path."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
-
-
 __all__ = [
     "plot_history",
     "plot_latent",
@@ -246,5 +235,4 @@ __all__ = [
     "plot_images",
     "plot_reconstructions",
     "plot_interpolation",
-    "save_figure",
 ]

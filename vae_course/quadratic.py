@@ -9,7 +9,7 @@ value to be checked against. Two integrands are used.
   ``f = (a + sigma * eps)^2``. Every formula below is a polynomial in the
   moments E[eps^2] = 1, E[eps^4] = 3, E[eps^6] = 15, E[eps^8] = 105 (odd
   moments vanish). The per-sample gradient estimators of
-  :mod:`vae_course.estimators` are, for this f,
+  :mod:`vae_course.gradients` are, for this f,
 
   - score function, w.r.t. mu:     (f - c) * eps / sigma
   - score function, w.r.t. sigma:  (f - c) * (eps^2 - 1) / sigma
@@ -42,7 +42,7 @@ import torch
 def shifted_square(k):
     r"""The integrand f(x) = (x - k)^2, as a torch function from points (..., 1) to values (...).
 
-    Written for the estimators of :mod:`vae_course.estimators`, whose points
+    Written for the estimators of :mod:`vae_course.gradients`, whose points
     carry a trailing dimension d = 1.
     """
     return lambda x: ((x - k) ** 2).sum(-1)

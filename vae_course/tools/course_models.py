@@ -1,7 +1,7 @@
 """The trained models that chapters 6, 7 and 8 share, each with the recipe that trains it.
 
 Each ``get_*`` function loads the model from the course cache
-(:func:`vae_course.cache.load_or_train`) or trains it with its recipe and
+(:func:`vae_course.tools.cache.load_or_train`) or trains it with its recipe and
 caches it, so that a later chapter (or a second run) reuses it. Every recipe
 is seeded: the same seed gives the same model on the same machine.
 
@@ -12,8 +12,9 @@ is seeded: the same seed gives the same model on the same machine.
   binarization, for ``epochs`` epochs (3 in the chapters; the paper: 3,280).
 * :func:`get_sigma` — the source's model with another decoder sigma, trained
   briefly (chapter 8's sigma sweep).
-* :func:`burda_schedule` and :func:`train_burda_schedule` — Burda et al.'s
-  full optimiser schedule, for the long runs of ``scripts/burda_recipe.py``.
+
+Burda et al.'s full optimiser schedule (``burda_schedule``,
+``train_burda_schedule``) is in :mod:`vae_course.train`.
 """
 
 from __future__ import annotations
@@ -22,14 +23,11 @@ import functools
 
 import keras
 
-from .binarization import train_vae_dynamic
+from ..data import binarize, load_mnist_float
+from ..models import build_vae
+from ..train import BURDA_ACTIVATION, BURDA_HIDDEN, WarmupVAE, train_vae, train_vae_dynamic
 from .cache import load_or_train
-from .data import binarize, load_mnist_float
-from .models import build_vae
-from .train import train_vae
 
-BURDA_HIDDEN = (200, 200)
-BURDA_ACTIVATION = "tanh"
 TEST_BINARIZATION_SEED = 1
 
 
@@ -64,12 +62,10 @@ def get_burda(latent_dim, epochs=3, seed=0, warmup_epochs=0, verbose=0):
     """Bernoulli VAE, Burda's 200-200 tanh networks, dynamic binarization; ``(vae, loaded)``.
 
     ``warmup_epochs`` > 0 trains with KL warm-up over that many epochs
-    (:class:`vae_course.warmup.WarmupVAE`); the cached model is a plain VAE.
+    (:class:`vae_course.train.WarmupVAE`); the cached model is a plain VAE.
     """
 
     def train():
-        from .warmup import WarmupVAE
-
         x_train, _ = mnist()
         keras.utils.set_random_seed(seed)
         vae = build_vae(latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION)
@@ -98,61 +94,10 @@ def get_sigma(x_std, epochs=2, batch_size=128, seed=0, verbose=0):
     return load_or_train(f"mnist_gaussian_latent2_sigma{x_std:g}_{epochs}ep_b{batch_size}_seed{seed}", train)
 
 
-BURDA_BATCH = 20
-BURDA_EPSILON = 1e-4
-
-
-def burda_epochs(passes):
-    """Epochs in Burda et al.'s first ``passes`` passes: pass i runs 3**i epochs (8 passes: 3,280)."""
-    return (3**passes - 1) // 2
-
-
-def burda_schedule(passes, steps_per_epoch):
-    """Burda et al.'s learning rate: 1e-3 * 10**(-i/7) for the 3**i epochs of pass i = 0 .. passes-1.
-
-    Returns a float for one pass, else a Keras ``PiecewiseConstantDecay`` over
-    optimizer steps (step t, counted from 0, is in pass i while it is below the
-    end of pass i).
-    """
-    if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= 8:
-        raise ValueError(f"passes must be an integer from 1 to 8 (Burda et al. ran 8), got {passes!r}.")
-    rates = [1e-3 * 10 ** (-i / 7) for i in range(passes)]
-    if passes == 1:
-        return rates[0]
-    ends = [burda_epochs(i + 1) * steps_per_epoch for i in range(passes - 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay([e - 1 for e in ends], rates)
-
-
-def train_burda_schedule(x_train, x_val, latent_dim=50, passes=8, seed=0, verbose=2, callbacks=None):
-    """Burda et al.'s VAE recipe in full: their architecture, dynamic binarization, batch 20, Adam
-    (epsilon 1e-4) on :func:`burda_schedule`, for ``burda_epochs(passes)`` epochs. Returns
-    ``(vae, history)``. Eight passes are 3,280 epochs: hours, not a chapter's run.
-    """
-    keras.utils.set_random_seed(seed)
-    vae = build_vae(latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION)
-    steps_per_epoch = -(-len(x_train) // BURDA_BATCH)
-    lr = burda_schedule(passes, steps_per_epoch)
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=BURDA_EPSILON))
-    history = train_vae_dynamic(
-        vae,
-        x_train,
-        x_val,
-        epochs=burda_epochs(passes),
-        seed=seed,
-        verbose=verbose,
-        batch_size=BURDA_BATCH,
-        callbacks=callbacks,
-    )
-    return vae, history
-
-
 __all__ = [
     "get_chapter6",
     "get_burda",
     "get_sigma",
     "mnist",
     "binary_test_images",
-    "burda_epochs",
-    "burda_schedule",
-    "train_burda_schedule",
 ]

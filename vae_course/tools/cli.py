@@ -1,7 +1,7 @@
 """The course's command line, ``python -m vae_course COMMAND``: parse, call, report.
 
 This module imports neither torch nor Keras, so that ``--help`` and usage
-errors answer at once; the commands themselves are in ``vae_course.commands``.
+errors answer at once; the commands themselves are in ``vae_course.tools.commands``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 import os
 import sys
 
-from .defaults import DEFAULTS, LIKELIHOODS
-from .errors import CourseError
+from ..defaults import DEFAULTS, LIKELIHOODS
+from ..errors import CourseError
 
 DESCRIPTION = """\
 The command line of the VAE course.
@@ -79,7 +79,7 @@ def _positive_float(text):
 
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The parser; each command's ``func`` names its function in ``vae_course.commands``."""
+    """The parser; each command's ``func`` names its function in ``vae_course.tools.commands``."""
     parser = argparse.ArgumentParser(
         prog="python -m vae_course", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )

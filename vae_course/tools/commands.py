@@ -1,4 +1,4 @@
-"""What the command line's commands do (``vae_course.cli`` parses the arguments and calls these).
+"""What the command line's commands do (``vae_course.tools.cli`` parses the arguments and calls these).
 
 Each command takes the parsed ``argparse.Namespace``, prints what it did and
 returns the exit status; bad input raises a :class:`vae_course.errors.CourseError`.
@@ -17,12 +17,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from . import callbacks, checkpoints, plots, train
-from .data import binarize, default_data_dir, fetch_mnist, load_mnist, scale_images
-from .defaults import DEFAULTS
-from .errors import DataError
-from .evaluate import iwae_bound, negative_elbo
-from .models import VAE, build_vae
+from .. import plots, train
+from ..data import binarize, default_data_dir, load_mnist, scale_images
+from ..defaults import DEFAULTS
+from ..errors import DataError
+from ..evaluate import iwae_bound, negative_elbo
+from ..models import VAE, build_vae
+from . import atomic, callbacks, checkpoints
+from .fetch import fetch_mnist
 
 PLOTS = {
     "history": "loss_curves.png",
@@ -199,7 +201,7 @@ def _prior_samples(vae: VAE, n, seed):
 
 def _save(fig, path):
     try:
-        return plots.save_figure(fig, path)
+        return atomic.save_figure(fig, path)
     finally:
         plt.close(fig)
 

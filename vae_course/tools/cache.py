@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..data import cache_dir
+from ..errors import CheckpointError
+from ..models import VAE
 from .checkpoints import load_vae, save_vae
-from .data import cache_dir
-from .errors import CheckpointError
-from .models import VAE
 
 
 def cached_model_path(name: str) -> Path:

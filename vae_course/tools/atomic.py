@@ -68,4 +68,12 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~mask
 
 
-__all__ = ["atomic_path", "atomic_write_text"]
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` as PNG, atomically (temporary file + ``os.replace``). Returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+__all__ = ["atomic_path", "atomic_write_text", "save_figure"]

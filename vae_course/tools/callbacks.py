@@ -13,7 +13,7 @@ write in place (a crash can leave half a row or half an archive), they also
 write the epoch that went NaN, ``CSVLogger`` numbers epochs from 0 where the
 console counts from 1, and ``ModelCheckpoint`` cannot store the epoch count
 and settings that ``train --resume`` needs. The two writers here do what
-those do, through :mod:`vae_course.atomic`.
+those do, through :mod:`vae_course.tools.atomic`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import TextIO
 
 import keras
 
+from ..errors import TrainingDiverged
 from .checkpoints import CHECKPOINT_NAME, HISTORY_COLUMNS, HISTORY_NAME, save_vae, write_history
-from .errors import TrainingDiverged
 
 
 def _metric_values(logs):

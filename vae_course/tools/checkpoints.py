@@ -1,4 +1,4 @@
-"""Checkpoints and the training history, written atomically (see :mod:`vae_course.atomic`).
+"""Checkpoints and the training history, written atomically (see :mod:`vae_course.tools.atomic`).
 
 * :func:`save_vae` / :func:`load_vae`: a VAE as a Keras ``.keras`` file
   (config, weights and optimizer state), plus a small ``vae_course.json``
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import keras
 
+from ..errors import CheckpointError
 from .atomic import atomic_path
-from .errors import CheckpointError
 
 CHECKPOINT_NAME = "model.keras"
 HISTORY_NAME = "history.csv"
@@ -126,7 +126,7 @@ def load_vae(path: PathLike, compile: bool = True) -> keras.Model:
     training can go on. Raises :class:`CheckpointError` (a ``ValueError``)
     for a missing, truncated or corrupt file or one that is not a course VAE.
     """
-    from . import models  # registers VAE & co. with Keras
+    from .. import models  # registers VAE & co. with Keras
 
     path = _resolve(path)
     if path.suffix != ".keras":
