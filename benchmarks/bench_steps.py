@@ -3,12 +3,14 @@
     python benchmarks/bench_steps.py [--rounds 10]
 
 Three configurations of the same VAE train 300 steps (19,200 MNIST images,
-batch 64) in turns, round after round; the first round is a warm-up. Prints
-the median milliseconds per step of each:
+batch 64) in turns, round after round, in forward order in even rounds and
+in reverse order in odd ones; the first round is a warm-up. Prints the
+median milliseconds per step of each and its ratio to the first, paired
+round by round (the number to read on a machine whose speed wanders):
 
 1. Keras's own code: every layer through ``Layer.__call__``, Keras's Adam;
-2. + the encoder and decoder run as chains of their layers' ``call``, each
-   Dense as one ``torch.addmm`` (vae_course.fast, part 1);
+2. + the encoder and decoder run as chains of torch calls, each Dense as one
+   ``torch.addmm`` (``vae_course.fast.enabled(vae, adam=False)``);
 3. + Keras's Adam update in PyTorch's fused kernel (part 2): what
    ``train_vae`` runs.
 """
@@ -28,21 +30,17 @@ from vae_course.data import load_mnist_float
 from vae_course.models import build_vae
 
 
-@contextlib.contextmanager
-def chained_only(vae):
-    with fast._chained(vae.encoder, "encoder"), fast._chained(vae.decoder, "decoder"):
-        yield
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args(argv)
     (x_train, _), _ = load_mnist_float()
     x = x_train[:19200]
     configs = {
         "Keras's own code (Layer.__call__, Keras's Adam)": lambda vae: contextlib.nullcontext(),
-        "+ layers chained, Dense as torch.addmm": chained_only,
+        "+ networks as chains of torch calls": lambda vae: fast.enabled(vae, adam=False),
         "+ fused Adam (train_vae's path)": fast.enabled,
     }
     vaes = {}
@@ -52,14 +50,20 @@ def main(argv=None):
         vaes[name].compile(optimizer=keras.optimizers.Adam(1e-3))
     times = {name: [] for name in configs}
     for r in range(args.rounds + 1):
-        for name, switch in configs.items():
+        for name in list(configs) if r % 2 == 0 else list(reversed(configs)):  # alternate the order
+            switch = configs[name]
             with switch(vaes[name]):
                 t = time.perf_counter()
                 vaes[name].fit(x, epochs=1, batch_size=64, verbose=0)
                 if r:  # round 0 warms up
                     times[name].append((time.perf_counter() - t) / 300 * 1e3)
+    base = times[next(iter(configs))]
     for name, ts in times.items():
-        print(f"{name:<48} {statistics.median(ts):6.2f} ms/step   (rounds: {', '.join(f'{t:.2f}' for t in ts)})")
+        q = [a / b for a, b in zip(ts, base)]
+        print(
+            f"{name:<48} {statistics.median(ts):6.2f} ms/step, ratio to Keras's own code {statistics.median(q):.3f} "
+            f"(rounds: {', '.join(f'{v:.2f}' for v in q)})"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,13 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np
 import torch
 
-from vae_course.evaluate import active_units, iwae_bound, mean_and_se, negative_elbo, paired_difference
+from vae_course.evaluate import (
+    active_units,
+    iwae_bound,
+    mean_and_se,
+    negative_elbo,
+    paired_difference,
+)
 from vae_course.tools import course_models as cm
 from vae_course.tools.atomic import atomic_write_text
 from vae_course.tools.checkpoints import save_vae
@@ -36,10 +42,17 @@ from vae_course.train import burda_epochs, train_burda_schedule
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--passes", type=int, default=8, help="Burda's passes to run, 1-8 (8: 3,280 epochs; 4: 40)")
+    ap.add_argument(
+        "--passes", type=int, default=8, help="Burda's passes to run, 1-8 (8: 3,280 epochs; 4: 40)"
+    )
     ap.add_argument("--latent-dim", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--k-all", type=int, default=100, help="k of the bound on all 10,000 test images (paper: 5000)")
+    ap.add_argument(
+        "--k-all",
+        type=int,
+        default=100,
+        help="k of the bound on all 10,000 test images (paper: 5000)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="runs/burda")
     a = ap.parse_args()
@@ -53,7 +66,12 @@ def main():
     x_train, _ = cm.mnist()
     xb = cm.binary_test_images()
     vae, history = train_burda_schedule(x_train, xb, a.latent_dim, a.passes, a.seed, verbose=2)
-    res = {"passes": a.passes, "epochs": burda_epochs(a.passes), "latent_dim": a.latent_dim, "seed": a.seed}
+    res = {
+        "passes": a.passes,
+        "epochs": burda_epochs(a.passes),
+        "latent_dim": a.latent_dim,
+        "seed": a.seed,
+    }
     res["train_s"] = time.time() - t0
     res["history"] = {k: [float(v) for v in vs] for k, vs in history.items()}
     save_vae(vae, out / f"{stem}.keras")

@@ -26,7 +26,6 @@ Never edit colab/ by hand: tests/test_colab_edition.py checks that it is what th
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import json
 import re
@@ -41,10 +40,12 @@ OUT_DIR = ROOT / "colab"
 FENCE_RE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>.*)$")
 ROLE_RE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]*)`")
 LABELLED_MATH_RE = re.compile(r"\$\$(?P<body>.+?)\$\$[ \t]*\((?P<label>[\w:.-]+)\)", re.S)
-TARGET_RE = re.compile(r"(?m)^\([\w:.-]+\)=[ \t]*\n?")
+TARGET_RE = re.compile(r"(?m)^\((?P<label>[\w:.-]+)\)=[ \t]*$")
 COMMENT_RE = re.compile(r"(?m)^%.*\n?")
 SOL_START, SOL_END = "\x00solution-start\x00", "\x00solution-end\x00"
-EXERCISE_RE = re.compile(r"(?ms)^(?P<fence>`{3,}|:{3,})\{exercise\}[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$")
+EXERCISE_RE = re.compile(
+    r"(?ms)^(?P<fence>`{3,}|:{3,})\{exercise\}[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$"
+)
 
 
 class ConversionError(ValueError):
@@ -75,20 +76,37 @@ def colab_link(root: Path, docname: str) -> str:
     return f"https://colab.research.google.com/github/{owner_repo}/blob/{repo['branch']}/{path}"
 
 
+def markdown_link(root: Path, docname: str) -> str:
+    """GitHub's URL of a Markdown page of the book (repository.url and branch of _config.yml)."""
+    repo = load_yaml(root / "_config.yml")["repository"]
+    return f"{repo['url'].rstrip('/')}/blob/{repo['branch']}/{docname}.md"
+
+
 class Bibliography:
-    """Author-year labels and reference-list entries from book/references.bib (pybtex parses it)."""
+    """Author-year labels and reference-list entries from book/references.bib.
+
+    pybtex parses the file and formats each entry of a reference list with its ``unsrt`` style, the
+    style the book's own list (sphinxcontrib-bibtex) derives from; the author-year label of a
+    citation is made here, as ``bibtex_reference_style: author_year`` shows it in the book.
+    """
 
     def __init__(self, path: Path):
+        from pybtex.backends.plaintext import Backend
         from pybtex.database import parse_file
+        from pybtex.style.formatting.unsrt import Style
 
         self.entries = parse_file(str(path)).entries
+        self._style, self._backend = Style(), Backend()
 
     @staticmethod
     def _plain(text: str) -> str:
         return re.sub(r"[{}]", "", text).replace("--", "–")
 
     def _last_names(self, key: str) -> list[str]:
-        return [self._plain(" ".join(p.prelast_names + p.last_names)) for p in self.entries[key].persons["author"]]
+        return [
+            self._plain(" ".join(p.prelast_names + p.last_names))
+            for p in self.entries[key].persons["author"]
+        ]
 
     def names(self, key: str) -> str:
         last = self._last_names(key)
@@ -121,45 +139,52 @@ class Bibliography:
         return f"[{text}]({url})" if url else text
 
     def entry(self, key: str) -> str:
-        e = self.entries[key]
-        people = e.persons["author"]
-        authors = ", ".join(
-            self._plain(" ".join(p.first_names + p.middle_names + p.prelast_names + p.last_names)) for p in people
-        )
-        f = e.fields
-        venue = f.get("journal") or f.get("booktitle") or ""
-        title = self._plain(f["title"])
-        text = f"{authors}. {self.link(key, title)}. {self._plain(venue)}{', ' if venue else ''}{f['year']}."
-        return text.replace("..", ".")
+        """The reference-list entry of ``key``, as pybtex's unsrt style writes it, then its link."""
+        formatted = self._style.format_entry(key, self.entries[key])
+        text = " ".join(formatted.text.render(self._backend).split())
+        url = self.url(key)
+        return f"{text} <{url}>" if url else text
 
 
 # --------------------------------------------------------------------------- source of a package object
+class _IncludeConfig:
+    source_encoding = "utf-8"  # the one setting of Sphinx's config that LiteralIncludeReader reads
+
+
 def pyobject_source(path: Path, name: str) -> str:
-    """The source lines of ``name`` (``func`` or ``Class.method``) in the file, as Sphinx's :pyobject: shows."""
-    text = path.read_text(encoding="utf-8")
-    tree = ast.parse(text)
-    node: ast.AST = tree
-    for part in name.split("."):
-        found = [
-            n
-            for n in getattr(node, "body", [])
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
-        ]
-        if not found:
-            raise ConversionError(f"{path.name} has no {name!r} (the :pyobject: of a literalinclude)")
-        node = found[0]
-    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])  # as Sphinx: decorators too
-    lines = text.splitlines()[first - 1 : node.end_lineno]
-    indent = min(len(x) - len(x.lstrip()) for x in lines if x.strip())
-    return "\n".join(x[indent:] for x in lines)
+    """The source of ``name`` (``func`` or ``Class.method``) in the file, dedented.
+
+    Read by Sphinx's own ``LiteralIncludeReader``, the code behind ``literalinclude``'s
+    ``:pyobject:``, so the edition shows exactly the lines the book shows.
+    """
+    from sphinx.directives.code import LiteralIncludeReader
+
+    reader = LiteralIncludeReader(str(path), {"pyobject": name, "dedent": None}, _IncludeConfig())
+    try:
+        text, _ = reader.read()
+    except ValueError as exc:  # Sphinx: 'Object named ... not found in include file ...'
+        raise ConversionError(
+            f"{path.name} has no {name!r} (the :pyobject: of a literalinclude)"
+        ) from exc
+    return text.rstrip("\n")
 
 
 # --------------------------------------------------------------------------- one chapter
 class Chapter:
-    def __init__(self, root: Path, docname: str, number: int, bib: Bibliography, titles: dict[str, str]):
-        self.root, self.docname, self.number, self.bib, self.titles = root, docname, number, bib, titles
+    def __init__(
+        self, root: Path, docname: str, number: int, bib: Bibliography, titles: dict[str, str]
+    ):
+        self.root, self.docname, self.number, self.bib, self.titles = (
+            root,
+            docname,
+            number,
+            bib,
+            titles,
+        )
         self.name = f"{docname}.ipynb"
-        self.equations: dict[str, str] = {}  # label -> "4.2"; after the book's first pass, every chapter's
+        self.equations: dict[
+            str, str
+        ] = {}  # label -> "4.2"; after the book's first pass, every chapter's
         self.exercises: dict[str, str] = {}
         self.cited: list[str] = []
         self.in_solution: str | None = None
@@ -192,22 +217,41 @@ class Chapter:
                     if k not in self.cited:
                         self.cited.append(k)
                 if kind == "cite:t":
-                    return ", ".join(self.bib.link(k, f"{self.bib.names(k)} ({self.bib.year(k)})") for k in keys)
-                return "(" + "; ".join(self.bib.link(k, f"{self.bib.names(k)}, {self.bib.year(k)}") for k in keys) + ")"
+                    return ", ".join(
+                        self.bib.link(k, f"{self.bib.names(k)} ({self.bib.year(k)})") for k in keys
+                    )
+                return (
+                    "("
+                    + "; ".join(
+                        self.bib.link(k, f"{self.bib.names(k)}, {self.bib.year(k)}") for k in keys
+                    )
+                    + ")"
+                )
             if kind == "eq":
                 if body not in self.equations:
-                    raise ConversionError(f"{self.name}: {{eq}}`{body}` names no numbered equation of the book")
+                    raise ConversionError(
+                        f"{self.name}: {{eq}}`{body}` names no numbered equation of the book"
+                    )
                 return f"({self.equations[body]})"
             if kind == "numref":
                 if body not in self.exercises:
-                    raise ConversionError(f"{self.name}: {{numref}}`{body}` names no exercise of the book")
+                    raise ConversionError(
+                        f"{self.name}: {{numref}}`{body}` names no exercise of the book"
+                    )
                 return f"Exercise {self.exercises[body]}"
             if kind == "doc":
                 m2 = re.fullmatch(r"(?:(?P<text>.*?)\s*<)?(?P<target>[^<>]+?)>?", body.strip())
                 target = (Path(self.docname).parent / m2.group("target")).as_posix()
+                if target not in self.titles and (self.root / f"{target}.md").is_file():
+                    # An appendix page (plain Markdown, no Colab edition): link to it on GitHub.
+                    return f"[{m2.group('text') or target.rsplit('/', 1)[-1]}]({markdown_link(self.root, target)})"
                 if target not in self.titles:
-                    raise ConversionError(f"{self.name}: {{doc}}`{body}` is not a chapter of the book")
-                return f"[{m2.group('text') or self.titles[target]}]({colab_link(self.root, target)})"
+                    raise ConversionError(
+                        f"{self.name}: {{doc}}`{body}` is not a chapter of the book"
+                    )
+                return (
+                    f"[{m2.group('text') or self.titles[target]}]({colab_link(self.root, target)})"
+                )
             raise ConversionError(
                 f"{self.name}: the role {{{kind}}} has no Colab form; add it to scripts/make_colab.py"
             )
@@ -235,18 +279,26 @@ class Chapter:
             number = self.exercises.get(label)
             if number is None:
                 raise ConversionError(f"{self.name}: exercise {arg!r} has no :label:")
-            return f"#### Exercise {number}: {self.roles(arg.strip())}\n\n{self.convert_text(content)}"
+            return (
+                f"#### Exercise {number}: {self.roles(arg.strip())}\n\n{self.convert_text(content)}"
+            )
         if name == "solution-start":
             label = arg.strip()
             if label not in self.exercises:
-                raise ConversionError(f"{self.name}: solution-start {label!r} names no exercise of the book")
+                raise ConversionError(
+                    f"{self.name}: solution-start {label!r} names no exercise of the book"
+                )
             if content:
-                raise ConversionError(f"{self.name}: solution-start {label!r} holds text; put it after the fence")
+                raise ConversionError(
+                    f"{self.name}: solution-start {label!r} holds text; put it after the fence"
+                )
             self.in_solution = label
             return f"{SOL_START}{label}{SOL_START}"
         if name == "solution-end":
             if self.in_solution is None:
-                raise ConversionError(f"{self.name}: a solution-end with no solution-start before it")
+                raise ConversionError(
+                    f"{self.name}: a solution-end with no solution-start before it"
+                )
             self.in_solution = None
             return SOL_END
         if name in ("admonition", "note", "warning", "tip", "important", "caution"):
@@ -265,7 +317,8 @@ class Chapter:
 
     def convert_text(self, text: str) -> str:
         """A markdown cell's text with every MyST construct replaced by CommonMark."""
-        text = TARGET_RE.sub("", text)
+        # A MyST target becomes an HTML anchor, so that "[check](#label)" links still land.
+        text = TARGET_RE.sub(lambda m: f'<a id="{m.group("label")}"></a>', text)
         text = COMMENT_RE.sub("", text)
         out, lines, i = [], text.split("\n"), 0
         while i < len(lines):
@@ -275,10 +328,14 @@ class Chapter:
                 i += 1
                 continue
             fence, j = m.group("fence"), i + 1
-            while j < len(lines) and not re.fullmatch(rf"{re.escape(fence[0])}{{{len(fence)},}}\s*", lines[j]):
+            while j < len(lines) and not re.fullmatch(
+                rf"{re.escape(fence[0])}{{{len(fence)},}}\s*", lines[j]
+            ):
                 j += 1
             if j == len(lines):
-                raise ConversionError(f"{self.name}: the {{{m.group('name')}}} fence is never closed")
+                raise ConversionError(
+                    f"{self.name}: the {{{m.group('name')}}} fence is never closed"
+                )
             out.append(self.directive(m.group("name"), m.group("arg"), "\n".join(lines[i + 1 : j])))
             i = j + 1
         text = "\n".join(out)
@@ -306,7 +363,9 @@ class Chapter:
             elif piece == SOL_END:
                 inside = False
             elif inside and piece.strip():
-                out.append(f"<details><summary>Show the solution</summary>\n\n{piece.strip()}\n\n</details>\n")
+                out.append(
+                    f"<details><summary>Show the solution</summary>\n\n{piece.strip()}\n\n</details>\n"
+                )
             else:
                 out.append(piece)
         return "".join(out)
@@ -324,12 +383,16 @@ class Chapter:
             elif cell["cell_type"] == "code" and self.in_solution:
                 title = f"# @title Solution to Exercise {self.exercises[self.in_solution]} (code)\n"
                 cell["source"] = (
-                    [title] + list(cell["source"]) if isinstance(cell["source"], list) else title + cell["source"]
+                    [title] + list(cell["source"])
+                    if isinstance(cell["source"], list)
+                    else title + cell["source"]
                 )
                 cell.setdefault("metadata", {})["cellView"] = "form"
             cells.append(cell)
         if self.in_solution:
-            raise ConversionError(f"{self.name}: solution-start {self.in_solution!r} is never ended")
+            raise ConversionError(
+                f"{self.name}: solution-start {self.in_solution!r} is never ended"
+            )
         banner = (
             f"*This is the Colab edition of chapter {self.number} of the course "
             "[Variational auto-encoders, derived and verified]"
@@ -337,7 +400,9 @@ class Chapter:
             f"`{self.docname}.ipynb` by `scripts/make_colab.py`: change that file, not this one. The package "
             "source the book shows is here as code; the set-up cell below installs the package.*"
         )
-        cells.insert(1, {"cell_type": "markdown", "id": "colab-edition", "metadata": {}, "source": [banner]})
+        cells.insert(
+            1, {"cell_type": "markdown", "id": "colab-edition", "metadata": {}, "source": [banner]}
+        )
         nb["cells"] = cells
         nb["metadata"]["colab"] = {"provenance": [], "toc_visible": True}
         return nb
@@ -368,7 +433,9 @@ def build(root: Path = ROOT) -> dict[Path, str]:
     for docname, c in converters.items():
         c.equations, c.exercises = equations, exercises
         nb = c.convert(books[docname])
-        out[root / "colab" / f"{docname}.ipynb"] = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        out[root / "colab" / f"{docname}.ipynb"] = (
+            json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        )
     return out
 
 
@@ -382,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stale = [p for p, text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+    stale = [
+        p for p, text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text
+    ]
     extra = sorted(set((args.root / "colab").rglob("*.ipynb")) - set(files))
     if args.check:
         for p in stale:

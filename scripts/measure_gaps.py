@@ -40,7 +40,10 @@ from vae_course.evaluate import (
 from vae_course.losses import kl_std_normal
 
 PERM = np.random.default_rng(0).permutation(10000)
-SUBSET_7, SUBSET_8 = PERM[:100], PERM[:200]  # chapter 7's 100 images are the first half of chapter 8's 200
+SUBSET_7, SUBSET_8 = (
+    PERM[:100],
+    PERM[:200],
+)  # chapter 7's 100 images are the first half of chapter 8's 200
 STEPS = (200, 400, 800)
 THRESHOLDS = (0.01, 0.1, 0.5)
 
@@ -66,7 +69,10 @@ def run(seed, out):
         t = time.time()
         l100 = iwae_bound(models[d], xb, 100, seed=100)[SUBSET_7]
         l5000 = iwae_bound(models[d], xs, 5000, seed=5000)
-        res[f"ch7_burda{d}"] = {"L100_sub": float(l100.mean()), "L5000_minus_L100_sub": pd(l5000, l100)}
+        res[f"ch7_burda{d}"] = {
+            "L100_sub": float(l100.mean()),
+            "L5000_minus_L100_sub": pd(l5000, l100),
+        }
         res[f"ch7_burda{d}"]["s"] = time.time() - t
         write(out, res)
     x8 = xb[SUBSET_8]
@@ -78,7 +84,9 @@ def run(seed, out):
         e_star, q_star = {}, {}
         for s in STEPS:
             t = time.time()
-            q_star[s] = fit_local_posterior(vae, x8, steps=s, learning_rate=0.02, num_samples=5, seed=0)
+            q_star[s] = fit_local_posterior(
+                vae, x8, steps=s, learning_rate=0.02, num_samples=5, seed=0
+            )
             r[f"fit{s}_s"] = time.time() - t
             e_star[s] = elbo_given_posterior(vae, x8, q_star[s], num_samples=1000, seed=1)
             r[f"amortization_{s}"] = pd(e_star[s], e_enc)
@@ -103,7 +111,9 @@ def run(seed, out):
         vae = models[name]
         act, n = active_units(vae, xb)
         m, lv = vae.encode(xb)
-        kl_unit = [float(np_(kl_std_normal(m[:, u : u + 1], lv[:, u : u + 1])).mean()) for u in range(50)]
+        kl_unit = [
+            float(np_(kl_std_normal(m[:, u : u + 1], lv[:, u : u + 1])).mean()) for u in range(50)
+        ]
         res[f"ch8_units_{name}"] = {
             "activity": act.tolist(),
             "kl_per_unit": kl_unit,

@@ -70,14 +70,15 @@ def job_ch6(seed, out, quick):
     from vae_course.train import train_vae
 
     vae = build_vae(latent_dim=2, likelihood="gaussian", x_std=0.5)
-    h = train_vae(vae, x_train, x_test, epochs=1 if quick else 20, batch_size=64, seed=seed, verbose=0).history
+    h = train_vae(
+        vae, x_train, x_test, epochs=1 if quick else 20, batch_size=64, seed=seed, verbose=0
+    ).history
     res["history"] = {k: [float(v) for v in vs] for k, vs in h.items()}
     res["train_s"] = time.time() - t0
     if not quick:  # chapters 7 and 8 load it from the cache instead of training it again
-        from vae_course.tools.cache import cached_model_path
         from vae_course.tools.checkpoints import save_vae
 
-        save_vae(vae, cached_model_path(f"mnist_gaussian_latent2_seed{seed}"))
+        save_vae(vae, cm.chapter6_model_path(seed))
     m, lv = vae.encode(x_test)
     res["mean_kl"] = float(np_(kl_std_normal(m, lv)).mean())
     mu = np_(m)
@@ -99,10 +100,13 @@ def job_ch6(seed, out, quick):
     for name, shift in (("wide15", 2 * math.log(1.5)), ("wide27", 2.0)):
         lw = iwae_bound(vae, xs, 5000, seed=5000, posterior=(m7, lv7 + shift))
         res["ch7"][f"L5000_{name}"] = float(lw.mean())
-        res["ch7"][f"{name}_minus_L5000"], res["ch7"][f"{name}_minus_L5000_se"] = paired_difference(lw, lk[5000])
+        res["ch7"][f"{name}_minus_L5000"], res["ch7"][f"{name}_minus_L5000_se"] = paired_difference(
+            lw, lk[5000]
+        )
     one = x_test[SUBSET_7[:1]]
     res["ch7"]["spread_one"] = {
-        k: float(np.std([iwae_bound(vae, one, k, seed=s)[0] for s in range(20)])) for k in (1, 10, 100)
+        k: float(np.std([iwae_bound(vae, one, k, seed=s)[0] for s in range(20)]))
+        for k in (1, 10, 100)
     }
     res["total_s"] = time.time() - t0
     write(out, res)
@@ -143,7 +147,9 @@ def job_ch78(seed, out, quick, lite=False):
         vae = models[d]
         t = time.time()
         q_enc = tuple(np_(a).astype(np.float32) for a in vae.encode(x8))
-        q_star = fit_local_posterior(vae, x8, steps=FIT_STEPS, learning_rate=0.02, num_samples=FIT_SAMPLES, seed=0)
+        q_star = fit_local_posterior(
+            vae, x8, steps=FIT_STEPS, learning_rate=0.02, num_samples=FIT_SAMPLES, seed=0
+        )
         e_enc = elbo_given_posterior(vae, x8, q_enc, num_samples=1000, seed=1)
         e_star = elbo_given_posterior(vae, x8, q_star, num_samples=1000, seed=1)
         l_enc = iwae_bound(vae, x8, 1000, seed=2)
@@ -176,7 +182,9 @@ def job_ch78(seed, out, quick, lite=False):
     t = time.time()
     x_train, _ = cm.mnist()
     for sigma in SIGMAS:
-        vae, _ = cm.get_sigma(sigma, epochs=1 if quick else SIGMA_EPOCHS, batch_size=SIGMA_BATCH, seed=seed)
+        vae, _ = cm.get_sigma(
+            sigma, epochs=1 if quick else SIGMA_EPOCHS, batch_size=SIGMA_BATCH, seed=seed
+        )
         loss = negative_elbo(vae, x_test, seed=0)
         m, lv = vae.encode(x_test)
         recon = np_(vae.decode(m))

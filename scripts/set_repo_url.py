@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 URL_RE = re.compile(r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 # `  url: https://...` inside the top-level `repository:` block of _config.yml.
-CONFIG_URL_RE = re.compile(r"(?m)^(repository:[ \t]*\n(?:[ \t]+.*\n|[ \t]*\n)*?[ \t]+url:[ \t]*)(\S+)")
+CONFIG_URL_RE = re.compile(
+    r"(?m)^(repository:[ \t]*\n(?:[ \t]+.*\n|[ \t]*\n)*?[ \t]+url:[ \t]*)(\S+)"
+)
 # The REPO_URL line of the set-up cell, as CONTRIBUTING.md gives it.
 CELL_URL_RE = re.compile(r'^REPO_URL = "([^"]*)"(.*)$')
 
@@ -80,7 +82,10 @@ def new_notebook_text(path: Path, url: str) -> str:
         return text
     if isinstance(source, list):
         # Each source line is its own JSON string: replace the first (the set-up cell is the first code cell).
-        old_json, new_json = json.dumps(line, ensure_ascii=False), json.dumps(new_line, ensure_ascii=False)
+        old_json, new_json = (
+            json.dumps(line, ensure_ascii=False),
+            json.dumps(new_line, ensure_ascii=False),
+        )
         if old_json not in text:
             raise SystemExit(f"error: {path}: cannot find the REPO_URL line in the file's text")
         new_text = text.replace(old_json, new_json, 1)
@@ -91,13 +96,17 @@ def new_notebook_text(path: Path, url: str) -> str:
         expected_source = "".join(lines[:i] + [new_line] + lines[i + 1 :])
         new_json = json.dumps(expected_source, ensure_ascii=False)
         if old_json not in text:
-            raise SystemExit(f"error: {path}: cannot find the set-up cell's source in the file's text")
+            raise SystemExit(
+                f"error: {path}: cannot find the set-up cell's source in the file's text"
+            )
         new_text = text.replace(old_json, new_json, 1)
     # The edit must have changed the set-up cell's source and nothing else.
     expected = json.loads(text)
     expected["cells"][idx]["source"] = expected_source
     if json.loads(new_text) != expected:
-        raise SystemExit(f"error: {path}: editing REPO_URL as text would change more than the set-up cell")
+        raise SystemExit(
+            f"error: {path}: editing REPO_URL as text would change more than the set-up cell"
+        )
     return new_text
 
 
@@ -119,7 +128,9 @@ def main(argv=None) -> int:
         else:
             print(f"unchanged {path.relative_to(root)}")
     print(f"repository URL: {url}")
-    if (root / "colab").is_dir():  # the Colab edition repeats the set-up cell and names the repository
+    if (
+        root / "colab"
+    ).is_dir():  # the Colab edition repeats the set-up cell and names the repository
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import make_colab
 

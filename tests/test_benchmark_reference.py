@@ -20,7 +20,11 @@ spec.loader.exec_module(bench)
 
 
 def test_same_parameter_count():
-    assert sum(p.numel() for p in bench.Reference().parameters()) == build_vae().count_params() == 1_333_012
+    assert (
+        sum(p.numel() for p in bench.Reference().parameters())
+        == build_vae().count_params()
+        == 1_333_012
+    )
 
 
 def test_same_function_with_the_same_weights():

@@ -50,13 +50,17 @@ NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 def test_toc_files_exist():
     files = toc_files()
     missing = [f for f in files if source_of(f) is None]
-    assert not missing, f"_toc.yml lists files that do not exist (or exist twice, as .md and .ipynb): {missing}"
+    assert not missing, (
+        f"_toc.yml lists files that do not exist (or exist twice, as .md and .ipynb): {missing}"
+    )
     assert len(set(files)) == len(files), "_toc.yml lists a file twice"
 
 
 def test_every_notebook_is_in_the_toc():
     listed = {str(source_of(f).relative_to(ROOT)) for f in toc_files() if source_of(f)}
-    left_out = [str(nb.relative_to(ROOT)) for nb in NOTEBOOKS if str(nb.relative_to(ROOT)) not in listed]
+    left_out = [
+        str(nb.relative_to(ROOT)) for nb in NOTEBOOKS if str(nb.relative_to(ROOT)) not in listed
+    ]
     assert not left_out, (
         f"notebooks missing from _toc.yml (only_build_toc_files leaves them out of the book): {left_out}"
     )
@@ -69,17 +73,23 @@ def test_chapters_are_numbered_and_toc_root_is_the_landing_page():
     for part in toc["parts"]:
         chapters = [c["file"] for c in part["chapters"]]
         if any(source_of(c) and source_of(c).suffix == ".ipynb" for c in chapters):
-            assert part.get("numbered") is True, f"part {part['caption']!r} holds chapters but is not numbered"
+            assert part.get("numbered") is True, (
+                f"part {part['caption']!r} holds chapters but is not numbered"
+            )
 
 
 def test_config_essentials():
     config = load_config()
-    assert config["execute"]["execute_notebooks"] == "off", "the book must show the stored, nbval-checked outputs"
+    assert config["execute"]["execute_notebooks"] == "off", (
+        "the book must show the stored, nbval-checked outputs"
+    )
     assert config["only_build_toc_files"] is True
     repo = config["repository"]
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo["url"]), repo["url"]
     assert repo["branch"] == "main"
-    assert repo.get("path_to_book") == "colab", "the Colab link must open the Colab edition, colab/book/NN_name.ipynb"
+    assert repo.get("path_to_book") == "colab", (
+        "the Colab link must open the Colab edition, colab/book/NN_name.ipynb"
+    )
     assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert {"dollarmath", "amsmath"} <= set(config["parse"]["myst_enable_extensions"])
     sphinx = config["sphinx"]["config"]
@@ -100,7 +110,9 @@ def test_notebook_opens_with_title_then_setup_cell(path):
     cell = nb["cells"][1]
     source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
     url = load_config()["repository"]["url"]
-    assert cell["cell_type"] == "code", f"{path.name}: cell 1 must be the set-up code cell (CONTRIBUTING.md)"
+    assert cell["cell_type"] == "code", (
+        f"{path.name}: cell 1 must be the set-up code cell (CONTRIBUTING.md)"
+    )
     assert "remove-input" in cell.get("metadata", {}).get("tags", []), (
         f"{path.name}: the set-up cell must carry the tag remove-input (hidden in the HTML, run on Colab)"
     )
@@ -120,11 +132,16 @@ def test_set_repo_url_changes_only_the_url(tmp_path):
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     for nb in NOTEBOOKS:
         shutil.copy(nb, tmp_path / "book" / nb.name)
-    before = {p: p.read_bytes() for p in [tmp_path / "_config.yml", *sorted((tmp_path / "book").iterdir())]}
+    before = {
+        p: p.read_bytes()
+        for p in [tmp_path / "_config.yml", *sorted((tmp_path / "book").iterdir())]
+    }
     old_url = load_config()["repository"]["url"]
     script = [sys.executable, str(ROOT / "scripts" / "set_repo_url.py"), "--root", str(tmp_path)]
 
-    subprocess.run(script + ["https://github.com/someone/their-fork.git"], check=True, capture_output=True)
+    subprocess.run(
+        script + ["https://github.com/someone/their-fork.git"], check=True, capture_output=True
+    )
     config = yaml.safe_load((tmp_path / "_config.yml").read_text(encoding="utf-8"))
     assert config["repository"]["url"] == "https://github.com/someone/their-fork"
     assert config == {

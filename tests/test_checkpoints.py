@@ -155,7 +155,15 @@ def test_load_vae_explains_missing_truncated_and_foreign_files(tmp_path, good_ch
 # ---------------------------------------------------------------------- history
 def test_history_round_trip_keeps_every_digit(tmp_path):
     rows = [
-        {"epoch": 1, "loss": 1 / 3, "nll": 0.1, "kl": 2.0, "val_loss": 3.0, "val_nll": 2.5, "val_kl": 0.5},
+        {
+            "epoch": 1,
+            "loss": 1 / 3,
+            "nll": 0.1,
+            "kl": 2.0,
+            "val_loss": 3.0,
+            "val_nll": 2.5,
+            "val_kl": 0.5,
+        },
         {"epoch": 2, "loss": 0.25, "nll": 0.2, "kl": 0.05},  # no validation: NA
     ]
     path = ck.write_history(tmp_path / "history.csv", rows)
@@ -208,11 +216,21 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, im
     callbacks, stop = cb.training_callbacks(tmp_path, state={"settings": {"seed": 0}})
     snap = Snapshot()
     train_vae(
-        vae, images, images[:32], epochs=4, batch_size=32, verbose=0, callbacks=callbacks + [snap, Poison(epoch=2)]
+        vae,
+        images,
+        images[:32],
+        epochs=4,
+        batch_size=32,
+        verbose=0,
+        callbacks=callbacks + [snap, Poison(epoch=2)],
     )
     # Epochs counted from 1, as on the console: the third epoch is poisoned at its start.
     assert stop.stopped and stop.epoch == 3 and stop.batch == 1 and stop.last_good_epoch == 2
-    assert sorted(snap.weights) == [0, 1, 2]  # Keras's epoch indices: the third ended (with NaN), the fourth never ran
+    assert sorted(snap.weights) == [
+        0,
+        1,
+        2,
+    ]  # Keras's epoch indices: the third ended (with NaN), the fourth never ran
     # history.csv and model.keras end at the last good epoch (the second) ...
     rows = ck.read_history(tmp_path / "history.csv")
     assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
@@ -225,7 +243,9 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, im
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), want)
     msg = str(stop.error(tmp_path / "model.keras"))
     assert "epoch 3" in msg and "nan" in msg and "after epoch 2" in msg and "Fix:" in msg
-    assert isinstance(stop.error(), TrainingDiverged) and not isinstance(stop.error(), ck.CheckpointError)
+    assert isinstance(stop.error(), TrainingDiverged) and not isinstance(
+        stop.error(), ck.CheckpointError
+    )
     out = capsys.readouterr().out  # the per-epoch timing lines
     assert "epoch 1/4: " in out and " s  loss " in out and "val_kl" in out
     assert leftovers(tmp_path) == []
@@ -235,7 +255,15 @@ def test_nan_weights_with_finite_logs_are_not_saved(tmp_path, images):
     vae = tiny_vae()
     callbacks, stop = cb.training_callbacks(tmp_path)
     # Poison after the epoch's metrics were computed but before the writers see it.
-    train_vae(vae, images, None, epochs=2, batch_size=32, verbose=0, callbacks=[Poison(0, "end")] + callbacks)
+    train_vae(
+        vae,
+        images,
+        None,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=[Poison(0, "end")] + callbacks,
+    )
     assert stop.stopped and stop.last_good_epoch is None and "weights" in stop.what
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()
     assert "wrote no model.keras" in str(stop.error(tmp_path / "model.keras"))
@@ -249,7 +277,16 @@ def test_resumed_history_is_appended_and_epochs_counted_on(tmp_path, images):
     vae = ck.load_vae(tmp_path)
     done = ck.read_state(tmp_path / "model.keras")["epochs_done"]
     callbacks, _ = cb.training_callbacks(tmp_path, ck.read_history(tmp_path / "history.csv"))
-    train_vae(vae, images, None, epochs=2, batch_size=32, verbose=0, callbacks=callbacks, initial_epoch=done)
+    train_vae(
+        vae,
+        images,
+        None,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=callbacks,
+        initial_epoch=done,
+    )
     text = (tmp_path / "history.csv").read_text()
     assert text.startswith(first)
     assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [1, 2, 3]
@@ -285,8 +322,52 @@ def test_ctrl_c_mid_epoch_keeps_the_last_checkpoint_whole(tmp_path, images):
     vae = tiny_vae()
     callbacks, _ = cb.training_callbacks(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        train_vae(vae, images, None, epochs=3, batch_size=32, verbose=0, callbacks=callbacks + [Interrupt()])
+        train_vae(
+            vae,
+            images,
+            None,
+            epochs=3,
+            batch_size=32,
+            verbose=0,
+            callbacks=callbacks + [Interrupt()],
+        )
     assert ck.read_state(tmp_path / "model.keras")["epochs_done"] == 1
     assert [r["epoch"] for r in ck.read_history(tmp_path / "history.csv")] == [1]
     assert int(ck.load_vae(tmp_path).optimizer.iterations) == 4
     assert leftovers(tmp_path) == []
+
+
+class BatchEndThread(keras.callbacks.Callback):
+    """Records on which thread Keras calls the end of each training batch."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.threads = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        import threading
+
+        self.threads.add(threading.get_ident())
+
+
+def test_the_training_callbacks_let_keras_dispatch_batch_ends_off_the_training_thread(
+    tmp_path, images
+):
+    # One callback that is not async-safe makes Keras run every batch end in line, so that each
+    # step waits for the callbacks (the command line was a third slower for it).
+    import threading
+
+    callbacks, _ = cb.training_callbacks(tmp_path)
+    spy = BatchEndThread()
+    train_vae(
+        tiny_vae(), images, None, epochs=1, batch_size=32, verbose=0, callbacks=callbacks + [spy]
+    )
+    assert spy.threads and threading.get_ident() not in spy.threads
+    # the same spy beside a callback that is not async-safe runs in line: the check can fail
+    spy = BatchEndThread()
+    train_vae(
+        tiny_vae(), images, None, epochs=1, batch_size=32, verbose=0, callbacks=[Interrupt(), spy]
+    )
+    assert spy.threads == {threading.get_ident()}

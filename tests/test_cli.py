@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 import vae_course
+import vae_course.plots
 import vae_course.train
-from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir
+from vae_course.data import ENV_VAR, IDX_FILES, default_data_dir, load_mnist, scale_images
 from vae_course.models import build_vae
 from vae_course.tools import checkpoints as ck
 from vae_course.tools import cli
@@ -67,18 +68,30 @@ def leftovers(folder):
 def run_a(tmp_path_factory):
     """One quick training run; the in-memory VAE is kept to compare with the checkpoint."""
     out = tmp_path_factory.mktemp("run_a")
-    trained = []
-    real = vae_course.train.train_vae
+    trained, curves = [], []
+    real, real_plot = vae_course.train.train_vae, vae_course.plots.plot_history
 
     def spy(vae, *args, **kwargs):
         trained.append((vae, kwargs["verbose"]))
         return real(vae, *args, **kwargs)
 
+    def plot_spy(history):  # the epochs on loss_curves.png's x axis
+        fig = real_plot(history)
+        curves.append(list(fig.axes[0].get_lines()[0].get_xdata()))
+        return fig
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vae_course.train, "train_vae", spy)
+        mp.setattr(vae_course.plots, "plot_history", plot_spy)
         code, stdout, stderr = run(["train", "--out", out, "--seed", "3", *QUICK])
     assert code == 0, stderr
-    return {"out": out, "vae": trained[0][0], "verbose": trained[0][1], "stdout": stdout}
+    return {
+        "out": out,
+        "vae": trained[0][0],
+        "verbose": trained[0][1],
+        "stdout": stdout,
+        "curve_epochs": curves,
+    }
 
 
 # ------------------------------------------------------------------------ train
@@ -89,9 +102,16 @@ def test_train_writes_checkpoint_history_and_plots(run_a):
     assert len(rows) == 2 and rows[1].startswith("1,")  # epochs numbered as on the console
     for name in ("loss_curves.png", "prior_samples.png", "latent_scatter.png", "manifold.png"):
         assert (out / name).read_bytes()[:8] == PNG, name
+    assert run_a["curve_epochs"] == [
+        [1]
+    ]  # loss_curves.png plots the one epoch at 1, as history.csv
     assert leftovers(out) == []
     state = ck.read_state(out / "model.keras")
-    assert state["epochs_done"] == 1 and state["settings"]["seed"] == 3 and state["settings"]["limit"] == 512
+    assert (
+        state["epochs_done"] == 1
+        and state["settings"]["seed"] == 3
+        and state["settings"]["limit"] == 512
+    )
     # not a terminal: verbose=2 (one line per epoch, no progress bar), plus our timing line
     stdout = run_a["stdout"]
     assert run_a["verbose"] == 2 and "━" not in stdout
@@ -108,7 +128,8 @@ def test_model_keras_reloads_with_identical_encoder_and_decoder_outputs(run_a):
     for a, b in zip(loaded.encoder(x), trained.encoder(x)):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(loaded.decoder(z)), keras.ops.convert_to_numpy(trained.decoder(z))
+        keras.ops.convert_to_numpy(loaded.decoder(z)),
+        keras.ops.convert_to_numpy(trained.decoder(z)),
     )
 
 
@@ -122,18 +143,65 @@ def test_same_seed_gives_identical_history_and_a_terminal_gets_the_progress_bar(
 
 def test_resume_appends_history_and_counts_epochs_on(run_a, tmp_path):
     shutil.copytree(run_a["out"], tmp_path / "r")
-    code, stdout, stderr = run(["train", "--resume", tmp_path / "r", "--epochs", "1", "--data-dir", DATA])
+    code, stdout, stderr = run(
+        ["train", "--resume", tmp_path / "r", "--epochs", "1", "--data-dir", DATA]
+    )
     assert code == 0, stderr
-    assert "resuming" in stdout and "after 1 epochs" in stdout and "Epoch 2/2" in stdout and "epoch 2/2:" in stdout
-    assert "training on 512 images, validating on 500" in stdout  # the recorded --limit and --val-limit
+    assert (
+        "resuming" in stdout
+        and "after 1 epochs" in stdout
+        and "Epoch 2/2" in stdout
+        and "epoch 2/2:" in stdout
+    )
+    assert (
+        "training on 512 images, validating on 500" in stdout
+    )  # the recorded --limit and --val-limit
     first = (run_a["out"] / "history.csv").read_text()
     now = (tmp_path / "r" / "history.csv").read_text()
-    assert now.startswith(first) and len(now.splitlines()) == 3 and now.splitlines()[2].startswith("2,")
+    assert (
+        now.startswith(first)
+        and len(now.splitlines()) == 3
+        and now.splitlines()[2].startswith("2,")
+    )
     assert ck.read_state(tmp_path / "r" / "model.keras")["epochs_done"] == 2
     assert int(ck.load_vae(tmp_path / "r").optimizer.iterations) == 2 * 8
     # a resumed run keeps its model's shape
-    code, _, err = run(["train", "--resume", tmp_path / "r", "--latent-dim", "3", "--data-dir", DATA])
+    code, _, err = run(
+        ["train", "--resume", tmp_path / "r", "--latent-dim", "3", "--data-dir", DATA]
+    )
     assert_clean_error(code, err, "--latent-dim 3", "trained with 2")
+
+
+def test_bernoulli_training_binarizes_afresh_every_epoch(tmp_path, monkeypatch):
+    """Dynamic binarization, as chapter 7 trains: each epoch sees new 0/1 draws of the grey images."""
+    seen = []
+    real = vae_course.train.train_vae
+
+    def spy(vae, x, *args, **kwargs):
+        seen.append(np.array(x))
+        return real(vae, x, *args, **kwargs)
+
+    monkeypatch.setattr(vae_course.train, "train_vae", spy)
+    out = tmp_path / "bern"
+    argv = [
+        "train",
+        "--out",
+        out,
+        "--likelihood",
+        "bernoulli",
+        "--limit",
+        "256",
+        "--val-limit",
+        "200",
+    ]
+    code, stdout, stderr = run([*argv, "--epochs", "2", "--data-dir", DATA])
+    assert code == 0, stderr
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
+    grey = scale_images(load_mnist(DATA)[0][0][:256])
+    for x in seen:  # each epoch's images are a binarization of the same grey images
+        assert set(np.unique(x)) <= {0.0, 1.0} and abs(x.mean() - grey.mean()) < 0.01
+    assert re.search(r"(?m)^epoch 1/2: ", stdout) and re.search(r"(?m)^epoch 2/2: ", stdout), stdout
+    assert len((out / "history.csv").read_text().splitlines()) == 3
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -186,7 +254,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_refuses_to_overwrite_an_earlier_run(run_a):
     before = (run_a["out"] / "model.keras").read_bytes()
     code, _, err = run(["train", "--out", run_a["out"], *QUICK])
-    assert_clean_error(code, err, str(run_a["out"]), "already holds model.keras", "--resume", "--overwrite")
+    assert_clean_error(
+        code, err, str(run_a["out"]), "already holds model.keras", "--resume", "--overwrite"
+    )
     assert (run_a["out"] / "model.keras").read_bytes() == before
     code, _, err = run(["train", "--epochs", "1"])
     assert_clean_error(code, err, "--out DIR")
@@ -205,14 +275,26 @@ def test_sample_writes_a_png(run_a, tmp_path):
 
 def test_evaluate_prints_negative_elbo_and_iwae_bound(run_a):
     code, stdout, err = run(
-        ["evaluate", "--model", run_a["out"] / "model.keras", "--k", "20", "--limit", "100", "--data-dir", DATA]
+        [
+            "evaluate",
+            "--model",
+            run_a["out"] / "model.keras",
+            "--k",
+            "20",
+            "--limit",
+            "100",
+            "--data-dir",
+            DATA,
+        ]
     )
     assert code == 0, err
     assert "100 test images" in stdout
     nelbo = float(re.search(r"-ELBO \(one z per image\)\s+(-?\d+\.\d+) nats", stdout).group(1))
     bound = float(re.search(r"IWAE bound L_20 <= log p\(x\)\s+(-?\d+\.\d+) nats", stdout).group(1))
     assert 0 < nelbo < 1000 and np.isfinite(bound)
-    assert -bound <= nelbo + 1.0  # L_k is tighter than the ELBO (up to the 1-sample noise of the ELBO)
+    assert (
+        -bound <= nelbo + 1.0
+    )  # L_k is tighter than the ELBO (up to the 1-sample noise of the ELBO)
 
 
 # ------------------------------------------------------------------- bad inputs
@@ -284,8 +366,14 @@ def test_bad_data_folder_gives_one_clear_message(make, expected, tmp_path):
     [
         (lambda x: (x * 255).astype(np.uint8), ["uint8 pixels", "/ 255"]),
         (lambda x: x * 255, ["pixel values span [0, 255]", "divide by 255"]),
-        (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), ["1 values are NaN or infinite"]),
-        (lambda x: np.where(np.arange(x.size).reshape(x.shape) < 3, np.inf, x), ["3 values are NaN or infinite"]),
+        (
+            lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x),
+            ["1 values are NaN or infinite"],
+        ),
+        (
+            lambda x: np.where(np.arange(x.size).reshape(x.shape) < 3, np.inf, x),
+            ["3 values are NaN or infinite"],
+        ),
         (lambda x: x[:, :14, :14], ["images of shape (14, 14)", "the model takes (28, 28)"]),
     ],
     ids=["uint8-never-scaled", "float-never-scaled", "nan", "inf", "wrong-image-shape"],
@@ -295,8 +383,12 @@ def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch
     from vae_course.tools import commands
 
     real = commands._prepare
-    monkeypatch.setattr(commands, "_prepare", lambda x, likelihood, seed: spoil(real(x, likelihood, seed)))
-    code, _, err = run(["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA])
+    monkeypatch.setattr(
+        commands, "_prepare", lambda x, *args, **kwargs: spoil(real(x, *args, **kwargs))
+    )
+    code, _, err = run(
+        ["train", "--out", tmp_path, "--limit", "64", "--epochs", "1", "--data-dir", DATA]
+    )
     assert_clean_error(code, err, "error: x: ", *expected)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "history.csv").exists()
 
@@ -306,11 +398,20 @@ def test_bad_pixels_reach_a_clear_message(spoil, expected, tmp_path, monkeypatch
     [
         (["--latent-dim", "0"], ["argument --latent-dim", "must be a positive integer", "got 0"]),
         (["--latent-dim", "-2"], ["argument --latent-dim", "got -2"]),
-        (["--likelihood", "poisson"], ["argument --likelihood", "invalid choice: 'poisson'", "gaussian"]),
+        (
+            ["--likelihood", "poisson"],
+            ["argument --likelihood", "invalid choice: 'poisson'", "gaussian"],
+        ),
         (["--epochs", "two"], ["argument --epochs", "'two'"]),
         (["--learning-rate", "nan"], ["argument --learning-rate", "finite"]),
     ],
-    ids=["latent-dim-0", "latent-dim-negative", "unknown-likelihood", "epochs-not-a-number", "learning-rate-nan"],
+    ids=[
+        "latent-dim-0",
+        "latent-dim-negative",
+        "unknown-likelihood",
+        "epochs-not-a-number",
+        "learning-rate-nan",
+    ],
 )
 def test_bad_argument_gives_one_clear_message(argv, expected, tmp_path):
     code, _, err = run(["train", "--out", tmp_path, *argv])
@@ -363,9 +464,21 @@ def test_bad_checkpoint_gives_one_clear_message(name, expected, command, bad_che
 def test_a_model_for_other_images_is_refused(tmp_path):
     ck.save_vae(build_vae(image_shape=(14, 14), hidden_units=(8,)), tmp_path / "model.keras")
     code, _, err = run(
-        ["evaluate", "--model", tmp_path / "model.keras", "--k", "2", "--limit", "4", "--data-dir", DATA]
+        [
+            "evaluate",
+            "--model",
+            tmp_path / "model.keras",
+            "--k",
+            "2",
+            "--limit",
+            "4",
+            "--data-dir",
+            DATA,
+        ]
     )
-    assert_clean_error(code, err, "takes images of shape (14, 14)", "MNIST images are (28, 28)", "Fix:")
+    assert_clean_error(
+        code, err, "takes images of shape (14, 14)", "MNIST images are (28, 28)", "Fix:"
+    )
 
 
 # ---------------------------------------------------------- help and the module
@@ -373,7 +486,16 @@ def test_help_on_each_command():
     for command, options in [
         (
             "train",
-            ["--epochs", "--latent-dim", "--likelihood", "--batch-size", "--seed", "--out", "--resume", "--limit"],
+            [
+                "--epochs",
+                "--latent-dim",
+                "--likelihood",
+                "--batch-size",
+                "--seed",
+                "--out",
+                "--resume",
+                "--limit",
+            ],
         ),
         ("sample", ["--model", "--n", "--out"]),
         ("evaluate", ["--model", "--k", "--limit"]),
@@ -400,9 +522,15 @@ def test_help_is_quick_plain_text_and_imports_no_torch_or_keras():
     assert float(re.search(r"SECONDS (\S+)", proc.stdout).group(1)) < 1.0
     assert "``" not in proc.stdout and ":func:" not in proc.stdout  # no RST markup
     words = " ".join(proc.stdout.split())  # argparse wraps lines
-    assert "(default: 20)" in words and "(default: 0.001)" in words and "Adam with learning rate 0.001" in words
+    assert (
+        "(default: 20)" in words
+        and "(default: 0.001)" in words
+        and "Adam with learning rate 0.001" in words
+    )
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "vae_course", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vae_course", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "fetch-data" in proc.stdout
     assert time.perf_counter() - start < 2.0  # the whole process, interpreter start-up included
 
@@ -412,7 +540,18 @@ def test_python_dash_m_vae_course(run_a, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     model = run_a["out"] / "model.keras"
     proc = subprocess.run(
-        [sys.executable, "-m", "vae_course", "sample", "--model", model, "--n", "4", "--out", tmp_path / "s.png"],
+        [
+            sys.executable,
+            "-m",
+            "vae_course",
+            "sample",
+            "--model",
+            model,
+            "--n",
+            "4",
+            "--out",
+            tmp_path / "s.png",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -432,7 +571,9 @@ def test_python_dash_m_vae_course(run_a, tmp_path):
     assert (
         proc.stderr.strip()
         .splitlines()[-1]
-        .endswith("error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0")
+        .endswith(
+            "error: argument --latent-dim: must be a positive integer (the size of z, e.g. 2), got 0"
+        )
     )
     assert not (tmp_path / "x").exists()
 

@@ -18,7 +18,9 @@ def test_each_step_gets_its_passes_learning_rate(passes):
     step = 0
     for i in range(passes):  # pass i: 3**i epochs at 1e-3 * 10**(-i/7)
         for _ in range(3**i * steps_per_epoch):
-            if step % 5 == 0 or step % steps_per_epoch == steps_per_epoch - 1:  # a sample, and each epoch's end
+            if (
+                step % 5 == 0 or step % steps_per_epoch == steps_per_epoch - 1
+            ):  # a sample, and each epoch's end
                 np.testing.assert_allclose(float(schedule(step)), 1e-3 * 10 ** (-i / 7), rtol=1e-6)
             step += 1
     assert step == train.burda_epochs(passes) * steps_per_epoch
@@ -37,4 +39,6 @@ def test_the_recipe_trains_with_the_schedule_batch_and_epsilon():
     opt = vae.optimizer
     assert int(opt.iterations.numpy()) == 26 and opt.epsilon == 1e-4
     # the optimizer holds the schedule: after 26 steps it is in the third pass's rate
-    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(opt.learning_rate)), 1e-3 * 10 ** (-2 / 7), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(opt.learning_rate)), 1e-3 * 10 ** (-2 / 7), rtol=1e-6
+    )

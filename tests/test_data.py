@@ -20,7 +20,18 @@ def test_shapes_and_dtypes_match_keras(mnist):
 
 def test_label_counts_and_mean_pixel_are_the_published_ones(mnist):
     (x_train, y_train), (_, y_test) = mnist
-    assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(y_train).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert round(float(x_train.mean() / 255), 4) == 0.1307
 
@@ -153,7 +164,10 @@ def test_read_idx_too_short(tmp_path):
         (np.zeros((4, 28, 28), np.uint8), "uint8 pixels"),
         (np.full((4, 28, 28), 255.0, np.float32), r"span \[255, 255\].*divide by 255"),
         (np.full((4, 28, 28), -0.5, np.float32), r"expected \[0, 1\]"),
-        (np.where(np.eye(28) > 0, np.nan, 0.5)[None].astype(np.float32), "784 values are NaN|28 values are NaN"),
+        (
+            np.where(np.eye(28) > 0, np.nan, 0.5)[None].astype(np.float32),
+            "784 values are NaN|28 values are NaN",
+        ),
         (np.full((2, 28, 28), np.inf, np.float32), "1568 values are NaN or infinite"),
         (np.zeros((4, 32, 32), np.float32), r"shape \(32, 32\), but the model takes \(28, 28\)"),
         (np.zeros((4,), np.float32), "expected \\(batch, height, width\\)"),

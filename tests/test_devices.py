@@ -16,7 +16,13 @@ from test_evaluate import exact_log_px, linear_vae
 
 from vae_course import losses, plots
 from vae_course.evaluate import iwae_bound, negative_elbo
-from vae_course.gradients import reparam_grads, sample_gaussian, score_function_grads
+from vae_course.gradients import (
+    bernoulli_score_grads,
+    elbo_grads,
+    reparam_grads,
+    sample_gaussian,
+    score_function_grads,
+)
 from vae_course.models import build_vae
 from vae_course.train import train_vae
 
@@ -24,7 +30,10 @@ DEVICES = [
     "cpu",
     pytest.param(
         "cuda",
-        marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU")],
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU"),
+        ],
     ),
 ]
 
@@ -57,6 +66,49 @@ def test_estimators_draw_on_the_tensors_device(device):
         assert on(device, g["mean"]) and on(device, g["scale"])
         se = g["mean"].std(0) / math.sqrt(400_000)
         assert torch.all((g["mean"].mean(0) - 2 * mean).abs() < 5 * se), est.__name__
+
+
+def test_elbo_and_bernoulli_gradients_draw_on_the_tensors_device(device):
+    """With a seeded CPU generator, as the chapters pass: the draws follow the tensors' device."""
+    mean = torch.tensor([1.0, -0.5], dtype=torch.float32, device=device)
+    scale = torch.tensor([0.5, 2.0], dtype=torch.float32, device=device)
+    n = 200_000
+    # log p(x|z) = -|z|^2 / 2 with the prior N(0, I): ELBO = -sum(m^2 + s^2) + sum(1 + log s^2) / 2
+    # + const, so d/dm = -2 m.
+    g = elbo_grads(
+        lambda z: -0.5 * (z**2).sum(-1), mean, scale, n, generator=torch.Generator().manual_seed(4)
+    )
+    assert on(device, g["mean"]) and on(device, g["scale"])
+    se = g["mean"].std(0) / math.sqrt(n)
+    assert torch.all((g["mean"].mean(0) + 2 * mean).abs() < 5 * se)
+    cpu = elbo_grads(
+        lambda z: -0.5 * (z**2).sum(-1),
+        mean.cpu(),
+        scale.cpu(),
+        10,
+        generator=torch.Generator().manual_seed(4),
+    )
+    again = elbo_grads(
+        lambda z: -0.5 * (z**2).sum(-1), mean, scale, 10, generator=torch.Generator().manual_seed(4)
+    )
+    assert torch.allclose(again["mean"].cpu(), cpu["mean"], atol=1e-6)
+    # Bernoulli bits, f(x) = sum(x): d/dlogits E[f] = p (1 - p).
+    logits = torch.tensor([0.3, -1.2], dtype=torch.float32, device=device)
+    b = bernoulli_score_grads(
+        lambda x: x.sum(-1), logits, n, baseline="rloo", generator=torch.Generator().manual_seed(5)
+    )
+    assert on(device, b["logits"]) and on(device, b["x"])
+    p = torch.sigmoid(logits)
+    se = b["logits"].std(0) / math.sqrt(n)
+    assert torch.all((b["logits"].mean(0) - p * (1 - p)).abs() < 5 * se)
+
+
+def test_bernoulli_draws_follow_the_logits_device_with_no_gpu():
+    """The check above, on a machine with no GPU: torch's "meta" device stands in for CUDA."""
+    logits = torch.zeros(3, device="meta")
+    for generator in (None, torch.Generator().manual_seed(0)):
+        b = bernoulli_score_grads(lambda x: x.sum(-1), logits, 4, generator=generator)
+        assert b["logits"].device.type == "meta" and b["x"].device.type == "meta"
 
 
 def test_losses_on_device_match_torch_distributions(device):

@@ -11,7 +11,9 @@ from vae_course.models import build_vae
 
 def test_ess_equals_the_direct_formula_on_small_weights():
     rng = np.random.default_rng(0)
-    w = rng.gamma(0.5, size=(50, 7))  # heavy-ish tailed positive weights, small enough to sum directly
+    w = rng.gamma(
+        0.5, size=(50, 7)
+    )  # heavy-ish tailed positive weights, small enough to sum directly
     direct = w.sum(0) ** 2 / (w**2).sum(0)
     np.testing.assert_allclose(effective_sample_size(np.log(w)), direct, rtol=1e-12)
 
@@ -23,7 +25,9 @@ def test_ess_limits_and_shift_invariance():
     one[5] = 0.0
     assert effective_sample_size(one)[0] == pytest.approx(1.0)
     log_w = np.random.default_rng(1).normal(size=(k, 4)) * 3
-    np.testing.assert_allclose(effective_sample_size(log_w - 700.0), effective_sample_size(log_w), rtol=1e-12)
+    np.testing.assert_allclose(
+        effective_sample_size(log_w - 700.0), effective_sample_size(log_w), rtol=1e-12
+    )
 
 
 def test_ess_rejects_bad_input():
@@ -37,4 +41,6 @@ def test_log_weights_are_the_ones_behind_iwae_bound():
     log_w = log_importance_weights(vae, x, 30, max_rows=40, seed=3)  # several chunks
     assert log_w.shape == (30, 5)
     lse = np.log(np.exp(log_w - log_w.max(0)).sum(0)) + log_w.max(0)
-    np.testing.assert_allclose(lse - math.log(30), iwae_bound(vae, x, 30, max_rows=40, seed=3), atol=1e-4)
+    np.testing.assert_allclose(
+        lse - math.log(30), iwae_bound(vae, x, 30, max_rows=40, seed=3), atol=1e-4
+    )

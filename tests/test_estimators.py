@@ -21,7 +21,8 @@ def gen():
 
 def within(estimate: montecarlo.MCEstimate, truth, n_se=4.0):
     return torch.all(
-        (estimate.mean - torch.as_tensor(truth, dtype=estimate.mean.dtype)).abs() <= n_se * estimate.stderr
+        (estimate.mean - torch.as_tensor(truth, dtype=estimate.mean.dtype)).abs()
+        <= n_se * estimate.stderr
     )
 
 
@@ -46,7 +47,11 @@ def test_monte_carlo_of_a_known_expectation(gen):
 @pytest.mark.parametrize("mu, sigma", [(1.0, 2.0), (3.5, 0.5), (-1.0, 1.0)])
 def test_score_function_is_unbiased(gen, mu, sigma):
     g = gradients.score_function_grads(
-        f, torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64), 200_000, generator=gen
+        f,
+        torch.tensor([mu], dtype=torch.float64),
+        torch.tensor([sigma], dtype=torch.float64),
+        200_000,
+        generator=gen,
     )
     assert within(montecarlo.mc_estimate(g["mean"]), [2 * (mu - K)])
     assert within(montecarlo.mc_estimate(g["scale"]), [2 * sigma])
@@ -55,7 +60,11 @@ def test_score_function_is_unbiased(gen, mu, sigma):
 @pytest.mark.parametrize("mu, sigma", [(1.0, 2.0), (3.5, 0.5), (-1.0, 1.0)])
 def test_reparameterization_is_unbiased(gen, mu, sigma):
     g = gradients.reparam_grads(
-        f, torch.tensor([mu], dtype=torch.float64), torch.tensor([sigma], dtype=torch.float64), 100_000, generator=gen
+        f,
+        torch.tensor([mu], dtype=torch.float64),
+        torch.tensor([sigma], dtype=torch.float64),
+        100_000,
+        generator=gen,
     )
     assert within(montecarlo.mc_estimate(g["mean"]), [2 * (mu - K)])
     assert within(montecarlo.mc_estimate(g["scale"]), [2 * sigma])
@@ -69,7 +78,9 @@ def test_variances_match_the_closed_forms(gen):
     rp = gradients.reparam_grads(f, m, s, 400_000, generator=gen)["mean"][:, 0]
     assert math.isclose(sf.var().item(), a**4 / sigma**2 + 14 * a**2 + 15 * sigma**2, rel_tol=0.05)
     assert math.isclose(rp.var().item(), 4 * sigma**2, rel_tol=0.02)
-    base = gradients.score_function_grads(f, m, s, 400_000, baseline=a**2 + sigma**2, generator=gen)["mean"][:, 0]
+    base = gradients.score_function_grads(
+        f, m, s, 400_000, baseline=a**2 + sigma**2, generator=gen
+    )["mean"][:, 0]
     assert math.isclose(base.var().item(), 8 * a**2 + 10 * sigma**2, rel_tol=0.05)
 
 

@@ -81,7 +81,9 @@ def test_same_function_and_gradients_inside_and_outside(images):
         got = [*vae.encoder(x), vae.decoder(z)]
         g_got = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # addmm vs matmul + add: rounding only
+        torch.testing.assert_close(
+            a, b, rtol=1e-6, atol=1e-6
+        )  # addmm vs matmul + add: rounding only
     torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
 
 
@@ -106,7 +108,9 @@ def test_training_flag_reaches_every_layer(images):
     encoder = keras.Model(image, list(SplitGaussianParams()(keras.layers.Dense(4)(h))))
     keras.utils.set_random_seed(0)
     vae = VAE(encoder, build_decoder(2, SHAPE, (16,)))
-    assert fast.chain_of(encoder)[0] is not None  # Dropout and the spy take `training`: still a chain
+    assert (
+        fast.chain_of(encoder)[0] is not None
+    )  # Dropout and the spy take `training`: still a chain
     TrainingSpy.seen.clear()
     train_vae(vae, images[:64], images[:32], epochs=1, batch_size=32, verbose=0)
     assert TrainingSpy.seen[-3:] == [True, True, False]  # two training steps, one validation batch
@@ -141,7 +145,9 @@ def test_a_network_that_is_not_a_chain_falls_back_with_a_warning(images):
 
     encoder = keras.Model(image, list(SplitGaussianParams()(h)), name="branchy")
     vae = VAE(encoder, build_decoder(2, SHAPE, (16,)))
-    with pytest.warns(fast.FastPathWarning, match="encoder 'branchy' falls back.*not a plain chain"):
+    with pytest.warns(
+        fast.FastPathWarning, match="encoder 'branchy' falls back.*not a plain chain"
+    ):
         h = train_vae(vae, images, epochs=1, batch_size=32, verbose=0).history
     assert np.isfinite(h["loss"][0])
 
@@ -157,7 +163,10 @@ def _adam_pair(learning_rate=1e-3, **kwargs):
         opt.build(variables)
         out.append((opt, variables))
     grads = [
-        [keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32") * 10.0**-i) for s in shapes]
+        [
+            keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32") * 10.0**-i)
+            for s in shapes
+        ]
         for i in range(12)
     ]
     return out, grads
@@ -172,12 +181,17 @@ class _Net:
             build_decoder(2, SHAPE, (4,)),
             optimizer,
         )
+        self.trainable_weights = self.encoder.trainable_weights + self.decoder.trainable_weights
 
 
-STEPPED = keras.optimizers.schedules.PiecewiseConstantDecay([3, 7], [1e-3, 3e-4, 1e-4])  # stepped, as Burda's
+STEPPED = keras.optimizers.schedules.PiecewiseConstantDecay(
+    [3, 7], [1e-3, 3e-4, 1e-4]
+)  # stepped, as Burda's
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"beta_1": 0.5, "epsilon": 1e-3}, {"learning_rate": STEPPED, "epsilon": 1e-4}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"beta_1": 0.5, "epsilon": 1e-3}, {"learning_rate": STEPPED, "epsilon": 1e-4}]
+)
 def test_each_fused_step_is_keras_adams_update(kwargs, monkeypatch):
     (ref, ours), grads = _adam_pair(**kwargs)
     calls = []
@@ -191,18 +205,114 @@ def test_each_fused_step_is_keras_adams_update(kwargs, monkeypatch):
                 ours[0].apply(g, ours[1])
             for a, b in zip(ref[1], ours[1]):
                 np.testing.assert_allclose(
-                    keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), rtol=1e-6, atol=1e-7
+                    keras.ops.convert_to_numpy(b),
+                    keras.ops.convert_to_numpy(a),
+                    rtol=1e-6,
+                    atol=1e-7,
                 )  # float32 rounding
     assert len(calls) == 12 and int(ours[0].iterations.numpy()) == 12
 
 
-def test_amsgrad_keeps_keras_update_and_says_so():
-    (_, ours), _ = _adam_pair(amsgrad=True)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"amsgrad": True},
+        {"weight_decay": 1e-4},
+        {"clipnorm": 1.0},
+        {"clipvalue": 0.5},
+        {"global_clipnorm": 1.0},
+        {"use_ema": True},
+        {"loss_scale_factor": 8.0},
+        {"gradient_accumulation_steps": 2},
+    ],
+)
+def test_a_setting_off_the_allow_list_keeps_keras_update_and_says_so(kwargs):
+    (_, ours), _ = _adam_pair(**kwargs)
+    (key,) = kwargs
     with (
-        pytest.warns(fast.FastPathWarning, match="Adam update falls back.*AMSGrad"),
+        pytest.warns(fast.FastPathWarning, match=f"Adam update falls back.*setting {key}="),
         fast.enabled(_Net(ours[0])) as on,
     ):
         assert not on["adam"]
+    assert "_parallel_update_step" not in vars(ours[0])
+
+
+def test_an_unknown_setting_keeps_keras_update(monkeypatch):
+    """A setting a later Keras might add is not silently ignored: the allow-list does not know it."""
+    (_, ours), _ = _adam_pair()
+    config = ours[0].get_config()
+    monkeypatch.setattr(ours[0], "get_config", lambda: {**config, "nesterov": True})
+    with (
+        pytest.warns(
+            fast.FastPathWarning, match="setting nesterov=True is not one the fused update knows"
+        ),
+        fast.enabled(_Net(ours[0])) as on,
+    ):
+        assert not on["adam"]
+
+
+def test_a_subclass_of_adam_keeps_its_own_update():
+    class MyAdam(type(keras.optimizers.Adam())):
+        pass
+
+    with (
+        pytest.warns(fast.FastPathWarning, match="not Keras's Adam itself"),
+        fast.enabled(_Net(MyAdam())) as on,
+    ):
+        assert not on["adam"]
+
+
+def test_the_kernel_check_is_kept_per_device():
+    assert fast.fused_adam_works("cpu") == ""
+    assert (
+        fast.fused_adam_works("meta") != ""
+    )  # no data on the meta device: the check fails there, and says why
+    assert fast.fused_adam_works("cpu") == ""  # ... which does not turn it off on the CPU
+
+
+def test_the_public_switches(images, monkeypatch):
+    """``train_vae(fast=False)`` runs Keras's own code; ``enabled(networks=..., adam=...)`` picks the parts."""
+    vae = tiny_vae()
+    counter = StepCounter(monkeypatch)
+    train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter], fast=False)
+    assert counter.per_step == [(2 + 5 + 5, 0)] * 3
+    with fast.enabled(vae, networks=False) as on:
+        assert on == {"encoder": False, "decoder": False, "adam": True}
+        assert "call" not in vars(vae.encoder)
+    with fast.enabled(vae, adam=False) as on:
+        assert on == {"encoder": True, "decoder": True, "adam": False}
+        assert "_parallel_update_step" not in vars(vae.optimizer)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_training_with_and_without_the_fast_path_gives_the_same_weights(images, likelihood):
+    """Two runs from the same weights and seed, 4 epochs of 3 steps: the same weights, up to float32 rounding."""
+    x = (images > 0.5).astype("float32") if likelihood == "bernoulli" else images
+    runs = []
+    for on in (True, False):
+        vae = tiny_vae(seed=3, likelihood=likelihood)
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "error", fast.FastPathWarning
+            )  # the fast run does take the fast path
+            h = train_vae(
+                vae, x, x[:32], epochs=4, batch_size=32, seed=5, verbose=0, fast=on
+            ).history
+        runs.append((vae, h))
+    (fast_vae, fast_h), (keras_vae, keras_h) = runs
+    assert int(fast_vae.optimizer.iterations) == int(keras_vae.optimizer.iterations) == 12
+    moved = 0
+    for a, b, w0 in zip(
+        fast_vae.weights, keras_vae.weights, tiny_vae(seed=3, likelihood=likelihood).weights
+    ):
+        a, b, w0 = (keras.ops.convert_to_numpy(v) for v in (a, b, w0))
+        np.testing.assert_allclose(
+            a, b, rtol=1e-5, atol=1e-6, err_msg=a.shape
+        )  # float32 rounding: addmm, fused kernel
+        moved += int(np.abs(a - w0).max() > 1e-3)  # and training did move the weights
+    assert moved == len(fast_vae.weights)
+    for key in ("loss", "nll", "kl", "val_loss"):
+        np.testing.assert_allclose(fast_h[key], keras_h[key], rtol=1e-5)
 
 
 def test_a_broken_kernel_is_caught_once_and_named(images, monkeypatch):
@@ -213,7 +323,9 @@ def test_a_broken_kernel_is_caught_once_and_named(images, monkeypatch):
     fast.fused_adam_works.cache_clear()
     try:
         vae = tiny_vae()
-        with pytest.warns(fast.FastPathWarning, match="Adam update falls back.*no fused Adam for this device"):
+        with pytest.warns(
+            fast.FastPathWarning, match="Adam update falls back.*no fused Adam for this device"
+        ):
             h = train_vae(vae, images, epochs=1, batch_size=32, verbose=0).history
         assert np.isfinite(h["loss"][0]) and int(vae.optimizer.iterations) == 3
     finally:
@@ -225,5 +337,7 @@ def test_the_compiled_model_saves_keras_adam(tmp_path, images):
     train_vae(vae, images, epochs=1, batch_size=32, learning_rate=2e-3, verbose=0)
     vae.save(tmp_path / "m.keras")
     back = keras.saving.load_model(tmp_path / "m.keras")
-    assert type(back.optimizer).__name__ == "Adam" and float(back.optimizer.learning_rate) == pytest.approx(2e-3)
+    assert type(back.optimizer).__name__ == "Adam" and float(
+        back.optimizer.learning_rate
+    ) == pytest.approx(2e-3)
     assert int(back.optimizer.iterations) == 3

@@ -11,12 +11,19 @@ from vae_course.gaussian import LOG_2PI, normal_log_prob
 
 def test_matches_torch_distributions_given_var_or_log_var():
     g = torch.Generator().manual_seed(0)
-    x, mean = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    x, mean = (
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+        torch.randn(3, generator=g, dtype=torch.float64),
+    )
     var = torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.1
     want = torch.distributions.Normal(mean, var.sqrt()).log_prob(x)
     torch.testing.assert_close(normal_log_prob(x, mean, var), want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(normal_log_prob(x, mean, log_var=var.log()), want, rtol=1e-12, atol=1e-12)
-    assert normal_log_prob(0.0, 0.0, 1.0).item() == pytest.approx(-0.5 * math.log(2 * math.pi), rel=1e-15)
+    torch.testing.assert_close(
+        normal_log_prob(x, mean, log_var=var.log()), want, rtol=1e-12, atol=1e-12
+    )
+    assert normal_log_prob(0.0, 0.0, 1.0).item() == pytest.approx(
+        -0.5 * math.log(2 * math.pi), rel=1e-15
+    )
     assert math.log(2 * math.pi) == LOG_2PI
 
 

@@ -24,8 +24,19 @@ LITERALINCLUDE = re.compile(r"```\{literalinclude\}\s*(\S+)\s*\n((?::[\w-]+:[^\n
 
 
 def test_the_layout_has_both_levels():
-    assert {"montecarlo", "gradients", "gaussian", "losses", "models", "train", "evaluate"} <= set(TOP_LEVEL)
-    assert {"cli", "commands", "callbacks", "checkpoints", "atomic", "fetch", "cache", "course_models"} <= set(TOOLS)
+    assert {"montecarlo", "gradients", "gaussian", "losses", "models", "train", "evaluate"} <= set(
+        TOP_LEVEL
+    )
+    assert {
+        "cli",
+        "commands",
+        "callbacks",
+        "checkpoints",
+        "atomic",
+        "fetch",
+        "cache",
+        "course_models",
+    } <= set(TOOLS)
     assert not set(TOP_LEVEL) & set(TOOLS), "a module name at both levels"
 
 
@@ -44,7 +55,11 @@ def first_tools_imports(modules):
     A module whose line is not ``[]`` is the first that (itself or through its imports) loaded a tools module.
     """
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *modules], capture_output=True, text=True, cwd=ROOT, timeout=300
+        [sys.executable, "-c", PROBE, *modules],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
@@ -73,7 +88,8 @@ def defined(path: Path, name: str) -> bool:
         found = [
             n
             for n in getattr(node, "body", [])
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and n.name == part
         ]
         if not found:
             return False
@@ -94,7 +110,9 @@ def test_every_literalinclude_points_at_an_existing_object(notebook):
     for arg, options in found:
         path = (notebook.parent / arg).resolve()
         assert path.is_file(), f"{notebook.name}: literalinclude {arg}: no such file"
-        assert path.is_relative_to(PACKAGE), f"{notebook.name}: literalinclude {arg} is outside vae_course/"
+        assert path.is_relative_to(PACKAGE), (
+            f"{notebook.name}: literalinclude {arg} is outside vae_course/"
+        )
         name = options.get("pyobject")
         assert name, f"{notebook.name}: literalinclude {arg} without :pyobject:"
         assert defined(path, name), f"{notebook.name}: {arg} defines no {name!r}"
@@ -105,7 +123,11 @@ def test_readme_lists_every_module_with_about_its_line_count():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     table = {m: int(n) for m, n in re.findall(r"^\| `([\w/]+)` \| (\d+) \|", text, re.M)}
     modules = set(TOP_LEVEL) | {f"tools/{m}" for m in TOOLS}
-    assert set(table) == modules, f"README lists {sorted(set(table) - modules)}, misses {sorted(modules - set(table))}"
+    assert set(table) == modules, (
+        f"README lists {sorted(set(table) - modules)}, misses {sorted(modules - set(table))}"
+    )
     for module, listed in table.items():
         actual = len((PACKAGE / f"{module}.py").read_text(encoding="utf-8").splitlines())
-        assert abs(actual - listed) <= 0.2 * actual, f"README gives {module} {listed} lines; it has {actual}"
+        assert abs(actual - listed) <= 0.2 * actual, (
+            f"README gives {module} {listed} lines; it has {actual}"
+        )

@@ -8,7 +8,11 @@ from torch.distributions import Normal, kl_divergence
 
 from vae_course.linear_gaussian import LinearGaussian, kl_gaussian, normal_log_prob
 
-MODELS = [LinearGaussian(1.5, 0.3, 0.8), LinearGaussian(-0.7, -1.0, 0.3), LinearGaussian(3.0, 2.0, 2.5)]
+MODELS = [
+    LinearGaussian(1.5, 0.3, 0.8),
+    LinearGaussian(-0.7, -1.0, 0.3),
+    LinearGaussian(3.0, 2.0, 2.5),
+]
 XS = torch.tensor([-2.0, 0.1, 1.7, 4.0], dtype=torch.float64)
 QS = [(0.0, 1.0), (0.4, 0.2), (-1.3, 2.5), (2.0, 0.01)]
 
@@ -25,7 +29,9 @@ def trapz(values):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_log_marginal_matches_torch_and_quadrature(model):
-    expected = Normal(torch.tensor(model.b, dtype=torch.float64), math.sqrt(model.w**2 + model.s**2)).log_prob(XS)
+    expected = Normal(
+        torch.tensor(model.b, dtype=torch.float64), math.sqrt(model.w**2 + model.s**2)
+    ).log_prob(XS)
     assert torch.allclose(model.log_marginal(XS), expected, rtol=0, atol=1e-12)
     for x in XS:
         integral = trapz(torch.exp(model.log_joint(x, Z)))
@@ -77,12 +83,17 @@ def test_evidence_identity_and_zero_gap_at_the_posterior(model):
         assert bool(torch.all(model.elbo(XS, m, v) <= lhs))
     post_mean, post_var = model.posterior(XS)
     assert bool(torch.all(model.kl_to_posterior(XS, post_mean, post_var) == 0.0))
-    assert torch.allclose(model.elbo(XS, post_mean, post_var), model.log_marginal(XS), rtol=0, atol=1e-12)
+    assert torch.allclose(
+        model.elbo(XS, post_mean, post_var), model.log_marginal(XS), rtol=0, atol=1e-12
+    )
 
 
 def test_kl_gaussian_matches_torch_and_is_exactly_zero_on_the_diagonal():
     g = torch.Generator().manual_seed(0)
-    m1, m2 = torch.randn(100, generator=g, dtype=torch.float64), torch.randn(100, generator=g, dtype=torch.float64)
+    m1, m2 = (
+        torch.randn(100, generator=g, dtype=torch.float64),
+        torch.randn(100, generator=g, dtype=torch.float64),
+    )
     v1 = torch.exp(torch.randn(100, generator=g, dtype=torch.float64))
     v2 = torch.exp(torch.randn(100, generator=g, dtype=torch.float64))
     expected = kl_divergence(Normal(m1, v1.sqrt()), Normal(m2, v2.sqrt()))
@@ -150,3 +161,47 @@ def test_non_positive_variances_are_refused():
         model.elbo(0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="variance"):
         kl_gaussian(0.0, 1.0, 0.0, torch.tensor([1.0, -1.0]))
+
+
+# grad_m_variance against Gauss-Hermite quadrature of autograd's one-draw gradients. Each one-draw
+# gradient is a polynomial in eps of degree <= 3 (its square <= 6), so 20 nodes integrate it exactly;
+# nothing here repeats grad_m_variance's algebra.
+@pytest.mark.parametrize("model", MODELS[:2])
+@pytest.mark.parametrize("q", QS[:3])
+@pytest.mark.parametrize("estimator", ["full", "analytic_kl", "stl", "score"])
+def test_grad_m_variance_matches_quadrature_of_autograd_gradients(model, q, estimator):
+    import numpy as np
+    from torch.func import grad
+
+    from vae_course.gaussian import gaussian_log_prob
+    from vae_course.gradients import transform
+    from vae_course.losses import elbo_integrand
+
+    x, (m, v), c = XS[1], q, -1.5
+    nodes, weights = np.polynomial.hermite_e.hermegauss(20)
+    eps = torch.tensor(nodes, dtype=torch.float64)[:, None]
+    w = torch.tensor(weights / math.sqrt(2 * math.pi), dtype=torch.float64)
+    mean, scale = (
+        torch.tensor([m], dtype=torch.float64),
+        torch.tensor([math.sqrt(v)], dtype=torch.float64),
+    )
+    loglik = lambda z: model.log_likelihood(x, z[..., 0])
+
+    def one_draw(e, mn):
+        if (
+            estimator == "score"
+        ):  # (f(z) - c) d/dm log q(z), f = log p(x, z) - log q(z) at the fixed draw z
+            z = transform(e, mean, scale).detach()
+            f = model.log_joint(x, z[..., 0]) - gaussian_log_prob(z, mean, scale)
+            return (f.detach() - c) * gaussian_log_prob(z, mn, scale)
+        return elbo_integrand(loglik, transform(e, mn, scale), mn, scale, estimator)
+
+    g = torch.stack([grad(one_draw, argnums=1)(e, mean)[0] for e in eps])
+    mean_g = (w * g).sum()
+    var = (w * (g - mean_g) ** 2).sum().item()
+    assert mean_g.item() == pytest.approx(
+        -model.posterior_precision() * (m - model.posterior(x)[0].item()), abs=1e-9
+    )
+    assert model.grad_m_variance(x, m, v, estimator, baseline=c).item() == pytest.approx(
+        var, rel=1e-9, abs=1e-12
+    )

@@ -45,7 +45,9 @@ def test_latent_grid_is_the_inverse_normal_cdf_of_a_uniform_grid():
     u = (np.arange(4) + 0.5) / 4
     q = torch.special.ndtri(torch.tensor(u)).numpy()
     np.testing.assert_allclose(z[:4, 0], q, rtol=1e-6)  # first row: z1 rising
-    np.testing.assert_allclose(z[::4, 1], q[::-1], rtol=1e-6)  # first column: z2 falling (top row is high z2)
+    np.testing.assert_allclose(
+        z[::4, 1], q[::-1], rtol=1e-6
+    )  # first column: z2 falling (top row is high z2)
     np.testing.assert_allclose(z[:4, 1], q[-1])
     assert np.isfinite(plots.latent_grid(20)).all()
     z5 = plots.latent_grid(3, latent_dim=5)
@@ -71,9 +73,9 @@ def test_plot_history_has_three_labelled_panels_with_train_and_val():
         assert [line.get_label() for line in ax.get_lines()] == ["training", "validation"]
         np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [1, 2])
         np.testing.assert_array_equal(ax.get_lines()[1].get_ydata(), history[f"val_{key}"])
-    # a history.csv's epoch column (from 0, resumed runs count on) sets the x axis
+    # an "epoch" key (history.csv's column, from 1; a resumed run counts on) is the x axis as it is
     fig = plots.plot_history({"epoch": [3, 4], "loss": [1, 2], "nll": [1, 2], "kl": [0, 0]})
-    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_xdata(), [4, 5])
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_xdata(), [3, 4])
     with pytest.raises(DataError):
         plots.plot_history({"accuracy": [1]})
 
@@ -114,7 +116,11 @@ def test_plot_images_reconstructions_interpolation(vae):
     assert fig.axes[0].get_ylabel() == "original" and fig.axes[3].get_ylabel() == "reconstruction"
 
     fig = plots.plot_interpolation(vae, x[0], x[1], steps=4)
-    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "$x_a$" and fig.axes[-1].get_title() == "$x_b$"
+    assert (
+        len(fig.axes) == 6
+        and fig.axes[0].get_title() == "$x_a$"
+        and fig.axes[-1].get_title() == "$x_b$"
+    )
     with torch.no_grad():
         z_a = keras.ops.convert_to_numpy(vae.encode(x[:1])[0])
         want = keras.ops.convert_to_numpy(vae.decode(z_a))[0]

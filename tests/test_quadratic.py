@@ -79,18 +79,30 @@ def test_gradient_variances_exact(mu, sigma, k, which):
     for est in (sf_mean, rp_mean):
         assert est[0].item() == pytest.approx(quadratic.grad_mean(mu, sigma, k), abs=1e-10)
         assert est[1].item() == pytest.approx(quadratic.grad_scale(mu, sigma, k), abs=1e-10)
-    assert sf_var[0].item() == pytest.approx(quadratic.score_variance_mean(mu, sigma, k, baseline), rel=1e-10)
-    assert sf_var[1].item() == pytest.approx(quadratic.score_variance_scale(mu, sigma, k, baseline), rel=1e-10)
-    assert rp_var[0].item() == pytest.approx(quadratic.reparam_variance_mean(mu, sigma, k), rel=1e-10)
-    assert rp_var[1].item() == pytest.approx(quadratic.reparam_variance_scale(mu, sigma, k), rel=1e-10)
+    assert sf_var[0].item() == pytest.approx(
+        quadratic.score_variance_mean(mu, sigma, k, baseline), rel=1e-10
+    )
+    assert sf_var[1].item() == pytest.approx(
+        quadratic.score_variance_scale(mu, sigma, k, baseline), rel=1e-10
+    )
+    assert rp_var[0].item() == pytest.approx(
+        quadratic.reparam_variance_mean(mu, sigma, k), rel=1e-10
+    )
+    assert rp_var[1].item() == pytest.approx(
+        quadratic.reparam_variance_scale(mu, sigma, k), rel=1e-10
+    )
 
 
 @pytest.mark.parametrize("mu,sigma,k", CASES)
 def test_named_baselines(mu, sigma, k):
     a2, s2 = (mu - k) ** 2, sigma**2
     v_mean = quadratic.score_variance_mean(mu, sigma, k, quadratic.expectation(mu, sigma, k))
-    v_opt = quadratic.score_variance_mean(mu, sigma, k, quadratic.optimal_baseline_mean(mu, sigma, k))
-    assert quadratic.score_variance_mean(mu, sigma, k) == pytest.approx((mu - k) ** 4 / s2 + 14 * a2 + 15 * s2)
+    v_opt = quadratic.score_variance_mean(
+        mu, sigma, k, quadratic.optimal_baseline_mean(mu, sigma, k)
+    )
+    assert quadratic.score_variance_mean(mu, sigma, k) == pytest.approx(
+        (mu - k) ** 4 / s2 + 14 * a2 + 15 * s2
+    )
     assert v_mean == pytest.approx(8 * a2 + 10 * s2)
     assert v_opt == pytest.approx(8 * a2 + 6 * s2)
 
@@ -134,7 +146,10 @@ def test_gradient_variances_monte_carlo(mu, sigma, k):
 def test_expectation_and_variance_monte_carlo():
     mu, sigma, k = 1.0, 0.5, 0.0
     x = sample_gaussian(
-        torch.tensor([mu], dtype=DT), torch.tensor([sigma], dtype=DT), 400_000, torch.Generator().manual_seed(3)
+        torch.tensor([mu], dtype=DT),
+        torch.tensor([sigma], dtype=DT),
+        400_000,
+        torch.Generator().manual_seed(3),
     )
     fx = quadratic.shifted_square(k)(x)
     est = mc_estimate(fx)
@@ -165,8 +180,13 @@ def test_squared_norm_monte_carlo():
     n = 200_000
     x = sample_gaussian(MEAN, CHOL, n, torch.Generator().manual_seed(4))
     est = mc_estimate(quadratic.squared_norm(x))
-    assert abs(est.mean.item() - quadratic.squared_norm_expectation(MEAN, CHOL).item()) < 5 * est.stderr.item()
-    g = reparam_grads(quadratic.squared_norm, MEAN, CHOL, n, generator=torch.Generator().manual_seed(5))
+    assert (
+        abs(est.mean.item() - quadratic.squared_norm_expectation(MEAN, CHOL).item())
+        < 5 * est.stderr.item()
+    )
+    g = reparam_grads(
+        quadratic.squared_norm, MEAN, CHOL, n, generator=torch.Generator().manual_seed(5)
+    )
     ref = quadratic.squared_norm_grads(MEAN, CHOL)
     for key in ("mean", "scale"):
         e = mc_estimate(g[key])

@@ -30,12 +30,18 @@ def summary_items(chapter):
     for kind, text in cells(chapter):
         if kind == "markdown" and HEADING in text:
             block = text.split(HEADING, 1)[1].split("\n#", 1)[0]
-            return [(line, LINK_RE.findall(line)) for line in block.splitlines() if line.startswith("- ")]
+            return [
+                (line, LINK_RE.findall(line))
+                for line in block.splitlines()
+                if line.startswith("- ")
+            ]
     raise AssertionError(f"{chapter}: no '{HEADING}' section")
 
 
 def has_assert(code):
-    source = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+    source = "\n".join(
+        line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))
+    )
     return any(isinstance(node, ast.Assert) for node in ast.walk(ast.parse(source)))
 
 
@@ -59,8 +65,12 @@ def test_every_item_links_to_an_asserting_code_cell(chapter):
     for line, labels in items:
         assert labels, f"{chapter}: an item links to no cell: {line!r}"
         for label in labels:
-            assert label in targets, f"{chapter}: #{label} is not a target cell of the chapter ({line!r})"
-            assert targets[label], f"{chapter}: the cell after target {label!r} is not a code cell that asserts"
+            assert label in targets, (
+                f"{chapter}: #{label} is not a target cell of the chapter ({line!r})"
+            )
+            assert targets[label], (
+                f"{chapter}: the cell after target {label!r} is not a code cell that asserts"
+            )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -74,7 +84,9 @@ def test_every_target_is_used_and_unique(chapter):
     ]
     assert len(labels) == len(set(labels)), f"{chapter}: a target label is repeated"
     linked = {label for _, ls in summary_items(chapter) for label in ls}
-    assert set(labels) <= linked, f"{chapter}: targets no item links to: {sorted(set(labels) - linked)}"
+    assert set(labels) <= linked, (
+        f"{chapter}: targets no item links to: {sorted(set(labels) - linked)}"
+    )
 
 
 def test_the_check_fails_on_a_cell_without_assert():

@@ -147,7 +147,9 @@ def _load_folder(folder: Path, origin: str):
         )
     for key in ("y_train", "y_test"):
         if arrays[key].max() > 9:
-            raise DataError(f"{origin}: labels in {key} go up to {arrays[key].max()}, expected 0..9. {_FIX}")
+            raise DataError(
+                f"{origin}: labels in {key} go up to {arrays[key].max()}, expected 0..9. {_FIX}"
+            )
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 

@@ -19,20 +19,23 @@ import keras
 import numpy as np
 import torch
 
-from . import losses
 from .data import check_images
-from .gradients import standard_normal
+from .errors import check_positive_int
+from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
+from .gradients import standard_normal, transform
+from .losses import kl_std_normal
+from .montecarlo import mean_and_se, paired_difference
 
 
 def _log_weights(vae, x, z_mean, z_log_var, eps):
     """log w for eps (c, b, d) -> (c, b)."""
     c, b, d = eps.shape
-    z = z_mean + torch.exp(0.5 * z_log_var) * eps
+    z = transform(eps, z_mean, torch.exp(0.5 * z_log_var))
     out = vae.decoder(z.reshape(c * b, d))
     x_rep = x.unsqueeze(0).expand((c,) + tuple(x.shape)).reshape((c * b,) + tuple(x.shape[1:]))
     log_px_z = vae.log_likelihood(x_rep, out).reshape(c, b)
-    log_pz = losses.std_normal_log_prob(z)
-    log_qz = losses.diag_gaussian_log_prob(z, z_mean, z_log_var)
+    log_pz = std_normal_log_prob(z)
+    log_qz = diag_gaussian_log_prob(z, z_mean, z_log_var)
     return log_px_z + log_pz - log_qz
 
 
@@ -52,8 +55,7 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
     Each chunk's log-sum-exp is taken there in float32 and only the (batch,)
     running totals are kept on the CPU in float64 (MPS has no float64).
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    num_samples = check_positive_int(num_samples, "num_samples", 5000)
     x = check_images(x, "x", vae.image_shape)
     if posterior is not None:
         posterior = _check_posterior(posterior, len(x), vae.latent_dim)
@@ -66,7 +68,9 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
             if posterior is None:
                 z_mean, z_log_var = vae.encode(xb)
             else:
-                z_mean, z_log_var = (keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior)
+                z_mean, z_log_var = (
+                    keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior
+                )
             if gen is None:
                 gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
             chunk = max(1, min(num_samples, max_rows // b))
@@ -74,7 +78,9 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
             done = 0
             while done < num_samples:
                 c = min(chunk, num_samples - done)
-                eps = torch.randn((c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype)
+                eps = torch.randn(
+                    (c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype
+                )
                 lse = torch.logsumexp(_log_weights(vae, xb, z_mean, z_log_var, eps), dim=0)
                 running = torch.logaddexp(running, lse.cpu().to(torch.float64))
                 done += c
@@ -82,7 +88,9 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
     return out
 
 
-def log_importance_weights(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, posterior=None):
+def log_importance_weights(
+    vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, posterior=None
+):
     r"""The k = ``num_samples`` log importance weights of each image, drawn as :func:`iwae_bound` draws them.
 
     .. math:: \log w_i = \log p(x \mid z_i) + \log p(z_i) - \log q(z_i \mid x), \qquad z_i \sim q(z \mid x)
@@ -92,8 +100,7 @@ def log_importance_weights(vae, x, num_samples, batch_size=100, max_rows=20000, 
     Returns a float64 numpy array of shape (num_samples, batch), in nats (mind its size: k times
     the number of images).
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    num_samples = check_positive_int(num_samples, "num_samples", 5000)
     x = check_images(x, "x", vae.image_shape)
     if posterior is not None:
         posterior = _check_posterior(posterior, len(x), vae.latent_dim)
@@ -106,14 +113,18 @@ def log_importance_weights(vae, x, num_samples, batch_size=100, max_rows=20000, 
             if posterior is None:
                 z_mean, z_log_var = vae.encode(xb)
             else:
-                z_mean, z_log_var = (keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior)
+                z_mean, z_log_var = (
+                    keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior
+                )
             if gen is None:
                 gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
             chunk = max(1, min(num_samples, max_rows // b))
             done = 0
             while done < num_samples:
                 c = min(chunk, num_samples - done)
-                eps = torch.randn((c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype)
+                eps = torch.randn(
+                    (c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype
+                )
                 log_w = _log_weights(vae, xb, z_mean, z_log_var, eps)
                 out[done : done + c, start : start + b] = log_w.cpu().to(torch.float64).numpy()
                 done += c
@@ -142,17 +153,22 @@ def effective_sample_size(log_w):
 
 
 def negative_elbo(vae, x, batch_size=500, seed=0):
-    """Per-example -ELBO with the analytic KL and one z sample, as the training loss: (batch,) numpy.
+    """Per-example -ELBO with the model's KL and one z sample, as the training loss: (batch,) numpy.
 
-    Re-seeds Keras's global random state with ``seed`` (skip with seed=None).
+    The draws of z come from a ``keras.random.SeedGenerator(seed)`` of this call
+    (reproducible for a given ``seed``; nothing global is reseeded), or a
+    ``SeedGenerator`` passed as ``seed``, or with ``seed=None`` the model's own.
     """
     x = check_images(x, "x", vae.image_shape)
-    keras.utils.set_random_seed(seed) if seed is not None else None
+    if isinstance(seed, keras.random.SeedGenerator) or seed is None:
+        generator = seed
+    else:
+        generator = keras.random.SeedGenerator(seed)
     res = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
-            loss, _, _ = vae.compute_losses(xb)
+            loss, _, _ = vae.compute_losses(xb, seed=generator)
             res.append(keras.ops.convert_to_numpy(loss).astype(np.float64))
     return np.concatenate(res)
 
@@ -168,7 +184,9 @@ def _check_posterior(posterior, n, latent_dim):
         ) from None
     out = []
     for name, a in (("z_mean", z_mean), ("z_log_var", z_log_var)):
-        a = np.asarray(keras.ops.convert_to_numpy(a) if not isinstance(a, np.ndarray) else a, dtype=np.float32)
+        a = np.asarray(
+            keras.ops.convert_to_numpy(a) if not isinstance(a, np.ndarray) else a, dtype=np.float32
+        )
         if a.shape != (n, latent_dim):
             raise ValueError(
                 f"posterior {name}: shape {a.shape}, expected ({n}, {latent_dim}) = (number of images, "
@@ -199,8 +217,7 @@ def elbo_given_posterior(vae, x, posterior, num_samples=100, batch_size=100, see
     gives the same eps for two posteriors, so their difference is paired).
     """
     x = check_images(x, "x", vae.image_shape)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
+    num_samples = check_positive_int(num_samples, "num_samples", 100)
     z_mean_all, z_log_var_all = _check_posterior(posterior, len(x), vae.latent_dim)
     gen = torch.Generator().manual_seed(int(seed))
     out = np.empty(len(x), dtype=np.float64)
@@ -221,14 +238,16 @@ def elbo_given_posterior(vae, x, posterior, num_samples=100, batch_size=100, see
 def _elbo_terms(vae, x, z_mean, z_log_var, eps):
     """mean_s log p(x | z_s) - KL(q || p(z)) for eps (S, b, d): (b,) torch."""
     s, b, d = eps.shape
-    z = z_mean + torch.exp(0.5 * z_log_var) * eps
+    z = transform(eps, z_mean, torch.exp(0.5 * z_log_var))
     out = vae.decoder(z.reshape(s * b, d))
     x_rep = x.unsqueeze(0).expand((s,) + tuple(x.shape)).reshape((s * b,) + tuple(x.shape[1:]))
     log_px_z = vae.log_likelihood(x_rep, out).reshape(s, b).mean(0)
-    return log_px_z - losses.kl_std_normal(z_mean, z_log_var)
+    return log_px_z - kl_std_normal(z_mean, z_log_var)
 
 
-def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0):
+def fit_local_posterior(
+    vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0
+):
     r"""The best Gaussian q*(z|x) for each image by itself: maximise that image's ELBO.
 
     .. math:: (\mu^*, \log\sigma^{2*}) = \arg\max_{\mu, \log\sigma^2}
@@ -246,9 +265,8 @@ def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, b
     shape (batch, latent_dim). Reproducible for a given ``seed``.
     """
     x = check_images(x, "x", vae.image_shape)
-    for name, value in (("steps", steps), ("num_samples", num_samples)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    steps = check_positive_int(steps, "steps", 300)
+    num_samples = check_positive_int(num_samples, "num_samples", 10)
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}.")
     gen = torch.Generator().manual_seed(int(seed))
@@ -263,7 +281,9 @@ def fit_local_posterior(vae, x, steps=300, learning_rate=0.02, num_samples=10, b
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
         for _ in range(steps):
             eps = _randn((num_samples,) + tuple(m.shape), gen, m)
-            loss = -_elbo_terms(vae, xb, m, lv, eps).sum()  # images are independent: a sum gives each its own gradient
+            loss = -_elbo_terms(
+                vae, xb, m, lv, eps
+            ).sum()  # images are independent: a sum gives each its own gradient
             grad_m, grad_lv = torch.autograd.grad(loss, [m, lv])
             m.grad, lv.grad = grad_m, grad_lv
             opt.step()
@@ -290,39 +310,14 @@ def active_units(vae, x, threshold=0.01, batch_size=500):
     with torch.no_grad():
         mu = np.concatenate(
             [
-                keras.ops.convert_to_numpy(vae.encode(x[start : start + batch_size])[0]).astype(np.float64)
+                keras.ops.convert_to_numpy(vae.encode(x[start : start + batch_size])[0]).astype(
+                    np.float64
+                )
                 for start in range(0, len(x), batch_size)
             ]
         )
     activity = mu.var(axis=0, ddof=1)
     return activity, int((activity > threshold).sum())
-
-
-def paired_difference(a, b):
-    r"""Mean and standard error of a - b for per-image values on the same images.
-
-    .. math:: \bar d = \frac1n\sum_i (a_i - b_i), \qquad
-              \mathrm{se} = \frac{\operatorname{sd}(a_i - b_i)}{\sqrt n}
-
-    Two bounds on the same images share most of their image-to-image spread,
-    so the paired standard error is far smaller than the one from each
-    column's own spread. a, b: 1-D arrays of the same length n >= 2.
-    Returns ``(mean, se)`` as floats.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
-        raise ValueError(
-            f"paired_difference: a and b must be 1-D arrays of one value per image, the same images in "
-            f"the same order (n >= 2); got shapes {a.shape} and {b.shape}."
-        )
-    d = a - b
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-
-
-def mean_and_se(a):
-    """Mean and standard error (sd / sqrt(n)) of per-image values a, a 1-D array with n >= 2."""
-    a = np.asarray(a, dtype=np.float64)
-    return paired_difference(a, np.zeros_like(a))
 
 
 __all__ = [

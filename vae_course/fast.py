@@ -7,25 +7,34 @@
 
 Inside the block:
 
-1. **Chained layers.** A network that is a plain chain of layers (the
-   course's encoder and decoder are) runs its layers' ``call`` one after the
-   other, instead of going through ``Layer.__call__`` for each (input checks,
-   name scopes, autocasting, masks).
-   ``training`` is passed on to every layer whose ``call`` takes it; each
-   Dense layer runs as one ``torch.addmm``, as PyTorch's own ``Linear`` does.
-   The network still gets one ``Layer.__call__`` of its own.
+1. **Networks as chains of torch calls.** A network that is a plain chain of
+   layers (the course's encoder and decoder are) runs its layers one after
+   the other instead of going through ``Layer.__call__`` for each (input
+   checks, name scopes, autocasting, masks). A float32 Dense layer with a
+   bias and a ReLU, sigmoid, tanh or no activation is one ``torch.addmm``
+   and one torch activation, as PyTorch's own ``Linear`` + activation;
+   Flatten, Reshape and such an Activation layer are one torch call each;
+   any other layer runs its own ``call``, with ``training`` passed on if it
+   takes it. The network still gets one ``Layer.__call__`` of its own.
 2. **Fused Adam.** Keras's Adam update (a dozen ``torch._foreach_*`` calls,
    five of which copy every weight) runs in PyTorch's fused kernel
-   ``torch._fused_adam_``, one pass over the weights, in place.
+   ``torch._fused_adam_``, one pass over the weights, in place. Only for
+   Keras's own Adam class, and only when every one of its settings is on an
+   allow-list of values that leave the update plain Adam (no AMSGrad, weight
+   decay, clipping, EMA, loss scaling or gradient accumulation); a setting
+   the list does not know turns it off.
 
 Both rest on details that Keras and PyTorch do not promise to keep
-(``Layer.call``'s arguments, the optimizer's moment slots, a private
-PyTorch kernel). Each is therefore checked once per process, on tiny inputs,
-against Keras's own result; what fails the check is not used, and a
-``FastPathWarning`` says which part fell back and why. Whatever the
-network, the fallback is Keras's own code, so the result is the same, only
-slower. The networks are looked up when the block starts: an encoder or
-decoder swapped in before ``fit`` is the one that runs fast.
+(``Layer.call``'s arguments, the optimizer's moment slots and its
+``_parallel_update_step``, a private PyTorch kernel). Each is therefore
+checked against Keras's own result on tiny inputs before it is used: the
+chain on every network when the block starts, the kernel once per process
+and device. What fails the check is not used, and a ``FastPathWarning``
+says which part fell back and why. Whatever the network, the fallback is
+Keras's own code, so the result is the same, only slower
+(``tests/test_fast.py`` trains with and without the block and compares
+the weights). The networks are looked up when the block starts: an encoder
+or decoder swapped in before ``fit`` is the one that runs fast.
 """
 
 from __future__ import annotations
@@ -92,37 +101,76 @@ def chain_of(model: keras.Model) -> tuple[list[keras.layers.Layer] | None, str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _dense_addmm(layer: layers.Dense, x: torch.Tensor) -> torch.Tensor:
-    """``Dense.call``: activation(x @ kernel + bias), with the product and the sum as one ``torch.addmm``."""
-    y = torch.addmm(layer.bias.value, x, layer.kernel.value)
-    return layer.activation(y) if layer.activation is not None else y
+# Keras activations (public functions) and the torch functions that compute them.
+_TORCH_ACTIVATIONS = {
+    keras.activations.relu: torch.relu,
+    keras.activations.sigmoid: torch.sigmoid,
+    keras.activations.tanh: torch.tanh,
+    keras.activations.linear: None,
+}
 
 
 def _plain_dense(layer: keras.layers.Layer) -> bool:
     return (
         type(layer) is layers.Dense
         and layer.bias is not None
+        and layer.activation in _TORCH_ACTIVATIONS
         and not getattr(layer, "lora_enabled", False)
         and getattr(layer, "quantization_mode", None) is None
     )
 
 
+def _torch_step(layer: keras.layers.Layer):
+    """``layer``'s computation as a function ``f(x, training)`` of one torch tensor.
+
+    A float32 Dense layer with a bias and a plain activation is
+    ``activation(torch.addmm(bias, x, kernel))`` on 2-D input (one torch call,
+    as PyTorch's own ``Linear``); Flatten, Reshape and a plain Activation
+    layer are one torch call each. Any other layer runs its own ``call``,
+    with ``training`` passed on if it takes it.
+    """
+    if _plain_dense(layer):
+        kernel, bias, act = (
+            layer.kernel.value,
+            layer.bias.value,
+            _TORCH_ACTIVATIONS[layer.activation],
+        )
+
+        def dense(x, training):
+            if x.ndim != 2:  # Dense on a 3-D input: Keras's own call
+                return layer.call(x)
+            y = torch.addmm(bias, x, kernel)
+            return act(y) if act is not None else y
+
+        return dense
+    if type(layer) is layers.Flatten and layer.data_format == "channels_last":
+        return lambda x, training: x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+    if type(layer) is layers.Reshape:
+        target = tuple(-1 if d is None else d for d in layer.target_shape)
+        return lambda x, training: x.reshape(x.shape[0], *target)
+    if type(layer) is layers.Activation and layer.activation in _TORCH_ACTIVATIONS:
+        act = _TORCH_ACTIVATIONS[layer.activation]
+        return (lambda x, training: act(x)) if act is not None else (lambda x, training: x)
+    if _takes(layer, "training"):
+        return lambda x, training: layer.call(x, training=training)
+    return lambda x, training: layer.call(x)
+
+
 def _chain_call(chain: list[keras.layers.Layer]):
-    """A replacement for a model's ``call``: its layers' ``call`` in turn, ``training`` passed on."""
-    kinds = [
-        "dense" if _plain_dense(layer) else "training" if _takes(layer, "training") else "plain" for layer in chain
-    ]
+    """A replacement for a model's ``call``: its layers' computations in turn, ``training`` passed on.
+
+    The layers' weights are looked up once, here: run it only while the
+    layers keep their variables (Keras assigns new values in place).
+    """
+    steps = [_torch_step(layer) for layer in chain]
 
     def call(inputs, training=None, mask=None):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-        x = keras.ops.convert_to_tensor(x)  # onto Keras's device, as Keras's own layers would put it
-        for layer, kind in zip(chain, kinds):
-            if kind == "dense" and isinstance(x, torch.Tensor) and x.ndim == 2:
-                x = _dense_addmm(layer, x)
-            elif kind == "plain":
-                x = layer.call(x)
-            else:
-                x = layer.call(x, training=training)
+        x = keras.ops.convert_to_tensor(
+            x
+        )  # onto Keras's device, as Keras's own layers would put it
+        for step in steps:
+            x = step(x, training)
         return list(x) if isinstance(x, tuple) else x
 
     return call
@@ -152,13 +200,17 @@ def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[b
     """Check, on a tiny batch, that the chain computes what ``model`` computes."""
     try:
         shape = (3, *model.inputs[0].shape[1:])
-        x = keras.ops.convert_to_tensor(np.random.default_rng(0).random(shape, dtype=np.float32))  # Keras's device
+        x = keras.ops.convert_to_tensor(
+            np.random.default_rng(0).random(shape, dtype=np.float32)
+        )  # Keras's device
         with torch.no_grad():
             want = model(x, training=False)
             got = _chain_call(chain)(x, training=False)
         want = want if isinstance(want, (list, tuple)) else [want]
         got = got if isinstance(got, (list, tuple)) else [got]
-        same = len(want) == len(got) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got))
+        same = len(want) == len(got) and all(
+            torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got)
+        )
         return same, "" if same else "its layers called in a chain do not give the model's output"
     except Exception as exc:  # any failure means: do not use it
         return False, f"calling its layers in a chain failed: {type(exc).__name__}: {exc}"
@@ -209,47 +261,94 @@ def _fused_update(optimizer: keras.optimizers.Optimizer):
     return update
 
 
+# The settings of Keras's Adam (its ``get_config()``) that the fused update supports, with the
+# values it supports; None: any value. A setting not listed (say, one a later Keras adds) turns
+# the fused update off, so a new option can never be silently ignored.
+_ADAM_SETTINGS = {
+    "name": None,
+    "learning_rate": None,  # a number or a schedule: Keras evaluates it and hands the value over
+    "beta_1": None,
+    "beta_2": None,
+    "epsilon": None,
+    "amsgrad": (False,),
+    "weight_decay": (None, 0, 0.0),
+    "clipnorm": (None,),
+    "clipvalue": (None,),
+    "global_clipnorm": (None,),
+    "use_ema": (False,),
+    "ema_momentum": None,  # unused without EMA
+    "ema_overwrite_frequency": None,  # unused without EMA
+    "loss_scale_factor": (None,),
+    "gradient_accumulation_steps": (None,),
+}
+
+
+@functools.cache
+def _keras_adam_class() -> type:
+    """The class ``keras.optimizers.Adam(...)`` makes: the backend's own subclass of it."""
+    return type(keras.optimizers.Adam())
+
+
 def _fusable(optimizer) -> str:
-    """Why ``optimizer`` cannot take the fused update ('' if it can)."""
-    if type(optimizer).__name__ != "Adam" or not isinstance(optimizer, keras.optimizers.Adam):
-        return f"the optimizer is {type(optimizer).__name__}, not Keras's Adam"
-    if optimizer.amsgrad or optimizer.weight_decay or optimizer.use_ema:
-        return "AMSGrad, weight decay or EMA is on"
-    if optimizer.clipnorm or optimizer.clipvalue or optimizer.global_clipnorm:
-        return "gradient clipping is on"
+    """Why ``optimizer`` cannot take the fused update ('' if it can): Keras's Adam with allow-listed settings only."""
+    if type(optimizer) is not _keras_adam_class():
+        return f"the optimizer is {type(optimizer).__qualname__}, not Keras's Adam itself (a subclass may change the update)"
+    try:
+        config = optimizer.get_config()
+    except Exception as exc:
+        return f"its settings cannot be read ({type(exc).__name__}: {exc})"
+    for key, value in config.items():
+        if key not in _ADAM_SETTINGS:
+            return f"setting {key}={value!r} is not one the fused update knows"
+        allowed = _ADAM_SETTINGS[key]
+        if allowed is not None and not any(
+            value is a or (type(value) is type(a) and value == a) for a in allowed
+        ):
+            return f"setting {key}={value!r} is on (the fused update supports {' or '.join(map(repr, allowed))})"
     if not callable(getattr(optimizer, "_parallel_update_step", None)):
         return "Keras's torch Adam has no _parallel_update_step to replace"
     return ""
 
 
 @functools.cache
-def fused_adam_works() -> str:
-    """Check once, on three tiny weights, that the fused update is Keras's Adam ('' if it is, else why not)."""
+def fused_adam_works(device: str = "cpu") -> str:
+    """Check once per device, on three tiny weights, that the fused update is Keras's Adam.
+
+    Returns '' if it is, else why not. ``device`` is a torch device name
+    (``"cpu"``, ``"cuda:0"``): the kernel, and whether it exists at all,
+    differ between devices.
+    """
     try:
-        rng = np.random.default_rng(0)
-        shapes = [(5, 3), (3,), (2, 2)]
-        inits = [rng.normal(size=s).astype("float32") for s in shapes]
-        grads = [[keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)]
-        results, calls = [], []
-        for fused in (False, True):
-            opt = keras.optimizers.Adam(1e-2)
-            why = _fusable(opt)
-            if why:
-                return why
-            variables = [keras.Variable(w) for w in inits]
-            opt.build(variables)
-            if fused:
-                update = _fused_update(opt)
+        with keras.device(device):
+            rng = np.random.default_rng(0)
+            shapes = [(5, 3), (3,), (2, 2)]
+            inits = [rng.normal(size=s).astype("float32") for s in shapes]
+            grads = [
+                [keras.ops.convert_to_tensor(rng.normal(size=s).astype("float32")) for s in shapes]
+                for _ in range(3)
+            ]
+            results, calls = [], []
+            for fused in (False, True):
+                opt = keras.optimizers.Adam(1e-2)
+                why = _fusable(opt)
+                if why:
+                    return why
+                variables = [keras.Variable(w) for w in inits]
+                opt.build(variables)
+                if fused:
+                    update = _fused_update(opt)
 
-                def counted(*args, update=update):
-                    calls.append(1)
-                    return update(*args)
+                    def counted(*args, update=update):
+                        calls.append(1)
+                        return update(*args)
 
-                vars(opt)["_parallel_update_step"] = counted
-            with torch.no_grad():
-                for g in grads:
-                    opt.apply(g, variables)
-            results.append([v.value.detach().clone() for v in variables])
+                    vars(opt)["_parallel_update_step"] = counted
+                with torch.no_grad():
+                    for g in grads:
+                        opt.apply(g, variables)
+                results.append([v.value.detach().clone() for v in variables])
+        if str(results[1][0].device) != str(torch.device(device)):
+            return f"the check ran on {results[1][0].device}, not on {device}"
         if len(calls) != len(grads):
             return "Keras's Adam no longer calls _parallel_update_step"
         if not all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*results)):
@@ -259,9 +358,14 @@ def fused_adam_works() -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+def _device_of(vae: keras.Model) -> str:
+    weights = vae.trainable_weights
+    return str(weights[0].value.device) if weights else str(keras.ops.convert_to_tensor(0.0).device)
+
+
 @contextlib.contextmanager
-def _fused(optimizer) -> Iterator[bool]:
-    why = _fusable(optimizer) or fused_adam_works()
+def _fused(optimizer, device: str) -> Iterator[bool]:
+    why = _fusable(optimizer) or fused_adam_works(device)
     if why:
         _warn("the Adam update", why)
         yield False
@@ -275,19 +379,23 @@ def _fused(optimizer) -> Iterator[bool]:
 
 # --------------------------------------------------------------------- switch
 @contextlib.contextmanager
-def enabled(vae: keras.Model) -> Iterator[dict[str, bool]]:
+def enabled(
+    vae: keras.Model, networks: bool = True, adam: bool = True
+) -> Iterator[dict[str, bool]]:
     """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
 
-    ``vae`` must be compiled. Yields which parts are on, e.g.
-    ``{"encoder": True, "decoder": True, "adam": True}``; a part that is off
-    has said why in a :class:`FastPathWarning`. Everything is put back on
-    leaving the block, also after an error.
+    ``vae`` must be compiled. ``networks=False`` leaves the encoder and decoder to Keras,
+    ``adam=False`` the update (what ``benchmarks/bench_steps.py`` compares).
+    Yields which parts are on, e.g.
+    ``{"encoder": True, "decoder": True, "adam": True}``; a part asked for
+    that is off has said why in a :class:`FastPathWarning`. Everything is
+    put back on leaving the block, also after an error.
     """
     with contextlib.ExitStack() as stack:
         on = {
-            "encoder": stack.enter_context(_chained(vae.encoder, "encoder")),
-            "decoder": stack.enter_context(_chained(vae.decoder, "decoder")),
-            "adam": stack.enter_context(_fused(vae.optimizer)),
+            "encoder": networks and stack.enter_context(_chained(vae.encoder, "encoder")),
+            "decoder": networks and stack.enter_context(_chained(vae.decoder, "decoder")),
+            "adam": adam and stack.enter_context(_fused(vae.optimizer, _device_of(vae))),
         }
         yield on
 

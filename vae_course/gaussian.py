@@ -2,8 +2,11 @@ r"""The Gaussian log-density and the KL between two Gaussians (chapters 2-5).
 
 .. math:: \log \mathcal N(x; \mu, v) = -\tfrac12\Big(\log 2\pi + \log v + \frac{(x-\mu)^2}{v}\Big)
 
-:func:`normal_log_prob` is that formula, element-wise; ``losses``, ``gradients``
-and ``linear_gaussian`` use it. :func:`gaussian_log_prob` and
+:func:`normal_log_prob` is that formula, element-wise, and :func:`normal_kl` the
+KL between two univariate Gaussians; every log-density and every Gaussian KL
+of the package (``losses``, ``gradients``, ``linear_gaussian``, ``evaluate``)
+is one of them, summed. :func:`std_normal_log_prob` and
+:func:`diag_gaussian_log_prob` are the VAE's prior and posterior densities. :func:`gaussian_log_prob` and
 :func:`gaussian_kl` are the log-density of, and the KL between, Gaussians
 N(m, S) in d dimensions whose covariance S is given by a *scale*: the
 standard deviations (d,), S = diag(scale^2), or a lower-triangular Cholesky
@@ -51,8 +54,44 @@ def _like(a, x: torch.Tensor) -> torch.Tensor:
     return a if torch.is_tensor(a) else torch.as_tensor(a, dtype=x.dtype, device=x.device)
 
 
+def normal_kl(mean1, log_var1, mean2=0.0, log_var2=0.0) -> torch.Tensor:
+    r"""KL(N(mean1, v1) || N(mean2, v2)) between univariate Gaussians, element-wise, from log-variances.
+
+    .. math:: \mathrm{KL} = \tfrac12\Big(\log\frac{v_2}{v_1} + \frac{v_1 + (m_1-m_2)^2}{v_2} - 1\Big)
+
+    The defaults make the second Gaussian N(0, 1), a VAE's prior. Arguments
+    broadcast; numbers become tensors like ``mean1``. Exactly 0.0 where the
+    two Gaussians are equal. Summed over coordinates it is the KL between
+    diagonal Gaussians (:func:`~vae_course.losses.kl_std_normal`, :func:`gaussian_kl`).
+    """
+    mean1 = mean1 if torch.is_tensor(mean1) else torch.as_tensor(mean1, dtype=torch.float64)
+    log_var1, mean2, log_var2 = _like(log_var1, mean1), _like(mean2, mean1), _like(log_var2, mean1)
+    return 0.5 * (
+        log_var2
+        - log_var1
+        + (torch.exp(log_var1) + (mean1 - mean2) ** 2) / torch.exp(log_var2)
+        - 1.0
+    )
+
+
+def std_normal_log_prob(z) -> torch.Tensor:
+    r"""log N(z; 0, I) summed over the last axis: (..., d) -> (...)."""
+    z = torch.as_tensor(z)
+    return normal_log_prob(z, 0.0, 1.0).sum(-1)
+
+
+def diag_gaussian_log_prob(z, mean, log_var) -> torch.Tensor:
+    r"""log N(z; mean, diag exp(log_var)) summed over the last axis: (..., d) -> (...)."""
+    z = torch.as_tensor(z)
+    mean = torch.as_tensor(mean, dtype=z.dtype, device=z.device)
+    log_var = torch.as_tensor(log_var, dtype=z.dtype, device=z.device)
+    return normal_log_prob(z, mean, log_var=log_var).sum(-1)
+
+
 def _check(mean, scale):
-    mean = torch.as_tensor(mean, dtype=torch.get_default_dtype() if not torch.is_tensor(mean) else None)
+    mean = torch.as_tensor(
+        mean, dtype=torch.get_default_dtype() if not torch.is_tensor(mean) else None
+    )
     scale = torch.as_tensor(scale, dtype=mean.dtype, device=mean.device)
     if mean.ndim != 1:
         raise ValueError(f"mean must have shape (d,), got {tuple(mean.shape)}.")
@@ -66,7 +105,7 @@ def _check_scale(mean, scale):
         raise ValueError(
             f"scale must have shape (d,) = ({d},) for standard deviations or (d, d) = ({d}, {d}) "
             f"for one Cholesky factor, got {tuple(scale.shape)}. For per-example diagonal "
-            "scales (batch, d) use vae_course.losses.diag_gaussian_log_prob."
+            "scales (batch, d) use diag_gaussian_log_prob."
         )
 
 
@@ -93,8 +132,9 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
     .. math:: \mathrm{KL} = \tfrac12\Big(\operatorname{tr}(S_2^{-1}S_1)
               + (m_2-m_1)^\top S_2^{-1}(m_2-m_1) - d + \log\det S_2 - \log\det S_1\Big)
 
-    computed through the factors: tr(S2^{-1} S1) = ||L2^{-1} L1||_F^2, the
-    quadratic form is ||L2^{-1}(m2 - m1)||^2 and log det S = 2 sum_j log|L_jj|.
+    Two diagonal Gaussians: the sum of :func:`normal_kl` over the coordinates.
+    Otherwise computed through the factors: tr(S2^{-1} S1) = ||L2^{-1} L1||_F^2,
+    the quadratic form is ||L2^{-1}(m2 - m1)||^2 and log det S = 2 sum_j log|L_jj|.
     Returns a 0-d tensor.
     """
     mean1, scale1 = _check(mean1, scale1)
@@ -114,6 +154,10 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
                 "so its covariance is singular and the KL is not finite. Fix: pass standard deviations > 0, or "
                 "L = torch.linalg.cholesky(cov) of a positive-definite cov."
             )
+    if scale1.ndim == 1 and scale2.ndim == 1:
+        return normal_kl(
+            mean1, 2.0 * torch.log(scale1.abs()), mean2, 2.0 * torch.log(scale2.abs())
+        ).sum()
     A = torch.linalg.solve_triangular(L2, L1, upper=False)  # L2^{-1} L1
     u = torch.linalg.solve_triangular(L2, (mean2 - mean1).unsqueeze(-1), upper=False).squeeze(-1)
     log_det1 = 2.0 * torch.log(torch.diagonal(L1).abs()).sum()
@@ -121,4 +165,12 @@ def gaussian_kl(mean1, scale1, mean2, scale2):
     return 0.5 * ((A * A).sum() + (u * u).sum() - d + log_det2 - log_det1)
 
 
-__all__ = ["LOG_2PI", "normal_log_prob", "gaussian_log_prob", "gaussian_kl"]
+__all__ = [
+    "LOG_2PI",
+    "normal_log_prob",
+    "normal_kl",
+    "std_normal_log_prob",
+    "diag_gaussian_log_prob",
+    "gaussian_log_prob",
+    "gaussian_kl",
+]

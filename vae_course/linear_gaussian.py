@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .gaussian import LOG_2PI, normal_log_prob
+from .gaussian import LOG_2PI, normal_kl, normal_log_prob
+from .gradients import check_estimator, transform
 
 
 def _tensor(a):
@@ -35,7 +36,9 @@ def _tensor(a):
 def _check_variance(v, name):
     v = _tensor(v)
     if not bool(torch.all(v > 0)):
-        raise ValueError(f"{name} must be a variance > 0 everywhere; got a minimum of {v.min().item():.3g}.")
+        raise ValueError(
+            f"{name} must be a variance > 0 everywhere; got a minimum of {v.min().item():.3g}."
+        )
     return v
 
 
@@ -44,11 +47,12 @@ def kl_gaussian(m1, v1, m2, v2):
 
     .. math:: \mathrm{KL} = \tfrac12\Big(\log\frac{v_2}{v_1} + \frac{v_1 + (m_1-m_2)^2}{v_2} - 1\Big)
 
-    v1, v2 are variances. Exactly 0.0 when (m1, v1) == (m2, v2). Shapes broadcast.
+    v1, v2 are variances (checked > 0); the formula is :func:`~vae_course.gaussian.normal_kl`'s,
+    which takes log-variances. Exactly 0.0 when (m1, v1) == (m2, v2). Shapes broadcast.
     """
     m1, m2 = _tensor(m1), _tensor(m2)
     v1, v2 = _check_variance(v1, "v1"), _check_variance(v2, "v2")
-    return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
+    return normal_kl(m1, torch.log(v1), m2, torch.log(v2))
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,11 @@ class LinearGaussian:
     def __post_init__(self):
         for name in ("w", "b", "s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if self.s <= 0:
             raise ValueError(f"s is the noise standard deviation and must be > 0, got {self.s!r}.")
@@ -124,9 +132,9 @@ class LinearGaussian:
         (the mean of a squared residual is the squared mean residual plus its variance).
         """
         x, m, v = _tensor(x), _tensor(m), _check_variance(v, "v")
-        return -0.5 * (LOG_2PI + 2.0 * math.log(self.s)) - ((x - self.w * m - self.b) ** 2 + self.w**2 * v) / (
-            2.0 * self.s**2
-        )
+        return -0.5 * (LOG_2PI + 2.0 * math.log(self.s)) - (
+            (x - self.w * m - self.b) ** 2 + self.w**2 * v
+        ) / (2.0 * self.s**2)
 
     def kl_to_prior(self, m, v):
         r"""KL(q || p(z)) = KL(N(m, v) || N(0, 1)) = (m^2 + v - 1 - log v) / 2."""
@@ -155,7 +163,7 @@ class LinearGaussian:
         Unbiased: its mean over eps is :meth:`elbo`.
         """
         m, v = _tensor(m), _check_variance(v, "v")
-        z = m + torch.sqrt(v) * eps
+        z = transform(eps, *torch.broadcast_tensors(m, torch.sqrt(v)))  # z = m + sqrt(v) eps
         return self.log_joint(x, z) - normal_log_prob(z, m, v)
 
     def sgvb_elbo_analytic_kl(self, x, m, v, eps):
@@ -167,7 +175,7 @@ class LinearGaussian:
         Same shapes as :meth:`sgvb_elbo`; also unbiased.
         """
         m, v = _tensor(m), _check_variance(v, "v")
-        z = m + torch.sqrt(v) * eps
+        z = transform(eps, *torch.broadcast_tensors(m, torch.sqrt(v)))  # z = m + sqrt(v) eps
         return self.log_likelihood(x, z) - self.kl_to_prior(m, v)
 
     # ------------------------------------- gradient variances, closed forms
@@ -181,8 +189,8 @@ class LinearGaussian:
         With lambda = :meth:`posterior_precision`, mu the posterior mean, delta = m - mu,
         z = m + sqrt(v) eps, and the prior N(0, 1):
 
-        * ``"full"`` (pathwise gradient of :meth:`sgvb_elbo`): -lambda (z - mu), variance lambda^2 v;
-        * ``"analytic_kl"`` (of :meth:`sgvb_elbo_analytic_kl`): the KL's gradient m is exact,
+        * ``"mc"`` (pathwise gradient of :meth:`sgvb_elbo`): -lambda (z - mu), variance lambda^2 v;
+        * ``"analytic"`` (of :meth:`sgvb_elbo_analytic_kl`): the KL's gradient m is exact,
           the likelihood's is -(lambda - 1)(z - (x - b)/w), variance (lambda - 1)^2 v;
         * ``"stl"`` (sticking the landing, log q's parameters held constant):
           -lambda delta + (1/sqrt(v) - lambda sqrt(v)) eps, variance (1 - lambda v)^2 / v;
@@ -195,14 +203,13 @@ class LinearGaussian:
         Each estimate has mean -lambda delta, the exact gradient. ``baseline`` is only
         used by ``"score"``. Shapes broadcast like :meth:`elbo`.
         """
-        estimators = ("full", "analytic_kl", "stl", "score")
-        if estimator not in estimators:
-            raise ValueError(f"estimator must be one of {estimators}, got {estimator!r}.")
+        if estimator != "score":
+            check_estimator(estimator)
         x, m, v = _tensor(x), _tensor(m), _check_variance(v, "v")
         lam = self.posterior_precision()
-        if estimator == "full":
+        if estimator == "mc":
             return lam**2 * v
-        if estimator == "analytic_kl":
+        if estimator == "analytic":
             return (lam - 1.0) ** 2 * v
         if estimator == "stl":
             return (1.0 - lam * v) ** 2 / v

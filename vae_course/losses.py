@@ -1,18 +1,30 @@
-"""The terms of the VAE loss, one value per example, and the ELBO's one-draw estimates.
+"""The terms of the VAE loss, one value per example: the likelihoods and the KL.
 
-The likelihoods and densities use ``keras.ops``, so the Keras model calls
-them on its own tensors; numpy arrays are accepted too. Each returns shape
-``(batch,)``: the per-pixel (or per-latent) terms are summed over every
-non-batch axis. :func:`vae_kl_term` is the VAE's KL term three ways
-(chapters 5-6); :func:`elbo_integrand` is one draw of the ELBO of a
-Gaussian q three ways (chapter 4), in torch.
+The likelihoods use ``keras.ops``, so the Keras model calls them on its own
+tensors; numpy arrays are accepted too. Each returns shape ``(batch,)``: the
+per-pixel (or per-latent) terms are summed over every non-batch axis.
+:data:`LIKELIHOOD_TABLE` says, for each likelihood, what the decoder outputs
+and how to score and show it; :func:`vae_kl_term` is the VAE's KL term three
+ways (chapters 5-6), with the estimator names of
+:data:`~vae_course.gradients.ELBO_ESTIMATORS`.
 """
 
-import keras
-import torch
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from keras import ops
 
-from .gaussian import LOG_2PI, gaussian_kl, gaussian_log_prob, normal_log_prob
+from .defaults import LIKELIHOODS
+from .errors import CourseError
+from .gaussian import (
+    LOG_2PI,
+    diag_gaussian_log_prob,
+    normal_kl,
+    normal_log_prob,
+    std_normal_log_prob,
+)
+from .gradients import ELBO_ESTIMATORS, check_estimator
 
 
 def _sum_per_example(t):
@@ -32,7 +44,7 @@ def kl_std_normal(z_mean, z_log_var):
     """
     z_mean = ops.convert_to_tensor(z_mean)
     z_log_var = ops.convert_to_tensor(z_log_var)
-    return 0.5 * ops.sum(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+    return ops.sum(normal_kl(z_mean, z_log_var), axis=-1)
 
 
 def gaussian_nll(x, x_mean, log_std):
@@ -65,53 +77,6 @@ def bernoulli_nll(x, logits):
     return _sum_per_example(nll)
 
 
-def std_normal_log_prob(z):
-    r"""log N(z; 0, I) summed over the last axis: (..., d) -> (...)."""
-    z = ops.convert_to_tensor(z)
-    return ops.sum(normal_log_prob(z, 0.0, 1.0), axis=-1)
-
-
-def diag_gaussian_log_prob(z, mean, log_var):
-    r"""log N(z; mean, diag exp(log_var)) summed over the last axis: (..., d) -> (...)."""
-    z = ops.convert_to_tensor(z)
-    mean = ops.convert_to_tensor(mean, dtype=z.dtype)
-    log_var = ops.convert_to_tensor(log_var, dtype=z.dtype)
-    return ops.sum(normal_log_prob(z, mean, log_var=log_var), axis=-1)
-
-
-ELBO_ESTIMATORS = ("full", "analytic_kl", "stl")
-
-
-def elbo_integrand(log_likelihood, z, mean, scale, estimator="full"):
-    r"""One draw of the ELBO of q = N(m, S) under the prior p(z) = N(0, I), three ways.
-
-    z: (..., d) draws of q, written as z = m + scale eps so that gradients reach
-    (mean, scale); ``log_likelihood`` maps (..., d) to (...). Returns (...).
-
-    * ``"full"``: log p(x|z) + log p(z) - log q(z; m, S), every term sampled;
-    * ``"analytic_kl"``: log p(x|z) - KL(q || p), the KL exact (:func:`gaussian_kl`);
-    * ``"stl"``, sticking the landing (Roeder, Wu & Duvenaud 2017): the value of
-      ``"full"``, but with (m, S) inside log q treated as constants (stop-gradient),
-      so its gradient drops the score term E_q[grad log q] = 0 and is exactly 0
-      wherever q is the posterior.
-
-    All three have the same mean, the ELBO, and the same expected gradient.
-    """
-    if estimator not in ELBO_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ELBO_ESTIMATORS}, got {estimator!r}.")
-    d = mean.shape[-1]
-    log_prior = normal_log_prob(z, 0.0, 1.0).sum(-1)
-    if estimator == "full":
-        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean, scale)
-    if estimator == "stl":
-        return log_likelihood(z) + log_prior - gaussian_log_prob(z, mean.detach(), scale.detach())
-    ones = torch.ones(d, dtype=mean.dtype, device=mean.device)
-    return log_likelihood(z) - gaussian_kl(mean, scale, torch.zeros_like(mean), ones)
-
-
-VAE_KL_METHODS = ("analytic", "mc", "stl")
-
-
 def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
     r"""The KL term of a VAE's loss, per example, three ways.
 
@@ -131,12 +96,13 @@ def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
 
     Returns (batch,). Works on the tensors' own device (torch backend).
     """
-    if kl not in VAE_KL_METHODS:
-        raise ValueError(f'kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: e.g. kl="analytic".')
+    check_estimator(kl, "kl")
     if kl == "analytic":
         return kl_std_normal(z_mean, z_log_var)
     if z is None:
-        raise ValueError(f"kl={kl!r} estimates the KL from draws: pass z, shape (batch, d) or (N, batch, d).")
+        raise ValueError(
+            f"kl={kl!r} estimates the KL from draws: pass z, shape (batch, d) or (N, batch, d)."
+        )
     if tuple(z.shape[-2:]) != tuple(z_mean.shape):
         raise ValueError(
             f"z must have shape (batch, d) = {tuple(z_mean.shape)} or (N, batch, d), got {tuple(z.shape)}."
@@ -147,16 +113,68 @@ def vae_kl_term(z_mean, z_log_var, z=None, kl="analytic"):
     return per_draw.mean(0) if z.ndim == 3 else per_draw
 
 
+@dataclass(frozen=True)
+class Likelihood:
+    """One p(x | z): what the decoder outputs, how x is scored, how the output is shown.
+
+    ``decoder_output`` names what the decoder's last layer gives ("means" or
+    "logits"); ``output_activation`` is the activation :func:`build_decoder`
+    ends with for it; ``refused_activation`` is an activation a decoder must
+    not end with (a sigmoid before a likelihood that applies its own);
+    ``log_prob(x, out, x_std)`` is log p(x | z) per example, (batch,);
+    ``mean(out)`` the pixel means; ``data`` says what the images should be.
+    """
+
+    name: str
+    decoder_output: str
+    output_activation: str | None
+    refused_activation: str | None
+    log_prob: Callable
+    mean: Callable
+    data: str
+
+
+LIKELIHOOD_TABLE = {
+    "gaussian": Likelihood(
+        "gaussian",
+        decoder_output="means",
+        output_activation="sigmoid",
+        refused_activation=None,
+        log_prob=lambda x, out, x_std: -gaussian_nll(x, out, math.log(x_std)),
+        mean=lambda out: out,
+        data="grey levels in [0, 1]",
+    ),
+    "bernoulli": Likelihood(
+        "bernoulli",
+        decoder_output="logits",
+        output_activation=None,
+        refused_activation="sigmoid",
+        log_prob=lambda x, out, x_std: -bernoulli_nll(x, out),
+        mean=ops.sigmoid,
+        data="binarized images, 0.0 or 1.0 (binarize the grey levels afresh each epoch)",
+    ),
+}
+assert tuple(LIKELIHOOD_TABLE) == LIKELIHOODS
+
+
+def get_likelihood(name) -> Likelihood:
+    """The :class:`Likelihood` called ``name``, or a clear error."""
+    if name not in LIKELIHOOD_TABLE:
+        raise CourseError(
+            f"likelihood must be one of {LIKELIHOODS}, got {name!r}. Fix: likelihood='gaussian' for grey-level "
+            "pixels in [0, 1], likelihood='bernoulli' for binarized images."
+        )
+    return LIKELIHOOD_TABLE[name]
+
+
 __all__ = [
     "LOG_2PI",
     "kl_std_normal",
     "gaussian_nll",
     "bernoulli_nll",
-    "std_normal_log_prob",
-    "diag_gaussian_log_prob",
     "ELBO_ESTIMATORS",
-    "elbo_integrand",
-    "VAE_KL_METHODS",
     "vae_kl_term",
+    "Likelihood",
+    "LIKELIHOOD_TABLE",
+    "get_likelihood",
 ]
-del keras

@@ -20,10 +20,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from . import losses
 from .data import check_images
-from .defaults import DEFAULTS, LIKELIHOODS
-from .losses import VAE_KL_METHODS, vae_kl_term
+from .defaults import DEFAULTS
+from .errors import CourseError, check_positive_int
+from .gradients import check_estimator, transform
+from .losses import get_likelihood, vae_kl_term
 
 
 # ------------------------------------------------------------------ encoder
@@ -119,6 +120,33 @@ class ELBOMetrics(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="vae_course")
+class LinearWarmup:
+    r"""The KL weight of warm-up: beta_t = min(1, t / steps) at optimizer step t (counted from 0).
+
+    A schedule for ``VAE(kl_weight=...)``, like Keras's learning-rate
+    schedules: called with the optimizer's step, saved with the model.
+    """
+
+    def __init__(self, steps):
+        self.steps = check_positive_int(steps, "steps", 938)
+
+    def __call__(self, step):
+        return ops.minimum(1.0, ops.cast(step, "float32") / self.steps)
+
+    def get_config(self):
+        return {"steps": self.steps}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def linear_warmup(steps):
+    """KL warm-up over ``steps`` optimizer steps: ``VAE(..., kl_weight=linear_warmup(938))``."""
+    return LinearWarmup(steps)
+
+
+@keras.saving.register_keras_serializable(package="vae_course")
 class VAE(keras.Model):
     """A variational auto-encoder trained on the negative ELBO.
 
@@ -135,7 +163,18 @@ class VAE(keras.Model):
     ``likelihood="gaussian"``: p(x|z) = N(x; decoder(z), x_std^2) with the
     decoder giving means. ``likelihood="bernoulli"``: p(x|z) =
     Bernoulli(sigmoid(decoder(z))) with the decoder giving logits (build it
-    with ``output_activation=None``).
+    with ``output_activation=None``; a decoder ending in a sigmoid is refused).
+    ``losses.LIKELIHOOD_TABLE`` holds both.
+
+    ``kl_weight`` (beta): training minimises nll + beta * kl; a number, or a
+    schedule called with ``optimizer.iterations`` (e.g. :func:`linear_warmup`),
+    so that warm-up resumes where a saved model stopped. The logged ``loss``
+    is always nll + kl, the negative ELBO.
+
+    The draws of eps come from the model's own ``keras.random.SeedGenerator``
+    (``seed``; by default drawn from Keras's global seed when the model is
+    built, so ``keras.utils.set_random_seed`` before building makes runs
+    reproducible).
 
     Metrics ``loss``, ``nll``, ``kl`` are means over the examples of an epoch.
     """
@@ -148,15 +187,21 @@ class VAE(keras.Model):
         x_std: float = DEFAULTS.x_std,
         num_mc_samples: int = 1,
         kl: str = "analytic",
+        kl_weight=1.0,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = _check_likelihood(likelihood)
+        self.likelihood = get_likelihood(likelihood).name
+        _check_decoder_output(decoder, self.likelihood)
         self.x_std = _check_x_std(x_std)
-        self.num_mc_samples = _check_num_mc_samples(num_mc_samples)
-        self.kl = _check_kl(kl)
+        self.num_mc_samples = check_positive_int(num_mc_samples, "num_mc_samples", 1)
+        self.kl = check_estimator(kl, "kl")
+        self.kl_weight = _check_kl_weight(kl_weight)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="z_seed")
         self.elbo_metrics = ELBOMetrics()
 
     @property
@@ -170,31 +215,38 @@ class VAE(keras.Model):
         return tuple(self.encoder.inputs[0].shape[1:])
 
     # ----------------------------------------------------------- the maths
-    def reparameterize(self, z_mean, z_log_var, num_samples: int | None = None):
-        """z = mu + sigma * eps, eps ~ N(0, I).
+    def reparameterize(self, z_mean, z_log_var, num_samples: int | None = None, seed=None):
+        """z = mu + sigma * eps, eps ~ N(0, I) (``gradients.transform``).
 
         Shapes: (batch, d) in; (batch, d) out, or (N, batch, d) when
-        ``num_samples`` = N is given.
+        ``num_samples`` = N is given. eps comes from ``seed`` (a
+        ``keras.random.SeedGenerator``) if given, else from the model's own.
         """
         shape = ops.shape(z_mean) if num_samples is None else (num_samples, *ops.shape(z_mean))
-        eps = keras.random.normal(shape, dtype=z_mean.dtype)
-        return z_mean + ops.exp(0.5 * z_log_var) * eps
+        eps = keras.random.normal(shape, dtype=z_mean.dtype, seed=seed or self.seed_generator)
+        return transform(eps, z_mean, ops.exp(0.5 * z_log_var))
 
     def log_likelihood(self, x, decoder_out):
         """log p(x | z) per example, given the decoder's output for z: (batch,)."""
-        if self.likelihood == "gaussian":
-            return -losses.gaussian_nll(x, decoder_out, math.log(self.x_std))
-        return -losses.bernoulli_nll(x, decoder_out)
+        return get_likelihood(self.likelihood).log_prob(x, decoder_out, self.x_std)
 
-    def compute_losses(self, x, training=False):
+    def beta(self, step=None):
+        """The KL weight at optimizer step ``step`` (default: the optimizer's next step; 0 before compiling)."""
+        if step is None:
+            optimizer = getattr(self, "optimizer", None)
+            step = optimizer.iterations if optimizer is not None else 0
+        weight = self.kl_weight(step) if callable(self.kl_weight) else self.kl_weight
+        return float(ops.convert_to_numpy(weight))
+
+    def compute_losses(self, x, training=False, seed=None):
         """Per-example (loss, nll, kl), each (batch,); loss = nll + kl = -ELBO estimate."""
         z_mean, z_log_var = self.encoder(x, training=training)
         if self.num_mc_samples == 1:
-            z = self.reparameterize(z_mean, z_log_var)
+            z = self.reparameterize(z_mean, z_log_var, seed=seed)
             nll = -self.log_likelihood(x, self.decoder(z, training=training))
         else:
             N = self.num_mc_samples
-            z = self.reparameterize(z_mean, z_log_var, N)  # (N, batch, d)
+            z = self.reparameterize(z_mean, z_log_var, N, seed=seed)  # (N, batch, d)
             out = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
             x_rep = ops.tile(x, (N,) + (1,) * (len(ops.shape(x)) - 1))
             nll = -ops.mean(ops.reshape(self.log_likelihood(x_rep, out), (N, -1)), axis=0)
@@ -203,13 +255,19 @@ class VAE(keras.Model):
 
     # ------------------------------------------------------------ training
     def train_step(self, data):
-        """One SGD step, the Keras 3 torch-backend way."""
+        """One SGD step on nll + beta * kl, the Keras 3 torch-backend way."""
         import torch
 
         x = _images(data)
         self.zero_grad()
         loss, nll, kl = self.compute_losses(x, training=True)
-        ops.mean(loss).backward()
+        if callable(
+            self.kl_weight
+        ):  # a schedule of the step, e.g. linear_warmup: resumes with the optimizer
+            objective = nll + self.kl_weight(self.optimizer.iterations) * kl
+        else:
+            objective = loss if self.kl_weight == 1.0 else nll + self.kl_weight * kl
+        ops.mean(objective).backward()
         gradients = [v.value.grad for v in self.trainable_weights]
         with torch.no_grad():
             self.optimizer.apply(gradients, self.trainable_weights)
@@ -231,7 +289,11 @@ class VAE(keras.Model):
             x = check_images(x, "x", self.image_shape)
         if isinstance(validation_data, np.ndarray):
             validation_data = (validation_data,)
-        if isinstance(validation_data, tuple) and validation_data and isinstance(validation_data[0], np.ndarray):
+        if (
+            isinstance(validation_data, tuple)
+            and validation_data
+            and isinstance(validation_data[0], np.ndarray)
+        ):
             x_val = check_images(validation_data[0], "validation_data", self.image_shape)
             validation_data = (x_val, *validation_data[1:])
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
@@ -250,13 +312,13 @@ class VAE(keras.Model):
     def decode(self, z):
         """Pixel means for latent codes z (batch, d): probabilities for Bernoulli."""
         out = self.decoder(ops.convert_to_tensor(z, dtype="float32"), training=False)
-        return ops.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return get_likelihood(self.likelihood).mean(out)
 
     def call(self, x, training=False):
         """A reconstruction of x through one sample z ~ q(z|x)."""
         z_mean, z_log_var = self.encoder(x, training=training)
         out = self.decoder(self.reparameterize(z_mean, z_log_var), training=training)
-        return ops.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return get_likelihood(self.likelihood).mean(out)
 
     # ------------------------------------------------------- serialization
     def get_config(self):
@@ -267,6 +329,8 @@ class VAE(keras.Model):
             "x_std": self.x_std,
             "num_mc_samples": self.num_mc_samples,
             "kl": self.kl,
+            "kl_weight": _serialize_kl_weight(self.kl_weight),
+            "seed": self.seed,
             "name": self.name,
         }
 
@@ -275,6 +339,8 @@ class VAE(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        if isinstance(config.get("kl_weight"), dict):
+            config["kl_weight"] = keras.saving.deserialize_keras_object(config["kl_weight"])
         return cls(**config)
 
 
@@ -287,18 +353,24 @@ def build_vae(
     num_mc_samples: int = 1,
     kl: str = "analytic",
     activation: str = "relu",
+    kl_weight=1.0,
 ) -> VAE:
     """Encoder, decoder and VAE wired together, the decoder's output matching the likelihood.
 
     Burda et al. (2015)'s architecture: ``build_vae(50, "bernoulli", hidden_units=(200, 200), activation="tanh")``.
     """
-    likelihood = _check_likelihood(likelihood)
+    output_activation = get_likelihood(likelihood).output_activation
     encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
-    output_activation = "sigmoid" if likelihood == "gaussian" else None
     decoder = build_decoder(
-        latent_dim, image_shape, hidden_units, output_activation=output_activation, activation=activation
+        latent_dim,
+        image_shape,
+        hidden_units,
+        output_activation=output_activation,
+        activation=activation,
     )
-    vae = VAE(encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, name="vae")
+    vae = VAE(
+        encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, kl_weight=kl_weight, name="vae"
+    )
     vae.build((None, *image_shape))
     return vae
 
@@ -310,45 +382,73 @@ def _images(data):
     return x[0] if isinstance(x, (list, tuple)) else x
 
 
-def _check_kl(kl):
-    if kl not in VAE_KL_METHODS:
-        raise ValueError(
-            f"kl must be one of {VAE_KL_METHODS}, got {kl!r}. Fix: kl='analytic' (closed form, the usual choice), "
-            "'mc' (log q - log p at the loss's draws) or 'stl' (the same, sticking the landing)."
-        )
-    return kl
-
-
 def _check_latent_dim(latent_dim):
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim <= 0:
-        raise ValueError(
-            f"latent_dim must be a positive integer, got {latent_dim!r}. "
-            "Fix: pass the size of the code z, e.g. latent_dim=2 (the source's) or 50."
-        )
-    return int(latent_dim)
+    return check_positive_int(latent_dim, "latent_dim", 2)
 
 
-def _check_likelihood(likelihood):
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(
-            f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}. Use "
-            "'gaussian' for grey-level pixels in [0, 1] and 'bernoulli' for binarized images."
+def _check_decoder_output(decoder, likelihood):
+    """Refuse a decoder whose last activation the likelihood applies itself (a sigmoid before logits)."""
+    refused = get_likelihood(likelihood).refused_activation
+    activation = (
+        getattr(decoder.layers[-1], "activation", None)
+        if getattr(decoder, "layers", None)
+        else None
+    )
+    if refused is not None and getattr(activation, "__name__", None) == refused:
+        raise CourseError(
+            f"likelihood={likelihood!r} expects the decoder to output "
+            f"{get_likelihood(likelihood).decoder_output}, but the decoder {decoder.name!r} ends with a "
+            f"{refused}, so the likelihood would apply it twice. Fix: build the decoder with "
+            "output_activation=None (build_vae does it for you)."
         )
-    return likelihood
 
 
 def _check_x_std(x_std):
-    if isinstance(x_std, bool) or not isinstance(x_std, (int, float)) or not (x_std > 0 and math.isfinite(x_std)):
+    if (
+        isinstance(x_std, bool)
+        or not isinstance(x_std, (int, float))
+        or not (x_std > 0 and math.isfinite(x_std))
+    ):
         raise ValueError(
             f"x_std must be a positive number (the likelihood's sigma), got {x_std!r}. Fix: e.g. x_std=0.5."
         )
     return float(x_std)
 
 
-def _check_num_mc_samples(num_mc_samples):
-    if isinstance(num_mc_samples, bool) or not isinstance(num_mc_samples, int) or num_mc_samples < 1:
-        raise ValueError(f"num_mc_samples must be an integer >= 1, got {num_mc_samples!r}. Fix: e.g. num_mc_samples=1.")
-    return num_mc_samples
+def _check_kl_weight(kl_weight):
+    if callable(kl_weight):
+        return kl_weight
+    if (
+        isinstance(kl_weight, bool)
+        or not isinstance(kl_weight, (int, float))
+        or not (kl_weight >= 0 and math.isfinite(kl_weight))
+    ):
+        raise CourseError(
+            f"kl_weight must be a number >= 0 or a schedule of the optimizer step, got {kl_weight!r}. "
+            "Fix: kl_weight=1.0 (the ELBO) or kl_weight=linear_warmup(938) (KL warm-up over 938 steps)."
+        )
+    return float(kl_weight)
 
 
-__all__ = ["LIKELIHOODS", "build_encoder", "build_decoder", "build_vae", "VAE", "ELBOMetrics", "SplitGaussianParams"]
+def _serialize_kl_weight(kl_weight):
+    if not callable(kl_weight):
+        return kl_weight
+    if not hasattr(kl_weight, "get_config"):
+        raise CourseError(
+            f"kl_weight {kl_weight!r} is a plain function, which a saved model cannot hold. Fix: use "
+            "linear_warmup(steps), or a class with get_config registered with "
+            "keras.saving.register_keras_serializable."
+        )
+    return keras.saving.serialize_keras_object(kl_weight)
+
+
+__all__ = [
+    "build_encoder",
+    "build_decoder",
+    "build_vae",
+    "VAE",
+    "LinearWarmup",
+    "linear_warmup",
+    "ELBOMetrics",
+    "SplitGaussianParams",
+]

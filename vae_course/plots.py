@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .data import DataError
+from .errors import check_positive_int
 
 _PANELS = (
     ("loss", "loss = −ELBO"),
@@ -43,7 +44,9 @@ def _numpy(x):
 
 def _images(images, name="images"):
     x = _numpy(images)
-    if x.ndim == 2 and int(math.isqrt(x.shape[1])) ** 2 == x.shape[1]:  # (batch, 784) -> (batch, 28, 28)
+    if (
+        x.ndim == 2 and int(math.isqrt(x.shape[1])) ** 2 == x.shape[1]
+    ):  # (batch, 784) -> (batch, 28, 28)
         side = math.isqrt(x.shape[1])
         x = x.reshape(-1, side, side)
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -59,8 +62,8 @@ def plot_history(history):
     ``history``: a dict of lists as ``keras.callbacks.History.history`` holds
     (keys ``loss, nll, kl`` and ``val_loss, val_nll, val_kl``), a ``History``
     itself, or :func:`vae_course.tools.checkpoints.history_dict` of a history.csv
-    (its ``epoch`` column, counted from 0, sets the x axis). Epochs are shown
-    counted from 1. Returns the Figure.
+    (its ``epoch`` column, counted from 1 as on the console, is the x axis).
+    Without an ``epoch`` key the epochs are counted from 1. Returns the Figure.
     """
     history = getattr(history, "history", history)
     if not isinstance(history, dict) or "loss" not in history:
@@ -68,7 +71,9 @@ def plot_history(history):
             "plot_history: expected a dict of per-epoch lists with at least a 'loss' key (History.history)."
         )
     n = len(history["loss"])
-    epochs = np.asarray(history["epoch"], dtype=float) + 1 if "epoch" in history else np.arange(1, n + 1)
+    epochs = (
+        np.asarray(history["epoch"], dtype=float) if "epoch" in history else np.arange(1, n + 1)
+    )
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
     for ax, (key, title) in zip(axes, _PANELS):
         if key in history:
@@ -96,7 +101,9 @@ def plot_latent(z_mean, labels):
             f"plot_latent: z_mean of shape {z.shape} and {len(labels)} labels; expected (n, d >= 2) and n labels."
         )
     fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
-    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7, linewidths=0)
+    points = ax.scatter(
+        z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7, linewidths=0
+    )
     bar = fig.colorbar(points, ax=ax, ticks=range(10))
     bar.set_label("digit")
     ax.set_xlabel("$z_1$ (mean of q(z|x))")
@@ -114,10 +121,8 @@ def latent_grid(n, latent_dim=2):
     row-major as the images are laid out: row r (top to bottom) has z_2
     falling, column c has z_1 rising; dimensions beyond the second are 0.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise DataError(f"latent_grid: n must be a positive integer, got {n!r}.")
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 2:
-        raise DataError(f"latent_grid: latent_dim must be an integer >= 2, got {latent_dim!r}.")
+    n = check_positive_int(n, "n", 15, error=DataError)
+    latent_dim = check_positive_int(latent_dim, "latent_dim", 2, minimum=2, error=DataError)
     u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     values = torch.special.ndtri(u)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")
@@ -158,10 +163,11 @@ def plot_manifold(vae, n=20):
 def plot_images(images, n_cols=8, titles=None):
     """Images (batch, H, W) in a grid of ``n_cols`` columns, with optional per-image titles."""
     x = _images(images)
-    if isinstance(n_cols, bool) or not isinstance(n_cols, (int, np.integer)) or n_cols < 1:
-        raise DataError(f"plot_images: n_cols must be a positive integer, got {n_cols!r}.")
+    n_cols = check_positive_int(n_cols, "n_cols", 8, error=DataError)
     if titles is not None and len(titles) != len(x):
-        raise DataError(f"plot_images: {len(titles)} titles for {len(x)} images; give one per image.")
+        raise DataError(
+            f"plot_images: {len(titles)} titles for {len(x)} images; give one per image."
+        )
     n_cols = min(int(n_cols), max(1, len(x)))
     n_rows = max(1, math.ceil(len(x) / n_cols))
     fig, axes = plt.subplots(
@@ -191,9 +197,13 @@ def plot_reconstructions(originals, reconstructions):
     """Two rows: the original images on top, their reconstructions below."""
     a, b = _images(originals, "originals"), _images(reconstructions, "reconstructions")
     if a.shape != b.shape:
-        raise DataError(f"plot_reconstructions: originals {a.shape} and reconstructions {b.shape} differ in shape.")
+        raise DataError(
+            f"plot_reconstructions: originals {a.shape} and reconstructions {b.shape} differ in shape."
+        )
     n = len(a)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n + 0.8, 2.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2, n, figsize=(1.2 * n + 0.8, 2.8), squeeze=False, layout="constrained"
+    )
     for i in range(n):
         for row, (imgs, label) in enumerate(((a, "original"), (b, "reconstruction"))):
             axes[row, i].imshow(imgs[i], cmap="gray", vmin=0, vmax=1)
@@ -207,8 +217,7 @@ def plot_interpolation(vae, x_a, x_b, steps=10):
     ``x_a``, ``x_b``: one image each, (H, W) or (1, H, W). The row shows x_a,
     then ``steps`` decodings of (1 - t) z_a + t z_b for t from 0 to 1, then x_b.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise DataError(f"plot_interpolation: steps must be an integer >= 2, got {steps!r}.")
+    steps = check_positive_int(steps, "steps", 8, minimum=2, error=DataError)
     a = _numpy(x_a).reshape((1,) + tuple(vae.image_shape)).astype("float32")
     b = _numpy(x_b).reshape((1,) + tuple(vae.image_shape)).astype("float32")
     with torch.no_grad():
@@ -218,7 +227,9 @@ def plot_interpolation(vae, x_a, x_b, steps=10):
     decoded = _decode(vae, (1 - t) * z_a + t * z_b)
     panels = [a[0]] + list(decoded) + [b[0]]
     titles = ["$x_a$"] + [f"t={v:.2f}" for v in t[:, 0]] + ["$x_b$"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(panels), 1.7), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(1.1 * len(panels), 1.7), squeeze=False, layout="constrained"
+    )
     for ax, img, title in zip(axes[0], panels, titles):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=8)

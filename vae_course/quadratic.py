@@ -28,7 +28,9 @@ by importance sampling; and ``(x - k)^2`` for a Bernoulli x, a discrete latent
 where only the score function applies.
 
 The scalar functions accept floats, numpy arrays or torch tensors (anything
-that broadcasts with ``+``, ``*`` and ``**``).
+that broadcasts with ``+``, ``*`` and ``**``); those that need exp, sin or cos
+(the sine and tail-probability ones) use torch's when given a tensor, so
+autograd passes through them, and numpy's otherwise.
 """
 
 from __future__ import annotations
@@ -163,8 +165,32 @@ def sgd_excess_floor(step, grad_variance):
     exact when V does not depend on mu (the pathwise estimator, V = 4 sigma^2).
     """
     if not 0 < step < 1:
-        raise ValueError(f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}.")
+        raise ValueError(
+            f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}."
+        )
     return step * grad_variance / (4 * (1 - step))
+
+
+def sgd_quadratic_floor(step, curvature, grad_variance):
+    r"""Stationary excess loss of SGD on a quadratic (h/2) x^2 with noisy gradients h x + xi.
+
+    The update x <- x - step (h x + xi), with xi of mean 0 and variance V
+    (``grad_variance``), is an AR(1) process x' = (1 - step h) x - step xi, stable
+    for 0 < step h < 2. Its stationary second moment and excess loss are
+
+    .. math:: \mathbb E[x^2] = \frac{\text{step}^2 V}{1 - (1 - \text{step}\, h)^2},
+              \qquad \frac h2\, \mathbb E[x^2] = \frac{\text{step}\, V}{2\,(2 - \text{step}\, h)} .
+
+    With h = 2 it is ``sgd_excess_floor``. Exact for a quadratic with noise
+    that does not depend on x; near the optimum of a smooth loss, the
+    leading-order floor.
+    """
+    if not 0 < step * curvature < 2:
+        raise ValueError(
+            f"step * curvature must lie in (0, 2) for SGD to settle, got step={step}, curvature={curvature}; "
+            "use a smaller step."
+        )
+    return step * grad_variance / (2 * (2 - step * curvature))
 
 
 def squared_norm(x):
@@ -212,12 +238,14 @@ def sine_expectation(mu, sigma, omega):
 
     It is the imaginary part of E[exp(i omega x)] = exp(i omega mu - omega^2 sigma^2 / 2).
     """
-    return np.sin(omega * mu) * np.exp(-0.5 * omega**2 * sigma**2)
+    xp, (mu, sigma, omega) = _as_common(mu, sigma, omega)
+    return xp.sin(omega * mu) * xp.exp(-0.5 * omega**2 * sigma**2)
 
 
 def sine_grad_mean(mu, sigma, omega):
     r"""d/dmu E[sin(omega x)] = omega cos(omega mu) exp(-omega^2 sigma^2 / 2)."""
-    return omega * np.cos(omega * mu) * np.exp(-0.5 * omega**2 * sigma**2)
+    xp, (mu, sigma, omega) = _as_common(mu, sigma, omega)
+    return omega * xp.cos(omega * mu) * xp.exp(-0.5 * omega**2 * sigma**2)
 
 
 def sine_reparam_variance_mean(mu, sigma, omega):
@@ -229,8 +257,9 @@ def sine_reparam_variance_mean(mu, sigma, omega):
     from cos^2 = (1 + cos 2 omega x)/2. It grows like omega^2 / 2: the slope
     of f grows with the frequency.
     """
-    e = np.exp(-(omega**2) * sigma**2)
-    return omega**2 * (0.5 * (1 + np.cos(2 * omega * mu) * e**2) - np.cos(omega * mu) ** 2 * e)
+    xp, (mu, sigma, omega) = _as_common(mu, sigma, omega)
+    e = xp.exp(-(omega**2) * sigma**2)
+    return omega**2 * (0.5 * (1 + xp.cos(2 * omega * mu) * e**2) - xp.cos(omega * mu) ** 2 * e)
 
 
 def sine_score_variance_mean(mu, sigma, omega):
@@ -243,8 +272,9 @@ def sine_score_variance_mean(mu, sigma, omega):
     cos(b) (1 - t^2) exp(-t^2/2). It stays below 1/(2 sigma^2) + o(1) as omega
     grows: |f| <= 1, so only the score, of variance 1/sigma^2, is large.
     """
-    e = np.exp(-(omega**2) * sigma**2)
-    second = (1 - np.cos(2 * omega * mu) * (1 - 4 * omega**2 * sigma**2) * e**2) / (2 * sigma**2)
+    xp, (mu, sigma, omega) = _as_common(mu, sigma, omega)
+    e = xp.exp(-(omega**2) * sigma**2)
+    second = (1 - xp.cos(2 * omega * mu) * (1 - 4 * omega**2 * sigma**2) * e**2) / (2 * sigma**2)
     return second - sine_grad_mean(mu, sigma, omega) ** 2
 
 
@@ -286,7 +316,21 @@ def bernoulli_score_variance(p, k, baseline=0.0):
     """
     f0, f1 = k**2, (1 - k) ** 2
     c = baseline
-    return p * (1 - p) ** 2 * (f1 - c) ** 2 + (1 - p) * p**2 * (f0 - c) ** 2 - bernoulli_grad_logit(p, k) ** 2
+    return (
+        p * (1 - p) ** 2 * (f1 - c) ** 2
+        + (1 - p) * p**2 * (f0 - c) ** 2
+        - bernoulli_grad_logit(p, k) ** 2
+    )
+
+
+def bernoulli_optimal_baseline(p, k):
+    r"""The variance-minimising constant baseline c* = E[f s^2] / E[s^2] for d/deta E[(x - k)^2], x ~ Bernoulli(p).
+
+    The score is s = x - p, with E[s^2] = p (1 - p) and
+    E[f s^2] = p (1 - p)^2 f(1) + (1 - p) p^2 f(0), so c* = (1 - p) f(1) + p f(0).
+    For one bit f(x) s is affine in s, and this baseline leaves zero variance.
+    """
+    return (1 - p) * (1 - k) ** 2 + p * k**2
 
 
 def bernoulli_rloo_variance(p, k, num_samples):
@@ -300,7 +344,9 @@ def bernoulli_rloo_variance(p, k, num_samples):
     """
     n = int(num_samples)
     if n < 2:
-        raise ValueError(f"num_samples must be at least 2 for a leave-one-out baseline, got {num_samples}.")
+        raise ValueError(
+            f"num_samples must be at least 2 for a leave-one-out baseline, got {num_samples}."
+        )
     delta = (1 - k) ** 2 - k**2
     pmf = [math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(n + 1)]
     vals = [delta * j * (n - j) / (n * (n - 1)) for j in range(n + 1)]
@@ -322,6 +368,7 @@ __all__ = [
     "reparam_variance_mean",
     "reparam_variance_scale",
     "sgd_excess_floor",
+    "sgd_quadratic_floor",
     "squared_norm",
     "squared_norm_expectation",
     "squared_norm_grads",
@@ -335,5 +382,120 @@ __all__ = [
     "bernoulli_expectation",
     "bernoulli_grad_logit",
     "bernoulli_score_variance",
+    "bernoulli_optimal_baseline",
     "bernoulli_rloo_variance",
+    "scaled_proposal_second_moment",
+    "isotropic_log_likelihood",
+    "isotropic_score_variance",
+    "isotropic_optimal_baseline",
+    "sgd_excess_floor_self_consistent",
 ]
+
+
+def scaled_proposal_second_moment(s2):
+    r"""The integral of p^2 / q for p = N(0, 1) and the proposal q = N(0, s2): s2 / sqrt(2 s2 - 1).
+
+    p(x)^2 / q(x) = s exp(-x^2 (1 - 1/(2 s2))) / sqrt(2 pi), a Gaussian integral
+    that converges exactly when s2 > 1/2. It is E_q[(p/q)^2], so one weight p/q
+    has variance s2 / sqrt(2 s2 - 1) - 1: finite for 1/2 < s2 < 1 although the
+    proposal's tails are then lighter than p's.
+    """
+    if not s2 > 0.5:
+        raise ValueError(
+            f"s2 must exceed 1/2, got {s2}: for s2 <= 1/2 the integral of p^2/q diverges and the "
+            "importance weights have infinite variance. Fix: take a proposal variance s2 > 1/2."
+        )
+    return s2 / math.sqrt(2 * s2 - 1)
+
+
+def isotropic_log_likelihood(level):
+    r"""f(z) = -level - |z|^2 / 2: points (..., d) -> values (...).
+
+    A stand-in for a Gaussian log-likelihood log p(x|z) (at x = 0, unit
+    noise), whose constant ``-level`` plays the part of the hundreds of nats a
+    VAE's log p(x|z) sits below zero.
+    """
+    return lambda z: -level - 0.5 * (z**2).sum(-1)
+
+
+def isotropic_score_variance(dim, level, baseline=0.0):
+    r"""Variance of one score-function sample of d/dmu_1 E_q f, f = isotropic_log_likelihood(level), q = N(0, I_d).
+
+    The sample is (f(z) - c) eps_1 with z = eps ~ N(0, I_d). Writing
+    |eps|^2 = eps_1^2 + R with R ~ chi^2_{d-1} independent of eps_1,
+    E[|eps|^2 eps_1^2] = d + 2 and E[|eps|^4 eps_1^2] = (d + 2)(d + 4); the
+    true gradient is 0. With A = level + c,
+
+    .. math:: \operatorname{Var} = \Big(A + \frac{d + 2}{2}\Big)^2 + \frac{d + 2}{2}
+
+    It grows with the dimension and with the level; the pathwise sample,
+    -eps_1, has variance 1 whatever both are. Floats, numpy arrays or tensors.
+    """
+    half = (dim + 2) / 2
+    return (level + baseline + half) ** 2 + half
+
+
+def isotropic_optimal_baseline(dim, level):
+    r"""The variance-minimising constant baseline for :func:`isotropic_score_variance`: -level - (d + 2)/2.
+
+    It is c* = E[f s^2] / E[s^2] with the score s = eps_1, and it leaves the variance (d + 2)/2.
+    """
+    return -level - (dim + 2) / 2
+
+
+def sgd_excess_floor_self_consistent(step, variance_of_offset):
+    r"""Stationary E[a^2] of the SGD of :func:`sgd_excess_floor` when the noise variance depends on a.
+
+    ``variance_of_offset(a)`` is the per-sample gradient variance V(a) at offset
+    a = mu - k, an even polynomial of degree at most 4, V = c0 + c2 a^2 + c4 a^4
+    (its coefficients are read off at a = 0, 1, 2 and checked at a = 3).
+    Stationarity of a' = (1 - 2 step) a - step xi, with xi of variance V(a)
+    given a, gives
+
+    .. math:: \mathbb E[a^2] = \frac{\text{step}\; \mathbb E\,V(a)}{4 (1 - \text{step})},
+              \qquad \mathbb E\,V(a) = c_0 + c_2\,\mathbb E[a^2] + c_4\,\mathbb E[a^4]
+
+    For c4 = 0 (the pathwise estimator; the score function with the oracle
+    baseline c*) this is exact. For c4 > 0 (the score function without a
+    baseline) E[a^4] is taken as 3 E[a^2]^2, as for a Gaussian a, and the
+    smaller root of the quadratic is returned: an approximation, which a
+    heavier-tailed a exceeds.
+    """
+    if not 0 < step < 1:
+        raise ValueError(
+            f"step must lie in (0, 1) for SGD on this quadratic to settle, got {step}."
+        )
+    v0, v1, v2, v3 = (float(variance_of_offset(a)) for a in (0.0, 1.0, 2.0, 3.0))
+    c0 = v0
+    c4 = (v2 - 4 * v1 + 3 * v0) / 12
+    c2 = v1 - v0 - c4
+    if abs(v3 - (c0 + 9 * c2 + 81 * c4)) > 1e-9 * (1 + abs(v3)):
+        raise ValueError(
+            "variance_of_offset must be an even polynomial of degree <= 4 in the offset a "
+            f"(V(0..3) = {v0}, {v1}, {v2}, {v3} are not). Fix: pass the closed-form variance of one gradient sample."
+        )
+    r = step / (4 * (1 - step))
+    if abs(c4) < 1e-12 * (1 + abs(c2) + abs(c0)):
+        if r * c2 >= 1:
+            raise ValueError(
+                f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges."
+            )
+        return r * c0 / (1 - r * c2)
+    disc = (1 - r * c2) ** 2 - 12 * r**2 * c4 * c0
+    if disc < 0 or r * c2 >= 1:
+        raise ValueError(
+            f"no stationary floor: the noise grows too fast with a for step = {step}; SGD diverges."
+        )
+    return ((1 - r * c2) - math.sqrt(disc)) / (6 * r * c4)
+
+
+def _as_common(*values):
+    """(numpy, values) for floats and arrays; (torch, tensors) when any value is a tensor, keeping autograd."""
+    tensors = [v for v in values if torch.is_tensor(v)]
+    if not tensors:
+        return np, values
+    ref = tensors[0]
+    return torch, tuple(
+        v if torch.is_tensor(v) else torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
+        for v in values
+    )

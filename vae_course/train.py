@@ -18,7 +18,7 @@ image is used. Binarizing once and training on the same binary images for
 every epoch ("static") over-fits those particular draws; Burda et al.'s code
 reports about 2 nats worse test log-likelihood for it.
 
-KL warm-up trains on nll + beta * kl with beta rising from 0 to 1, then
+KL warm-up trains on nll + beta * kl (the VAE's ``kl_weight``) with beta rising from 0 to 1, then
 evaluates the plain ELBO. Early in training the KL term pulls every q(z_u|x) onto the prior faster than
 the decoder learns to use z_u; a unit that reaches the prior gets no gradient
 from the likelihood to leave it, and stays *inactive* (posterior collapse).
@@ -32,16 +32,18 @@ the loss is the negative ELBO again, and the model is an ordinary VAE.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-from . import fast
+from . import fast as fast_path
 from .data import binarize, check_images
 from .defaults import DEFAULTS
-from .models import VAE, _images, build_vae
+from .errors import check_positive_int
+from .models import VAE, build_vae, linear_warmup
 
 
 def train_vae(
@@ -50,11 +52,12 @@ def train_vae(
     x_val: np.ndarray | None = None,
     epochs: int = DEFAULTS.epochs,
     batch_size: int = DEFAULTS.batch_size,
-    learning_rate: float = DEFAULTS.learning_rate,
+    learning_rate: float | None = None,
     seed: int | None = DEFAULTS.seed,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int = 2,
     initial_epoch: int = 0,
+    fast: bool = True,
 ) -> keras.callbacks.History:
     """Train ``vae`` on images ``x_train`` (float, [0, 1]), validating on ``x_val``.
 
@@ -62,23 +65,43 @@ def train_vae(
     weights are drawn when the model is built, before this call: for a fully
     reproducible run call ``keras.utils.set_random_seed(seed)`` before building
     the model too (the command line and the chapters do). A model that is
-    not compiled yet is compiled with Keras's Adam at ``learning_rate``.
+    not compiled yet is compiled with Keras's Adam at ``learning_rate``
+    (default 1e-3). A compiled model keeps its optimizer and that optimizer's
+    state; a ``learning_rate`` given is set on it (refused, with an error, when
+    its rate follows a schedule), and ``None`` leaves its rate as it is.
     ``VAE.fit`` checks the images (float, in [0, 1], the model's shape).
+
+    ``fast=True`` runs ``fit`` inside :func:`vae_course.fast.enabled`, which
+    computes the same steps in fewer torch calls; ``fast=False`` runs Keras's
+    own code (the same weights to float32 rounding, slower), for comparisons.
 
     Returns the Keras ``History``: per-epoch ``loss``, ``nll``, ``kl`` and,
     with validation data, ``val_loss``, ``val_nll``, ``val_kl``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}. Fix: e.g. epochs={DEFAULTS.epochs}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"batch_size must be an integer >= 1, got {batch_size!r}. Fix: e.g. batch_size={DEFAULTS.batch_size}."
-        )
+    epochs = check_positive_int(epochs, "epochs", DEFAULTS.epochs)
+    batch_size = check_positive_int(batch_size, "batch_size", DEFAULTS.batch_size)
     if seed is not None:
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(seed)  # the shuffling
+        vae.seed_generator.state.assign(
+            ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype)
+        )
+    if learning_rate is not None and (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not learning_rate > 0
+    ):
+        raise ValueError(
+            f"learning_rate must be a number > 0 (or None), got {learning_rate!r}. "
+            f"Fix: e.g. learning_rate={DEFAULTS.learning_rate}."
+        )
     if not vae.compiled:
-        vae.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    with fast.enabled(vae):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
+        rate = DEFAULTS.learning_rate if learning_rate is None else learning_rate
+        vae.compile(optimizer=keras.optimizers.Adam(rate))
+    elif learning_rate is not None:
+        _set_learning_rate(vae.optimizer, float(learning_rate))
+    with (
+        fast_path.enabled(vae) if fast else contextlib.nullcontext()
+    ):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
         return vae.fit(
             x_train,
             epochs=initial_epoch + epochs,
@@ -91,32 +114,55 @@ def train_vae(
         )
 
 
+def _set_learning_rate(optimizer, learning_rate):
+    """Set a compiled model's optimizer to ``learning_rate``; an error if its rate is a schedule."""
+    try:
+        optimizer.learning_rate = learning_rate  # Keras refuses when the rate is a schedule
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"learning_rate={learning_rate!r}: the model is compiled with an optimizer whose rate "
+            "follows a schedule, which one number cannot replace. Fix: leave learning_rate out "
+            "(None) to train on that schedule, or compile the model with the optimizer you want."
+        ) from exc
+
+
 # --------------------------------------------------------------------------
 # Dynamic binarization (chapter 7)
 # --------------------------------------------------------------------------
 
 
-def train_vae_dynamic(vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, **kwargs):
+def train_vae_dynamic(
+    vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, initial_epoch=0, **kwargs
+):
     """``train_vae`` on grey images ``x_train`` in [0, 1], binarized afresh for every epoch.
 
-    Epoch e trains on ``binarize(x_train, seed=(seed, e))`` — a new draw per
-    epoch, reproducible for a given ``seed``. ``x_val`` is used as given, so
+    Epoch e (counted from 0; from ``initial_epoch`` when going on from a
+    checkpoint) trains on ``binarize(x_train, seed=(seed, e))`` — a new draw
+    per epoch, reproducible for a given ``seed``. ``x_val`` is used as given, so
     pass it binarized once (a fixed test set to compare epochs on). Other
     keyword arguments go to :func:`train_vae` (``batch_size``,
-    ``learning_rate``, ``callbacks``). Returns a dict of per-epoch metrics like
-    ``History.history``: ``loss``, ``nll``, ``kl`` (and ``val_*`` with x_val).
+    ``learning_rate``, ``callbacks``). A callback that stops training (Keras's
+    ``model.stop_training``, e.g. on a NaN loss) ends the run after that epoch.
+    Returns a dict of per-epoch metrics like ``History.history``: ``loss``,
+    ``nll``, ``kl`` (and ``val_*`` with x_val).
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
+    epochs = check_positive_int(epochs, "epochs", 5)
     x_train = check_images(x_train, "x_train", vae.image_shape)
     if seed is not None:
-        keras.utils.set_random_seed(seed)  # weights are already built; this seeds shuffling and z draws
+        keras.utils.set_random_seed(seed)  # weights are already built; this seeds the shuffling
+        vae.seed_generator.state.assign(
+            ops.convert_to_tensor([seed, 0], dtype=vae.seed_generator.state.dtype)
+        )
     history = {}
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, initial_epoch + epochs):
         xb = binarize(x_train, seed=[int(seed or 0), epoch])
-        h = train_vae(vae, xb, x_val, epochs=1, seed=None, verbose=verbose, initial_epoch=epoch, **kwargs)
+        h = train_vae(
+            vae, xb, x_val, epochs=1, seed=None, verbose=verbose, initial_epoch=epoch, **kwargs
+        )
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
+        if vae.stop_training:
+            break
     return history
 
 
@@ -125,43 +171,29 @@ def train_vae_dynamic(vae, x_train, x_val=None, epochs=5, seed=0, verbose=2, **k
 # --------------------------------------------------------------------------
 
 
+@keras.saving.register_keras_serializable(package="vae_course")
 class WarmupVAE(VAE):
-    """A :class:`~vae_course.models.VAE` whose training step minimises nll + beta_t * kl, beta_t = min(1, t / warmup_steps).
+    """A :class:`~vae_course.models.VAE` with KL warm-up: ``kl_weight=linear_warmup(warmup_steps)``.
 
-    The logged ``loss`` stays nll + kl (the negative ELBO, beta = 1), so its
-    numbers compare with an ordinary VAE's. Use :meth:`as_vae` to get the
-    trained model as a plain VAE (to save it, or to evaluate it).
+    Training minimises nll + beta_t * kl with beta_t = min(1, t / warmup_steps)
+    at optimizer step t; the VAE's own ``train_step`` does it, and ``beta()``
+    gives the current weight. The logged ``loss`` stays nll + kl (the negative
+    ELBO), so its numbers compare with an ordinary VAE's. Use :meth:`as_vae`
+    to get the trained model as a plain VAE (to save it, or to evaluate it).
     """
 
     def __init__(self, encoder, decoder, warmup_steps=1000, **kwargs):
-        super().__init__(encoder, decoder, **kwargs)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
-            raise ValueError(
-                f"warmup_steps must be an integer >= 1, got {warmup_steps!r}. Fix: e.g. one epoch, 938 steps."
-            )
-        self.warmup_steps = warmup_steps
-        self.steps_done = 0
+        kwargs.pop("kl_weight", None)
+        super().__init__(encoder, decoder, kl_weight=linear_warmup(warmup_steps), **kwargs)
+        self.warmup_steps = self.kl_weight.steps
 
-    def kl_weight(self):
-        """beta_t = min(1, t / warmup_steps) for the next step t (counted from 0)."""
-        return min(1.0, self.steps_done / self.warmup_steps)
-
-    def train_step(self, data):
-        import torch
-
-        x = _images(data)
-        self.zero_grad()
-        loss, nll, kl = self.compute_losses(x, training=True)
-        ops.mean(nll + self.kl_weight() * kl).backward()
-        self.steps_done += 1
-        gradients = [v.value.grad for v in self.trainable_weights]
-        with torch.no_grad():
-            self.optimizer.apply(gradients, self.trainable_weights)
-            self.elbo_metrics.update_state(loss, nll, kl)
-        return self.elbo_metrics.result()
+    def get_config(self):
+        config = super().get_config()
+        del config["kl_weight"]
+        return {**config, "warmup_steps": self.warmup_steps}
 
     def as_vae(self):
-        """The same encoder and decoder as a plain VAE (shared weights), built."""
+        """The same encoder and decoder as a plain VAE (shared weights, beta = 1), built."""
         vae = VAE(
             self.encoder,
             self.decoder,
@@ -198,7 +230,9 @@ def burda_schedule(passes, steps_per_epoch):
     end of pass i).
     """
     if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= 8:
-        raise ValueError(f"passes must be an integer from 1 to 8 (Burda et al. ran 8), got {passes!r}.")
+        raise ValueError(
+            f"passes must be an integer from 1 to 8 (Burda et al. ran 8), got {passes!r}."
+        )
     rates = [1e-3 * 10 ** (-i / 7) for i in range(passes)]
     if passes == 1:
         return rates[0]
@@ -206,7 +240,9 @@ def burda_schedule(passes, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay([e - 1 for e in ends], rates)
 
 
-def train_burda_schedule(x_train, x_val, latent_dim=50, passes=8, seed=0, verbose=2, callbacks=None):
+def train_burda_schedule(
+    x_train, x_val, latent_dim=50, passes=8, seed=0, verbose=2, callbacks=None
+):
     """Burda et al.'s VAE recipe in full: their architecture, dynamic binarization, batch 20, Adam
     (epsilon 1e-4) on :func:`burda_schedule`, for ``burda_epochs(passes)`` epochs. Returns
     ``(vae, history)``. Eight passes are 3,280 epochs: hours, not a chapter's run.
@@ -233,6 +269,7 @@ __all__ = [
     "train_vae",
     "train_vae_dynamic",
     "WarmupVAE",
+    "linear_warmup",
     "BURDA_HIDDEN",
     "BURDA_ACTIVATION",
     "burda_epochs",

@@ -66,6 +66,11 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
     builds the :class:`TrainingDiverged` to raise.
     """
 
+    # Keras may call on_batch_end on a worker thread, after the step (the check only reads the
+    # logs and sets flags); a callback that is not async-safe makes every step wait for its
+    # callbacks, which cost the command line about a third of its speed.
+    async_safe = True
+
     def __init__(self):
         super().__init__()
         self.stopped = False
@@ -82,7 +87,9 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
         if not self.stopped and "loss" in nonfinite_metrics(logs):
             self.stopped, self.epoch, self.batch = True, self._epoch, batch + 1
-            self.what = f"the training loss became {_metric_values(logs)['loss']} at batch {batch + 1}"
+            self.what = (
+                f"the training loss became {_metric_values(logs)['loss']} at batch {batch + 1}"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stopped:
@@ -98,7 +105,9 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         else:
             self.last_good_epoch = epoch + 1
 
-    def error(self, checkpoint: str | Path | None = None, epochs_before: int = 0) -> TrainingDiverged:
+    def error(
+        self, checkpoint: str | Path | None = None, epochs_before: int = 0
+    ) -> TrainingDiverged:
         """The :class:`TrainingDiverged` that describes the stop.
 
         ``checkpoint``: the file the run saves to; ``epochs_before``: the
@@ -125,11 +134,14 @@ class EpochTimer(keras.callbacks.Callback):
     """Print one line per epoch: its number (from 1), its wall-clock seconds and its metrics.
 
     The seconds of each epoch (training and validation) are kept in ``seconds``.
+    ``total``: the run's last epoch, shown as "epoch 3/20" (default: ``fit``'s
+    ``epochs``, which a run of one ``fit`` per epoch would show as "3/3").
     """
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, total: int | None = None):
         super().__init__()
         self.stream = stream
+        self.total = total
         self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -139,9 +151,11 @@ class EpochTimer(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._start
         self.seconds.append(seconds)
         values = _metric_values(logs)
-        keys = [k for k in HISTORY_COLUMNS[1:] if k in values] + sorted(set(values) - set(HISTORY_COLUMNS))
+        keys = [k for k in HISTORY_COLUMNS[1:] if k in values] + sorted(
+            set(values) - set(HISTORY_COLUMNS)
+        )
         metrics = "  ".join(f"{k} {values[k]:.4f}" for k in keys)
-        total = self.params.get("epochs") if self.params else None
+        total = self.total or (self.params.get("epochs") if self.params else None)
         print(
             f"epoch {epoch + 1}{f'/{total}' if total else ''}: {seconds:.2f} s  {metrics}",
             file=self.stream or sys.stdout,
@@ -188,12 +202,20 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not is_good_epoch(self.model, logs):
             return
-        save_vae(self.model, self.path, {**self.state, "epochs_done": epoch + 1, "metrics": _metric_values(logs)})
+        save_vae(
+            self.model,
+            self.path,
+            {**self.state, "epochs_done": epoch + 1, "metrics": _metric_values(logs)},
+        )
         self.last_saved_epoch = epoch + 1
 
 
 def training_callbacks(
-    out_dir: str | Path, history_rows=(), state: dict | None = None, stream: TextIO | None = None
+    out_dir: str | Path,
+    history_rows=(),
+    state: dict | None = None,
+    stream: TextIO | None = None,
+    total_epochs: int | None = None,
 ) -> tuple[list[keras.callbacks.Callback], StopOnNaN]:
     """The callbacks of a training run that writes ``out_dir/model.keras`` and ``out_dir/history.csv``.
 
@@ -201,13 +223,16 @@ def training_callbacks(
     ``stop_on_nan.stopped`` and raise ``stop_on_nan.error(...)``. Keras's
     progress bar (shown as ``fit``'s ``verbose`` says) is in the list, ahead
     of the timing line, so that it finishes its line before the timer prints.
+    ``total_epochs``: the run's last epoch, for the timing line.
     """
     out_dir = Path(out_dir)
     stop = StopOnNaN()
+    progbar = keras.callbacks.ProgbarLogger()
+    progbar.async_safe = True  # Keras's own progress bar, added by fit, is dispatched the same way
     callbacks = [
         stop,
-        keras.callbacks.ProgbarLogger(),
-        EpochTimer(stream),
+        progbar,
+        EpochTimer(stream, total_epochs),
         AtomicCSVLogger(out_dir / HISTORY_NAME, history_rows),
         AtomicModelCheckpoint(out_dir / CHECKPOINT_NAME, state),
     ]

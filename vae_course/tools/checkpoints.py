@@ -85,7 +85,14 @@ def _inspect(path):
             names = set(zf.namelist())
             broken = zf.testzip()
             config = json.loads(zf.read("config.json")) if "config.json" in names else None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+    ) as exc:
         raise CheckpointError(
             f"checkpoint {path}: not a readable .keras archive ({size} bytes; {type(exc).__name__}: {exc}). "
             "It is truncated or corrupt (e.g. a copy or run that was cut off), or not a Keras model file at all. "
@@ -147,7 +154,9 @@ def load_vae(path: PathLike, compile: bool = True) -> keras.Model:
             f"checkpoint {path}: Keras could not load it ({type(exc).__name__}: {str(exc)[:300]}). {_RETRAIN}."
         ) from exc
     if not isinstance(vae, models.VAE):
-        raise CheckpointError(f"checkpoint {path}: loaded a {type(vae).__name__}, not a vae_course VAE. {_RETRAIN}.")
+        raise CheckpointError(
+            f"checkpoint {path}: loaded a {type(vae).__name__}, not a vae_course VAE. {_RETRAIN}."
+        )
     return vae
 
 
@@ -190,7 +199,9 @@ def write_history(path: PathLike, rows: Iterable[dict]) -> Path:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for r in rows:
-            writer.writerow([str(int(r["epoch"])) if c == "epoch" else _fmt(r.get(c, "NA")) for c in columns])
+            writer.writerow(
+                [str(int(r["epoch"])) if c == "epoch" else _fmt(r.get(c, "NA")) for c in columns]
+            )
     return Path(path)
 
 

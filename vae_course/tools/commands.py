@@ -23,6 +23,7 @@ from ..defaults import DEFAULTS
 from ..errors import DataError
 from ..evaluate import iwae_bound, negative_elbo
 from ..models import VAE, build_vae
+from ..montecarlo import mean_and_se
 from . import atomic, callbacks, checkpoints
 from .fetch import fetch_mnist
 
@@ -39,7 +40,9 @@ SETTINGS = ("batch_size", "learning_rate", "seed", "limit", "val_limit")
 # -------------------------------------------------------------------- fetch-data
 def fetch_data(args: argparse.Namespace) -> int:
     dest = Path(args.dest) if args.dest is not None else default_data_dir()
-    print(f"MNIST: the four IDX files (train and test images and labels) go into {dest}", flush=True)
+    print(
+        f"MNIST: the four IDX files (train and test images and labels) go into {dest}", flush=True
+    )
     path = fetch_mnist(dest, log=lambda message: print(message, flush=True))
     print(f"MNIST IDX files are in {path}")
     return 0
@@ -69,10 +72,14 @@ def train_command(args: argparse.Namespace) -> int:
 
     (x_train, _), (x_test, y_test) = _mnist(args.data_dir)
     x_test, y_test = x_test[: settings["val_limit"]], y_test[: settings["val_limit"]]
-    x_train = _prepare(x_train[: settings["limit"]], likelihood, settings["seed"])
+    # Training images stay grey: with the Bernoulli likelihood every epoch binarizes them afresh
+    # (dynamic binarization, chapter 7; one fixed binarization over-fits its draws).
+    x_train = _prepare(x_train[: settings["limit"]], likelihood, settings["seed"], binarized=False)
     x_val = _prepare(x_test, likelihood, settings["seed"] + 1)
     if vae is None:
-        keras.utils.set_random_seed(settings["seed"])  # before building: the initial weights are seeded too
+        keras.utils.set_random_seed(
+            settings["seed"]
+        )  # before building: the initial weights are seeded too
         vae = build_vae(latent_dim=latent_dim, likelihood=likelihood)
     print(
         f"training on {len(x_train)} images, validating on {len(x_val)}; {likelihood} likelihood, "
@@ -81,21 +88,27 @@ def train_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     state = {"settings": settings, "likelihood": likelihood, "latent_dim": latent_dim}
-    run_callbacks, stop = callbacks.training_callbacks(out, rows, state=state)
-    train.train_vae(
+    run_callbacks, stop = callbacks.training_callbacks(
+        out, rows, state=state, total_epochs=epochs_done + args.epochs
+    )
+    fit = train.train_vae_dynamic if likelihood == "bernoulli" else train.train_vae
+    fit(
         vae,
         x_train,
         x_val,
         epochs=args.epochs,
         batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
-        seed=settings["seed"] + epochs_done,  # a resumed run does not replay the first run's random draws
+        seed=settings["seed"]
+        + epochs_done,  # a resumed run does not replay the first run's random draws
         callbacks=run_callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
         initial_epoch=epochs_done,
     )
     if stop.stopped:
-        raise stop.error(out / checkpoints.CHECKPOINT_NAME, epochs_before=epochs_done if same_dir else 0)
+        raise stop.error(
+            out / checkpoints.CHECKPOINT_NAME, epochs_before=epochs_done if same_dir else 0
+        )
     written = [out / checkpoints.CHECKPOINT_NAME, out / checkpoints.HISTORY_NAME]
     written += _training_plots(vae, out, x_val, y_test, settings["seed"])
     print("wrote " + ", ".join(str(p) for p in written))
@@ -118,9 +131,9 @@ def _resume(args, defaults, given):
     if len(rows) < epochs_done:
         history = ckpt.with_name(checkpoints.HISTORY_NAME)
         print(f"note: {history} has {len(rows)} of the {epochs_done} epochs done.", file=sys.stderr)
-    if "learning_rate" in given and vae.optimizer is not None:
-        vae.optimizer.learning_rate.assign(settings["learning_rate"])
-    print(f"resuming {ckpt} after {epochs_done} epochs ({vae.likelihood}, latent_dim {vae.latent_dim})")
+    print(
+        f"resuming {ckpt} after {epochs_done} epochs ({vae.likelihood}, latent_dim {vae.latent_dim})"
+    )
     return vae, ckpt, epochs_done, settings, rows
 
 
@@ -143,7 +156,9 @@ def _training_plots(vae, out, x_val, y_val, seed):
 def sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise DataError(f"--out {out}: expected a .png file name. Fix: e.g. --out {out.with_suffix('.png')}.")
+        raise DataError(
+            f"--out {out}: expected a .png file name. Fix: e.g. --out {out.with_suffix('.png')}."
+        )
     vae = checkpoints.load_vae(args.model, compile=False)
     images = _prior_samples(vae, args.n, args.seed)
     fig = plots.plot_images(images, n_cols=args.n_cols or math.ceil(math.sqrt(args.n)))
@@ -164,7 +179,10 @@ def evaluate(args: argparse.Namespace) -> int:
             f"images are {tuple(x.shape[1:])}. Fix: pass a model trained on MNIST, e.g. by "
             "`python -m vae_course train --out DIR`."
         )
-    print(f"{args.model}: {vae.likelihood} likelihood, latent_dim {vae.latent_dim}; {len(x)} test images", flush=True)
+    print(
+        f"{args.model}: {vae.likelihood} likelihood, latent_dim {vae.latent_dim}; {len(x)} test images",
+        flush=True,
+    )
     nelbo = negative_elbo(vae, x, seed=args.seed)
     bounds, start, chunk = [], time.perf_counter(), 1000
     for i in range(0, len(x), chunk):
@@ -172,13 +190,21 @@ def evaluate(args: argparse.Namespace) -> int:
         if len(x) > chunk:
             done = min(i + chunk, len(x))
             elapsed = time.perf_counter() - start
-            print(f"  IWAE k={args.k}: {done}/{len(x)} images, {elapsed:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  IWAE k={args.k}: {done}/{len(x)} images, {elapsed:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     bound = np.concatenate(bounds)
     rows = [("test -ELBO (one z per image)", nelbo), (f"IWAE bound L_{args.k} <= log p(x)", bound)]
     width = max(len(label) for label, _ in rows)
     for label, values in rows:
-        print(f"{label:<{width}}  {values.mean():11.4f} nats per image  (std. error {_stderr(values):.4f})")
-    print(f"so -log p(x) <= {-bound.mean():.4f} nats, {nelbo.mean() + bound.mean():.4f} nats below the -ELBO")
+        print(
+            f"{label:<{width}}  {values.mean():11.4f} nats per image  (std. error {_stderr(values):.4f})"
+        )
+    print(
+        f"so -log p(x) <= {-bound.mean():.4f} nats, {nelbo.mean() + bound.mean():.4f} nats below the -ELBO"
+    )
     return 0
 
 
@@ -187,10 +213,11 @@ def _mnist(data_dir):
     return load_mnist(data_dir)
 
 
-def _prepare(x_uint8, likelihood, seed):
-    """uint8 MNIST -> float32 in [0, 1]; binarized (each pixel ~ Bernoulli) for the Bernoulli likelihood."""
+def _prepare(x_uint8, likelihood, seed, binarized=True):
+    """uint8 MNIST -> float32 in [0, 1]; binarized once (each pixel ~ Bernoulli) for the Bernoulli
+    likelihood, unless ``binarized`` is False (training images, binarized afresh every epoch)."""
     x = scale_images(x_uint8)
-    return binarize(x, seed) if likelihood == "bernoulli" else x
+    return binarize(x, seed) if likelihood == "bernoulli" and binarized else x
 
 
 def _prior_samples(vae: VAE, n, seed):
@@ -207,7 +234,7 @@ def _save(fig, path):
 
 
 def _stderr(values):
-    return values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean_and_se(values)[1] if len(values) > 1 else float("nan")
 
 
 __all__ = ["fetch_data", "train_command", "sample", "evaluate", "PLOTS", "SETTINGS"]

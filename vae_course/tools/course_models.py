@@ -26,7 +26,7 @@ import keras
 from ..data import binarize, load_mnist_float
 from ..models import build_vae
 from ..train import BURDA_ACTIVATION, BURDA_HIDDEN, WarmupVAE, train_vae, train_vae_dynamic
-from .cache import load_or_train
+from .cache import cache_key, cached_model_path, load_or_train
 
 TEST_BINARIZATION_SEED = 1
 
@@ -44,8 +44,11 @@ def binary_test_images():
     return binarize(mnist()[1], seed=TEST_BINARIZATION_SEED)
 
 
-def get_chapter6(seed=0, verbose=0, epochs=20):
-    """Chapter 6's model (see module docstring); returns ``(vae, loaded_from_cache)``."""
+def get_chapter6(seed=0, verbose=0, epochs=20, cache=load_or_train):
+    """Chapter 6's model (see module docstring); returns ``(vae, loaded_from_cache)``.
+
+    ``cache(name, train)`` loads or trains it (:func:`vae_course.tools.cache.load_or_train`).
+    """
 
     def train():
         x_train, x_test = mnist()
@@ -55,7 +58,13 @@ def get_chapter6(seed=0, verbose=0, epochs=20):
         return vae
 
     tag = "" if epochs == 20 else f"_{epochs}ep"
-    return load_or_train(f"mnist_gaussian_latent2{tag}_seed{seed}", train)
+    return cache(f"mnist_gaussian_latent2{tag}_seed{seed}", train)
+
+
+def chapter6_model_path(seed=0):
+    """Where :func:`get_chapter6` caches the model of ``seed``: chapter 6 saves the model it
+    trains, with this same recipe, there, for chapters 7 and 8."""
+    return get_chapter6(seed, cache=lambda name, train: cached_model_path(cache_key(name, train)))
 
 
 def get_burda(latent_dim, epochs=3, seed=0, warmup_epochs=0, verbose=0):
@@ -68,13 +77,26 @@ def get_burda(latent_dim, epochs=3, seed=0, warmup_epochs=0, verbose=0):
     def train():
         x_train, _ = mnist()
         keras.utils.set_random_seed(seed)
-        vae = build_vae(latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION)
+        vae = build_vae(
+            latent_dim, "bernoulli", hidden_units=BURDA_HIDDEN, activation=BURDA_ACTIVATION
+        )
         if warmup_epochs:
             steps_per_epoch = -(-len(x_train) // 64)
             vae = WarmupVAE(
-                vae.encoder, vae.decoder, warmup_steps=warmup_epochs * steps_per_epoch, likelihood="bernoulli"
+                vae.encoder,
+                vae.decoder,
+                warmup_steps=warmup_epochs * steps_per_epoch,
+                likelihood="bernoulli",
             )
-        train_vae_dynamic(vae, x_train, binary_test_images(), epochs=epochs, seed=seed, verbose=verbose, batch_size=64)
+        train_vae_dynamic(
+            vae,
+            x_train,
+            binary_test_images(),
+            epochs=epochs,
+            seed=seed,
+            verbose=verbose,
+            batch_size=64,
+        )
         return vae.as_vae() if warmup_epochs else vae
 
     tag = f"_warmup{warmup_epochs}" if warmup_epochs else ""
@@ -88,14 +110,19 @@ def get_sigma(x_std, epochs=2, batch_size=128, seed=0, verbose=0):
         x_train, x_test = mnist()
         keras.utils.set_random_seed(seed)
         vae = build_vae(latent_dim=2, likelihood="gaussian", x_std=float(x_std))
-        train_vae(vae, x_train, x_test, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
+        train_vae(
+            vae, x_train, x_test, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose
+        )
         return vae
 
-    return load_or_train(f"mnist_gaussian_latent2_sigma{x_std:g}_{epochs}ep_b{batch_size}_seed{seed}", train)
+    return load_or_train(
+        f"mnist_gaussian_latent2_sigma{x_std:g}_{epochs}ep_b{batch_size}_seed{seed}", train
+    )
 
 
 __all__ = [
     "get_chapter6",
+    "chapter6_model_path",
     "get_burda",
     "get_sigma",
     "mnist",

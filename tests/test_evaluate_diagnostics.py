@@ -32,7 +32,9 @@ MODEL = LinearGaussian(w=1.5, b=0.3, s=0.8)
 def linear_vae(exact=True, latent_dim=1):
     """A VAE computing MODEL; its linear encoder is the exact posterior, or a wrong one."""
     enc = build_encoder(latent_dim=latent_dim, image_shape=(1, 1), hidden_units=())
-    dec = build_decoder(latent_dim=latent_dim, image_shape=(1, 1), hidden_units=(), output_activation=None)
+    dec = build_decoder(
+        latent_dim=latent_dim, image_shape=(1, 1), hidden_units=(), output_activation=None
+    )
     w_dec = np.zeros((latent_dim, 1), np.float32)
     w_dec[0, 0] = MODEL.w
     dec.get_layer("pixels").set_weights([w_dec, np.array([MODEL.b], np.float32)])
@@ -100,7 +102,10 @@ def test_iwae_with_the_exact_posterior_as_proposal_is_log_px(x):
     vae = linear_vae(exact=False)
     total = MODEL.w**2 + MODEL.s**2
     xs = x.reshape(-1).astype(np.float64)
-    exact_q = ((MODEL.w * (xs - MODEL.b) / total)[:, None], np.full((len(xs), 1), math.log(MODEL.s**2 / total)))
+    exact_q = (
+        (MODEL.w * (xs - MODEL.b) / total)[:, None],
+        np.full((len(xs), 1), math.log(MODEL.s**2 / total)),
+    )
     log_px = MODEL.log_marginal(torch.as_tensor(xs)).numpy()
     for k in (1, 50):
         np.testing.assert_allclose(iwae_bound(vae, x, k, posterior=exact_q), log_px, atol=2e-4)
@@ -117,7 +122,9 @@ def test_active_units_is_the_variance_of_the_encoder_mean(x):
     vae = linear_vae(exact=True, latent_dim=3)  # latent 0 reads x, latents 1 and 2 ignore it
     activity, n_active = active_units(vae, x)
     total = MODEL.w**2 + MODEL.s**2
-    np.testing.assert_allclose(activity[0], np.var(x.reshape(-1) * MODEL.w / total, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(
+        activity[0], np.var(x.reshape(-1) * MODEL.w / total, ddof=1), rtol=1e-5
+    )
     np.testing.assert_allclose(activity[1:], 0.0, atol=1e-12)
     assert n_active == (activity[0] > 0.01)
     assert active_units(vae, x, threshold=0.0)[1] == 1
@@ -144,7 +151,13 @@ def test_dynamic_binarization_draws_new_pixels_every_epoch(monkeypatch):
     real = train.binarize
     monkeypatch.setattr(train, "binarize", lambda x, seed: seen.append(real(x, seed)) or seen[-1])
     x = np.random.default_rng(5).random((64, 4, 4)).astype(np.float32)
-    vae = build_vae(latent_dim=2, likelihood="bernoulli", image_shape=(4, 4), hidden_units=(8,), activation="tanh")
+    vae = build_vae(
+        latent_dim=2,
+        likelihood="bernoulli",
+        image_shape=(4, 4),
+        hidden_units=(8,),
+        activation="tanh",
+    )
     history = train_vae_dynamic(vae, x, epochs=3, batch_size=32, seed=0, verbose=0)
     assert len(history["loss"]) == 3 and len(seen) == 3
     assert not np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[1], seen[2])
@@ -153,7 +166,9 @@ def test_dynamic_binarization_draws_new_pixels_every_epoch(monkeypatch):
 
 
 def test_tanh_option_builds_burdas_architecture():
-    vae = build_vae(latent_dim=50, likelihood="bernoulli", hidden_units=(200, 200), activation="tanh")
+    vae = build_vae(
+        latent_dim=50, likelihood="bernoulli", hidden_units=(200, 200), activation="tanh"
+    )
     acts = {
         layer.name: layer.activation.__name__
         for layer in vae.encoder.layers + vae.decoder.layers
@@ -171,15 +186,17 @@ def test_warmup_weights_the_kl_from_0_to_1(tmp_path):
 
     base = build_vae(latent_dim=2, likelihood="bernoulli", image_shape=(4, 4), hidden_units=(8,))
     vae = WarmupVAE(base.encoder, base.decoder, warmup_steps=4, likelihood="bernoulli")
-    assert vae.kl_weight() == 0.0
+    assert vae.beta() == 0.0
     x = (np.random.default_rng(6).random((64, 4, 4)) < 0.5).astype(np.float32)
     train_vae(vae, x, epochs=1, batch_size=32, seed=0, verbose=0)  # 2 steps: beta 0, then 1/4
-    assert vae.kl_weight() == 0.5
+    assert vae.beta() == 0.5
     train_vae(vae, x, epochs=2, batch_size=32, seed=None, verbose=0, initial_epoch=1)
-    assert vae.kl_weight() == 1.0
+    assert vae.beta() == 1.0
     plain = vae.as_vae()  # an ordinary VAE with the trained weights, which the cache can hold
     loaded = load_vae(save_vae(plain, tmp_path / "warm.keras"))
     assert type(loaded) is VAE
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded.encode(x[:5])[0]), keras.ops.convert_to_numpy(vae.encode(x[:5])[0]), rtol=1e-6
+        keras.ops.convert_to_numpy(loaded.encode(x[:5])[0]),
+        keras.ops.convert_to_numpy(vae.encode(x[:5])[0]),
+        rtol=1e-6,
     )

@@ -36,14 +36,18 @@ def moments(values, w):
     return mean.item(), (w * (values - mean) ** 2).sum().item()
 
 
-@pytest.mark.parametrize("mu,sigma,omega", [(1.0, 0.5, 10.0), (1.0, 0.5, 2.0), (0.3, 1.2, 0.7), (-0.5, 0.2, 25.0)])
+@pytest.mark.parametrize(
+    "mu,sigma,omega", [(1.0, 0.5, 10.0), (1.0, 0.5, 2.0), (0.3, 1.2, 0.7), (-0.5, 0.2, 25.0)]
+)
 def test_sine_closed_forms(mu, sigma, omega):
     t, w = dense_normal_grid()
     m, s = torch.tensor([mu], dtype=DT), torch.tensor([sigma], dtype=DT)
     f = quadratic.sine(omega)
     eps = t[:, None]
     x = transform(eps, m, s)
-    assert moments(f(x), w)[0] == pytest.approx(quadratic.sine_expectation(mu, sigma, omega), abs=1e-9)
+    assert moments(f(x), w)[0] == pytest.approx(
+        quadratic.sine_expectation(mu, sigma, omega), abs=1e-9
+    )
     score_mu = vmap(grad(gaussian_log_prob, argnums=1), in_dims=(0, None, None))(x, m, s)[:, 0]
     sf_mean, sf_var = moments(f(x) * score_mu, w)
     path = lambda e, mm: f(transform(e, mm, s))
@@ -69,11 +73,17 @@ def test_tail_importance_variance(t_, shift):
     prob = torch.trapezoid(log_p.exp(), x).item()
     second = torch.trapezoid(torch.exp(2 * log_p - log_q), x).item()
     assert quadratic.tail_probability(t_) == pytest.approx(prob, rel=1e-8)
-    assert quadratic.tail_importance_variance(t_, shift) == pytest.approx(second - prob**2, rel=1e-8)
+    assert quadratic.tail_importance_variance(t_, shift) == pytest.approx(
+        second - prob**2, rel=1e-8
+    )
     # torch and numpy inputs agree with the scalar one
-    v = quadratic.tail_importance_variance(torch.tensor([t_], dtype=DT), torch.tensor([shift], dtype=DT))
+    v = quadratic.tail_importance_variance(
+        torch.tensor([t_], dtype=DT), torch.tensor([shift], dtype=DT)
+    )
     assert v.item() == pytest.approx(quadratic.tail_importance_variance(t_, shift), rel=1e-12)
-    assert quadratic.tail_importance_variance(np.array([t_]), shift)[0] == pytest.approx(v.item(), rel=1e-12)
+    assert quadratic.tail_importance_variance(np.array([t_]), shift)[0] == pytest.approx(
+        v.item(), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("mu,sigma,k", [(1.0, 0.5, 0.0), (-0.7, 1.3, 2.0)])
@@ -82,7 +92,9 @@ def test_third_central_moment(mu, sigma, k):
     w = w / math.sqrt(2 * math.pi)
     fx = (mu + sigma * t - k) ** 2
     mean = (w * fx).sum()
-    assert (w * (fx - mean) ** 3).sum() == pytest.approx(quadratic.third_central_moment(mu, sigma, k), rel=1e-10)
+    assert (w * (fx - mean) ** 3).sum() == pytest.approx(
+        quadratic.third_central_moment(mu, sigma, k), rel=1e-10
+    )
 
 
 def bernoulli_enumeration(eta, k, outcomes):
@@ -100,7 +112,9 @@ def test_bernoulli_single_sample(eta, k):
     x, prob, score = bernoulli_enumeration(eta, k, [[0.0], [1.0]])
     p = torch.sigmoid(torch.tensor(eta, dtype=DT)).item()
     f = (x[:, 0] - k) ** 2
-    assert (prob * f).sum().item() == pytest.approx(quadratic.bernoulli_expectation(p, k), rel=1e-12)
+    assert (prob * f).sum().item() == pytest.approx(
+        quadratic.bernoulli_expectation(p, k), rel=1e-12
+    )
     exact_grad = grad(lambda e: torch.sigmoid(e) * (1 - k) ** 2 + (1 - torch.sigmoid(e)) * k**2)(
         torch.tensor(eta, dtype=DT)
     ).item()
@@ -130,9 +144,42 @@ def test_bernoulli_rloo_variance_by_enumeration(n, eta, k):
     assert (prob * biased).sum().item() == pytest.approx((1 - 1 / n) * mean, abs=1e-12)
 
 
+@pytest.mark.parametrize("eta,k", [(0.0, 0.45), (1.3863, 0.1), (-2.0, 0.1), (0.4, 1.5)])
+def test_bernoulli_optimal_baseline_minimises_the_enumerated_variance(eta, k):
+    x, prob, score = bernoulli_enumeration(eta, k, [[0.0], [1.0]])
+    p = torch.sigmoid(torch.tensor(eta, dtype=DT)).item()
+    f = (x[:, 0] - k) ** 2
+    s = score[:, 0]
+    # The regression coefficient E[f s^2] / E[s^2], summed over the two outcomes.
+    c_ref = ((prob * f * s * s).sum() / (prob * s * s).sum()).item()
+    c_star = quadratic.bernoulli_optimal_baseline(p, k)
+    assert c_star == pytest.approx(c_ref, rel=1e-12)
+    g = (f - c_star) * s
+    mean = (prob * g).sum()
+    assert (prob * (g - mean) ** 2).sum().item() == pytest.approx(0.0, abs=1e-14)  # one bit: zero variance
+    for c in (c_star - 0.1, c_star + 0.1, 0.0):
+        assert quadratic.bernoulli_score_variance(p, k, c) > 1e-6
+
+
 def test_bernoulli_rloo_needs_two_draws():
     with pytest.raises(ValueError, match="num_samples must be at least 2"):
         quadratic.bernoulli_rloo_variance(0.5, 0.45, 1)
+
+
+@pytest.mark.parametrize("step,curvature", [(0.05, 1.0), (0.05, 0.5), (0.4, 3.0)])
+def test_sgd_quadratic_floor_by_simulation(step, curvature):
+    """Many independent AR(1) chains x <- x - step (h x + xi) with Gaussian noise, run to stationarity."""
+    from vae_course.montecarlo import mc_estimate
+
+    gen = torch.Generator().manual_seed(6)
+    chains, var = 50_000, 0.7
+    x = torch.zeros(chains, dtype=DT)
+    for _ in range(int(12 / (step * curvature))):
+        x = x - step * (curvature * x + math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT))
+    e = mc_estimate(curvature / 2 * x**2)
+    assert abs(e.mean.item() - quadratic.sgd_quadratic_floor(step, curvature, var)) < 4 * e.stderr.item()
+    with pytest.raises(ValueError, match="step \\* curvature must lie in"):
+        quadratic.sgd_quadratic_floor(0.5, 4.0, var)
 
 
 @pytest.mark.parametrize("step", [0.05, 0.3])
@@ -142,7 +189,9 @@ def test_sgd_excess_floor_by_simulation(step):
     chains, var = 50_000, 2.5
     a = torch.zeros(chains, dtype=DT)
     for _ in range(int(10 / step)):
-        a = (1 - 2 * step) * a - step * math.sqrt(var) * torch.randn(chains, generator=gen, dtype=DT)
+        a = (1 - 2 * step) * a - step * math.sqrt(var) * torch.randn(
+            chains, generator=gen, dtype=DT
+        )
     from vae_course.montecarlo import mc_estimate
 
     e = mc_estimate(a**2)
