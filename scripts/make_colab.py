@@ -40,7 +40,7 @@ OUT_DIR = ROOT / "colab"
 FENCE_RE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>.*)$")
 ROLE_RE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]*)`")
 LABELLED_MATH_RE = re.compile(r"\$\$(?P<body>.+?)\$\$[ \t]*\((?P<label>[\w:.-]+)\)", re.S)
-TARGET_RE = re.compile(r"(?m)^\([\w:.-]+\)=[ \t]*\n?")
+TARGET_RE = re.compile(r"(?m)^\((?P<label>[\w:.-]+)\)=[ \t]*$")
 COMMENT_RE = re.compile(r"(?m)^%.*\n?")
 SOL_START, SOL_END = "\x00solution-start\x00", "\x00solution-end\x00"
 EXERCISE_RE = re.compile(
@@ -317,7 +317,8 @@ class Chapter:
 
     def convert_text(self, text: str) -> str:
         """A markdown cell's text with every MyST construct replaced by CommonMark."""
-        text = TARGET_RE.sub("", text)
+        # A MyST target becomes an HTML anchor, so that "[check](#label)" links still land.
+        text = TARGET_RE.sub(lambda m: f'<a id="{m.group("label")}"></a>', text)
         text = COMMENT_RE.sub("", text)
         out, lines, i = [], text.split("\n"), 0
         while i < len(lines):

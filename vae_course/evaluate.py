@@ -88,6 +88,70 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
     return out
 
 
+def log_importance_weights(
+    vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, posterior=None
+):
+    r"""The k = ``num_samples`` log importance weights of each image, drawn as :func:`iwae_bound` draws them.
+
+    .. math:: \log w_i = \log p(x \mid z_i) + \log p(z_i) - \log q(z_i \mid x), \qquad z_i \sim q(z \mid x)
+
+    With the same ``seed``, ``batch_size``, ``max_rows`` and ``posterior``, these are the weights
+    behind ``iwae_bound(vae, x, num_samples, ...)``: ``logsumexp(log_w, axis=0) - log k`` is that bound.
+    Returns a float64 numpy array of shape (num_samples, batch), in nats (mind its size: k times
+    the number of images).
+    """
+    num_samples = check_positive_int(num_samples, "num_samples", 5000)
+    x = check_images(x, "x", vae.image_shape)
+    if posterior is not None:
+        posterior = _check_posterior(posterior, len(x), vae.latent_dim)
+    out = np.empty((num_samples, len(x)), dtype=np.float64)
+    gen = None
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
+            b = xb.shape[0]
+            if posterior is None:
+                z_mean, z_log_var = vae.encode(xb)
+            else:
+                z_mean, z_log_var = (
+                    keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior
+                )
+            if gen is None:
+                gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
+            chunk = max(1, min(num_samples, max_rows // b))
+            done = 0
+            while done < num_samples:
+                c = min(chunk, num_samples - done)
+                eps = torch.randn(
+                    (c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype
+                )
+                log_w = _log_weights(vae, xb, z_mean, z_log_var, eps)
+                out[done : done + c, start : start + b] = log_w.cpu().to(torch.float64).numpy()
+                done += c
+    return out
+
+
+def effective_sample_size(log_w):
+    r"""Kish's effective sample size of importance weights, per column: (sum w)^2 / sum w^2.
+
+    .. math:: \mathrm{ESS} = \frac{\big(\sum_{i=1}^k w_i\big)^2}{\sum_{i=1}^k w_i^2}
+              = \exp\big(2\,\mathrm{logsumexp}(\log w) - \mathrm{logsumexp}(2 \log w)\big)
+
+    1 when one weight carries everything, k when all are equal. A bound L_k whose weights have
+    an ESS of a few is an average of a few terms, however large k is: a sign that the proposal
+    misses the posterior and L_k has not converged. log_w: (k, ...) array of log weights (samples
+    first, e.g. from :func:`log_importance_weights`). Returns an array of the remaining shape.
+    """
+    log_w = np.asarray(log_w, dtype=np.float64)
+    if log_w.ndim < 1 or log_w.shape[0] < 1 or not np.isfinite(log_w).all():
+        raise ValueError(
+            f"log_w: expected a finite array of log weights with the samples on axis 0, got shape {log_w.shape}."
+        )
+    m = log_w.max(axis=0)
+    w = np.exp(log_w - m)  # the largest weight of each column is 1: no overflow
+    return w.sum(axis=0) ** 2 / (w**2).sum(axis=0)
+
+
 def negative_elbo(vae, x, batch_size=500, seed=0):
     """Per-example -ELBO with the model's KL and one z sample, as the training loss: (batch,) numpy.
 
@@ -258,6 +322,8 @@ def active_units(vae, x, threshold=0.01, batch_size=500):
 
 __all__ = [
     "iwae_bound",
+    "log_importance_weights",
+    "effective_sample_size",
     "negative_elbo",
     "elbo_given_posterior",
     "fit_local_posterior",
