@@ -29,7 +29,6 @@ import keras
 import numpy as np
 import torch
 
-from vae_course import course_models as cm
 from vae_course.evaluate import (
     active_units,
     elbo_given_posterior,
@@ -38,6 +37,7 @@ from vae_course.evaluate import (
     paired_difference,
 )
 from vae_course.losses import kl_std_normal
+from vae_course.tools import course_models as cm
 
 PERM = np.random.default_rng(0).permutation(10000)
 SUBSET_7, SUBSET_8 = (

@@ -145,7 +145,8 @@ def effective_sample_size(log_w):
     log_w = np.asarray(log_w, dtype=np.float64)
     if log_w.ndim < 1 or log_w.shape[0] < 1 or not np.isfinite(log_w).all():
         raise ValueError(
-            f"log_w: expected a finite array of log weights with the samples on axis 0, got shape {log_w.shape}."
+            "log_w: expected a finite array of log weights with the samples on axis 0, "
+            f"got shape {log_w.shape}."
         )
     m = log_w.max(axis=0)
     w = np.exp(log_w - m)  # the largest weight of each column is 1: no overflow

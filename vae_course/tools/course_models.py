@@ -104,7 +104,10 @@ def get_burda(latent_dim, epochs=3, seed=0, warmup_epochs=0, verbose=0):
 
 
 def get_sigma(x_std, epochs=2, batch_size=128, seed=0, verbose=0):
-    """The source's Gaussian model (latent_dim 2) with decoder sigma ``x_std``; ``(vae, loaded)``."""
+    """The source's Gaussian model (latent_dim 2) with decoder sigma ``x_std``.
+
+    Returns ``(vae, loaded)``.
+    """
 
     def train():
         x_train, x_test = mnist()
