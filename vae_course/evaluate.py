@@ -57,9 +57,25 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
     """
     num_samples = check_positive_int(num_samples, "num_samples", 5000)
     x = check_images(x, "x", vae.image_shape)
+    out = np.full(len(x), -math.inf, dtype=np.float64)
+    for rows, log_w in _log_weight_chunks(
+        vae, x, num_samples, batch_size, max_rows, seed, posterior
+    ):
+        lse = torch.logsumexp(log_w, dim=0).cpu().to(torch.float64)
+        out[rows] = torch.logaddexp(torch.from_numpy(out[rows]), lse).numpy()
+    return out - math.log(num_samples)
+
+
+def _log_weight_chunks(vae, x, num_samples, batch_size, max_rows, seed, posterior):
+    """Yield ``(slice of images, log w (c, b))``: every image's k log weights, in chunks.
+
+    Images go ``batch_size`` at a time; each batch's k draws in chunks of at most
+    ``max_rows`` decoder rows, from one generator on the model's device seeded with
+    ``seed``, in this order, so that :func:`iwae_bound` and
+    :func:`log_importance_weights` see the same draws.
+    """
     if posterior is not None:
         posterior = _check_posterior(posterior, len(x), vae.latent_dim)
-    out = np.empty(len(x), dtype=np.float64)
     gen = None
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -74,18 +90,14 @@ def iwae_bound(vae, x, num_samples, batch_size=100, max_rows=20000, seed=0, post
             if gen is None:
                 gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
             chunk = max(1, min(num_samples, max_rows // b))
-            running = torch.full((b,), -math.inf, dtype=torch.float64)
             done = 0
             while done < num_samples:
                 c = min(chunk, num_samples - done)
                 eps = torch.randn(
                     (c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype
                 )
-                lse = torch.logsumexp(_log_weights(vae, xb, z_mean, z_log_var, eps), dim=0)
-                running = torch.logaddexp(running, lse.cpu().to(torch.float64))
+                yield slice(start, start + b), _log_weights(vae, xb, z_mean, z_log_var, eps)
                 done += c
-            out[start : start + b] = (running - math.log(num_samples)).numpy()
-    return out
 
 
 def log_importance_weights(
@@ -102,32 +114,14 @@ def log_importance_weights(
     """
     num_samples = check_positive_int(num_samples, "num_samples", 5000)
     x = check_images(x, "x", vae.image_shape)
-    if posterior is not None:
-        posterior = _check_posterior(posterior, len(x), vae.latent_dim)
     out = np.empty((num_samples, len(x)), dtype=np.float64)
-    gen = None
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb = keras.ops.convert_to_tensor(x[start : start + batch_size], dtype="float32")
-            b = xb.shape[0]
-            if posterior is None:
-                z_mean, z_log_var = vae.encode(xb)
-            else:
-                z_mean, z_log_var = (
-                    keras.ops.convert_to_tensor(p[start : start + b]) for p in posterior
-                )
-            if gen is None:
-                gen = torch.Generator(device=z_mean.device).manual_seed(int(seed))
-            chunk = max(1, min(num_samples, max_rows // b))
-            done = 0
-            while done < num_samples:
-                c = min(chunk, num_samples - done)
-                eps = torch.randn(
-                    (c, b, vae.latent_dim), generator=gen, device=z_mean.device, dtype=z_mean.dtype
-                )
-                log_w = _log_weights(vae, xb, z_mean, z_log_var, eps)
-                out[done : done + c, start : start + b] = log_w.cpu().to(torch.float64).numpy()
-                done += c
+    filled = np.zeros(len(x), dtype=np.int64)  # weights written so far, per image
+    for rows, log_w in _log_weight_chunks(
+        vae, x, num_samples, batch_size, max_rows, seed, posterior
+    ):
+        c, done = log_w.shape[0], filled[rows.start]
+        out[done : done + c, rows] = log_w.cpu().to(torch.float64).numpy()
+        filled[rows] += c
     return out
 
 
