@@ -32,7 +32,7 @@ CHECKPOINT_NAME = "model.keras"
 HISTORY_NAME = "history.csv"
 HISTORY_COLUMNS = ("epoch", "loss", "nll", "kl", "val_loss", "val_nll", "val_kl")
 STATE_ENTRY = "vae_course.json"
-_VAE_NAMES = ("vae_course>VAE", "VAE")
+_VAE_NAMES = ("vae_course>VAE", "VAE", "vae_course>LearnedScaleVAE", "LearnedScaleVAE")
 PathLike = str | os.PathLike
 
 _RETRAIN = "Fix: train a model with `python -m vae_course train --out DIR` and pass DIR/model.keras"

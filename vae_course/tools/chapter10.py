@@ -1,0 +1,213 @@
+"""Chapter 10's models and measurements: one recipe, used by the chapter and by
+``scripts/measure_likelihoods.py`` (which runs it for several seeds).
+
+Every model is Burda et al.'s 200-200 tanh network with 50 latents, trained for
+``EPOCHS`` epochs on the first ``N_TRAIN`` training images, batch ``BATCH``: short
+runs, so that the chapter trains all of them in a couple of minutes. Density models
+train on images dequantized afresh each epoch; the Bernoulli models on images
+binarized afresh each epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from ..bits import bits_per_dim, dequantize
+from ..data import binarize, load_mnist, scale_images
+from ..decoder_scale import build_learned_scale_vae, optimal_shared_sigma
+from ..evaluate import iwae_bound
+from ..models import VAE, build_vae
+from ..montecarlo import mean_and_se
+from ..rate_distortion import elbo_surgery
+from ..train import train_vae, train_vae_dynamic
+from .cache import load_or_train
+
+N_TRAIN = 10000
+EPOCHS = 2
+BATCH = 128
+LATENT = 50
+HIDDEN = (200, 200)
+ACTIVATION = "tanh"
+N_TEST = 500  # the test images of every bits-per-dimension number (a random subset, seed 10)
+K_EVAL = 100  # L_k's k
+N_SURGERY = 5000  # test images of the ELBO surgery (log N = 8.5 nats)
+BETAS = (0.25, 1.0, 4.0)
+D = 784
+
+
+@functools.lru_cache(maxsize=1)
+def uint8_mnist():
+    """``(k_train, k_test)``: the first N_TRAIN training images and all test images, uint8."""
+    (k_train, _), (k_test, _) = load_mnist()
+    return k_train[:N_TRAIN], k_test
+
+
+def test_subset():
+    """Indices of the N_TEST test images (seed 10)."""
+    return np.random.default_rng(10).permutation(10000)[:N_TEST]
+
+
+def train_dequantized(vae, k_train, epochs, seed):
+    """Train on (k + u) / 256 with fresh u each epoch (seed (seed, epoch))."""
+    keras.utils.set_random_seed(seed)
+    for epoch in range(epochs):
+        y = dequantize(k_train, seed=[seed, epoch])
+        train_vae(vae, y, epochs=1, batch_size=BATCH, seed=seed + 1000 * epoch, verbose=0)
+    return vae
+
+
+def get_model(kind, seed=0):
+    """``(vae, loaded)`` for one of chapter 10's models (see :data:`KINDS`)."""
+
+    def train():
+        k_train, _ = uint8_mnist()
+        keras.utils.set_random_seed(seed)
+        if kind == "gaussian_fixed":
+            vae = build_vae(LATENT, "gaussian", hidden_units=HIDDEN, activation=ACTIVATION)
+            return train_dequantized(vae, k_train, EPOCHS, seed)
+        if kind == "gaussian_shared":
+            vae = build_learned_scale_vae(LATENT)
+            return train_dequantized(vae, k_train, EPOCHS, seed)
+        if kind == "continuous_bernoulli":
+            vae = build_vae(
+                LATENT, "continuous_bernoulli", hidden_units=HIDDEN, activation=ACTIVATION
+            )
+            return train_dequantized(vae, k_train, EPOCHS, seed)
+        if kind == "gaussian_per_pixel":  # on the 8-bit levels k/255 themselves
+            vae = build_learned_scale_vae(LATENT, per_pixel=True)
+        elif kind == "logistic_per_pixel":
+            vae = build_learned_scale_vae(LATENT, "discretized_logistic", per_pixel=True)
+        else:  # "beta<b>": a Bernoulli beta-VAE, binarized afresh each epoch
+            beta = float(kind[4:])
+            vae = build_vae(
+                LATENT, "bernoulli", hidden_units=HIDDEN, activation=ACTIVATION, kl_weight=beta
+            )
+            train_vae_dynamic(
+                vae,
+                scale_images(k_train),
+                epochs=EPOCHS,
+                seed=seed,
+                verbose=0,
+                batch_size=BATCH,
+            )
+            return vae
+        train_vae(vae, scale_images(k_train), epochs=EPOCHS, batch_size=BATCH, seed=seed, verbose=0)
+        return vae
+
+    return load_or_train(f"ch10_{kind}_{EPOCHS}ep_seed{seed}", train)
+
+
+KINDS = (
+    "gaussian_fixed",
+    "gaussian_shared",
+    "continuous_bernoulli",
+    "gaussian_per_pixel",
+    "logistic_per_pixel",
+    *(f"beta{b:g}" for b in BETAS),
+)
+
+
+def _bpd(log_p, density_on_unit_cube):
+    """(mean, se) of bits per dimension from per-image log-likelihoods (nats)."""
+    bpd = bits_per_dim(-np.asarray(log_p), D, density_on_unit_cube)
+    m, s = mean_and_se(bpd)
+    return [float(m), float(s)]
+
+
+def decoder_means(vae, x, seed=0):
+    """Decoder means at one z ~ q(z|x) per image, numpy (n, 28, 28)."""
+    gen = keras.random.SeedGenerator(seed)
+    z_mean, z_log_var = vae.encode(x)
+    z = vae.reparameterize(z_mean, z_log_var, seed=gen)
+    return ops.convert_to_numpy(vae.decode(z))
+
+
+def always_zero_pixels():
+    """Mask (28, 28) of the pixels that are 0 in every one of the 60,000 training images."""
+    (k, _), _ = load_mnist()
+    return k.max(axis=0) == 0
+
+
+def measure(seed=0, models=None):
+    """Every number chapter 10 asserts, for the models of ``seed``; a JSON-ready dict."""
+    models = models or {kind: get_model(kind, seed)[0] for kind in KINDS}
+    k_train, k_test = uint8_mnist()
+    idx = test_subset()
+    k_sub = k_test[idx]
+    y_sub = dequantize(k_sub, seed=[seed, 99])  # one dequantization of the test images
+    x_sub = scale_images(k_sub)
+    xb_sub = binarize(x_sub, seed=1)
+    out = {"seed": seed, "n_test": N_TEST, "k_eval": K_EVAL}
+    bpd = {}
+    for kind in ("gaussian_fixed", "gaussian_shared", "continuous_bernoulli"):
+        bpd[kind] = _bpd(iwae_bound(models[kind], y_sub, K_EVAL, seed=seed), True)
+    bpd["logistic_per_pixel"] = _bpd(
+        iwae_bound(models["logistic_per_pixel"], x_sub, K_EVAL, seed=seed), False
+    )
+    bpd["gaussian_per_pixel_raw"] = _bpd(
+        iwae_bound(models["gaussian_per_pixel"], x_sub, K_EVAL, seed=seed), True
+    )
+    bpd["bernoulli_binarized"] = _bpd(iwae_bound(models["beta1"], xb_sub, K_EVAL, seed=seed), False)
+    # the fixed-sigma model, re-scored with the sigma its residuals call for
+    fixed = models["gaussian_fixed"]
+    y_fit = dequantize(k_train[:2000], seed=[seed, 98])
+    sigma_hat = optimal_shared_sigma(y_fit, decoder_means(fixed, y_fit, seed))
+    rescored = VAE(fixed.encoder, fixed.decoder, "gaussian", x_std=sigma_hat)
+    bpd["gaussian_fixed_sigma_hat"] = _bpd(iwae_bound(rescored, y_sub, K_EVAL, seed=seed), True)
+    shared = models["gaussian_shared"]
+    own_hat = optimal_shared_sigma(y_fit, decoder_means(shared, y_fit, seed))
+    out["sigma"] = {
+        "fixed": 0.5,
+        "sigma_hat_of_fixed": sigma_hat,
+        "learned_shared": float(math.exp(float(ops.convert_to_numpy(shared.log_scale)))),
+        "sigma_hat_of_learned": own_hat,
+    }
+    # the per-pixel scales: on the always-zero pixels, and elsewhere
+    zero = always_zero_pixels()
+    steps = EPOCHS * math.ceil(N_TRAIN / BATCH)
+    for kind in ("gaussian_per_pixel", "logistic_per_pixel"):
+        log_s = ops.convert_to_numpy(models[kind].log_scale)
+        out[kind] = {
+            "n_zero_pixels": int(zero.sum()),
+            "steps": steps,
+            "fall_zero_mean": float(math.log(0.5) - log_s[zero].mean()),
+            "fall_zero_min": float(math.log(0.5) - log_s[zero].max()),
+            "fall_other_median": float(math.log(0.5) - np.median(log_s[~zero])),
+        }
+    out["bpd"] = bpd
+    # rate, distortion and ELBO surgery of the beta sweep, on binarized test images
+    xb_test = binarize(scale_images(k_test), seed=1)
+    rd = {}
+    for beta in BETAS:
+        vae = models[f"beta{beta:g}"]
+        z_mean, z_log_var = (ops.convert_to_numpy(t) for t in vae.encode(xb_test[:N_SURGERY]))
+        surgery = elbo_surgery(z_mean, z_log_var, seed=seed)
+        gen = keras.random.SeedGenerator(seed)
+        with _no_grad():
+            xb = ops.convert_to_tensor(xb_test[:N_SURGERY])
+            nll = np.mean(
+                [ops.convert_to_numpy(vae.compute_losses(xb, seed=gen)[1]) for _ in range(5)], 0
+            )
+        rd[f"{beta:g}"] = {
+            "distortion": [float(v) for v in mean_and_se(nll)],
+            "rate": [float(v) for v in mean_and_se(surgery["rate"])],
+            "mutual_information": [float(v) for v in mean_and_se(surgery["mutual_information"])],
+            "marginal_kl": [float(v) for v in mean_and_se(surgery["marginal_kl"])],
+        }
+    out["rate_distortion"] = rd
+    out["log_n_surgery"] = math.log(N_SURGERY)
+    return out
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+__all__ = ["KINDS", "get_model", "measure", "uint8_mnist", "test_subset", "always_zero_pixels"]
