@@ -127,7 +127,10 @@ def test_optimal_shared_sigma_minimises_the_gaussian_nll():
 
 def test_learned_scale_vae_likelihood_training_and_saving(tmp_path):
     keras.utils.set_random_seed(0)
-    shared = build_learned_scale_vae(3, hidden_units=(8,), image_shape=(2, 3))
+    shared = build_learned_scale_vae(3, hidden_units=(8,), image_shape=(2, 3), scale_rate=3.0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(shared.log_scale), math.log(0.5), rtol=1e-6
+    )
     assert tuple(shared.log_scale.shape) == ()
     per_pixel = build_learned_scale_vae(
         3,
@@ -146,7 +149,7 @@ def test_learned_scale_vae_likelihood_training_and_saving(tmp_path):
         keras.ops.convert_to_numpy(expected),
         rtol=1e-6,
     )
-    per_pixel.log_scale.assign(np.full((2, 3), -5.0, dtype="float32"))
+    per_pixel.scale_weight.assign(np.full((2, 3), -5.0, dtype="float32"))
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(per_pixel.log_likelihood(x, out)),
         keras.ops.convert_to_numpy(discretized_logistic_log_prob(x, out, -3.0)),
