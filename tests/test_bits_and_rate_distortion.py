@@ -2,6 +2,8 @@
 the discretized logistic, the continuous Bernoulli, the learned decoder scale and ELBO surgery."""
 
 import math
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -16,6 +18,7 @@ from vae_course.bits import (
     dequantize,
     dequantized_bound,
     discretized_logistic_log_prob,
+    nats_from_bits,
 )
 from vae_course.decoder_scale import (
     LearnedScaleVAE,
@@ -38,6 +41,8 @@ def test_bits_per_dim_by_hand():
     assert bits_per_dim(0.0, 3, density_on_unit_cube=True) == pytest.approx(8.0)
     with pytest.raises(CourseError, match="num_dims"):
         bits_per_dim(1.0, 0)
+    for flag in (False, True):
+        assert nats_from_bits(bits_per_dim(-78.5, 784, flag), 784, flag) == pytest.approx(-78.5)
 
 
 def test_dequantize_range_and_errors():
@@ -165,6 +170,12 @@ def test_learned_scale_vae_likelihood_training_and_saving(tmp_path):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded.log_scale), keras.ops.convert_to_numpy(shared.log_scale)
     )
+    code = (
+        "import sys; from vae_course.tools.checkpoints import load_vae; "
+        "print(type(load_vae(sys.argv[1])).__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.stdout.strip() == "LearnedScaleVAE", proc.stderr[-2000:]  # a fresh process loads it
     with pytest.raises(CourseError, match="likelihood must be one of"):
         LearnedScaleVAE(shared.encoder, shared.decoder, likelihood="bernoulli")
 

@@ -49,6 +49,13 @@ def bits_per_dim(nll_nats, num_dims, density_on_unit_cube=False):
     return nll / (num_dims * math.log(2.0))
 
 
+def nats_from_bits(bpd, num_dims, density_on_unit_cube=False):
+    """The inverse of :func:`bits_per_dim`: -log p in nats per example from bits per dimension."""
+    num_dims = check_positive_int(num_dims, "num_dims", 784)
+    nll = np.asarray(bpd, dtype=np.float64) * num_dims * math.log(2.0)
+    return nll - num_dims * LOG_LEVELS if density_on_unit_cube else nll
+
+
 def check_uint8(x, name="x"):
     """``x`` as a uint8 array, or a clear error."""
     x = np.asarray(x)
@@ -178,6 +185,7 @@ __all__ = [
     "LEVELS",
     "LOG_LEVELS",
     "bits_per_dim",
+    "nats_from_bits",
     "check_uint8",
     "dequantize",
     "dequantized_bound",

@@ -133,7 +133,7 @@ def load_vae(path: PathLike, compile: bool = True) -> keras.Model:
     training can go on. Raises :class:`CheckpointError` (a ``ValueError``)
     for a missing, truncated or corrupt file or one that is not a course VAE.
     """
-    from .. import models  # registers VAE & co. with Keras
+    from .. import decoder_scale, models  # noqa: F401  (registers VAE & co. with Keras)
 
     path = _resolve(path)
     if path.suffix != ".keras":
