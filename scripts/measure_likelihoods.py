@@ -29,9 +29,26 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("measurements/likelihoods"))
+    parser.add_argument(
+        "--spread-only",
+        action="store_true",
+        help="only chapter10.decoder_spread of the cached models, to <out>/decoder_spread.json",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.spread_only:
+        kinds = ("gaussian_shared", "continuous_bernoulli", "logistic_per_pixel")
+        spread = {
+            str(seed): {
+                kind: chapter10.decoder_spread(chapter10.get_model(kind, seed)[0], kind, seed)
+                for kind in kinds
+            }
+            for seed in args.seeds
+        }
+        (args.out / "decoder_spread.json").write_text(json.dumps(spread, indent=1) + "\n")
+        print(spread)
+        return
     for seed in args.seeds:
         start = time.time()
         result = chapter10.measure(seed)

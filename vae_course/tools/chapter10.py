@@ -130,6 +130,22 @@ def decoder_means(vae, x, seed=0):
     return ops.convert_to_numpy(vae.decode(z))
 
 
+DENSITY_DATA = {"gaussian_fixed", "gaussian_shared", "continuous_bernoulli"}  # dequantized
+
+
+def decoder_spread(vae, kind, seed=0):
+    """How much the decoder's output at the encoder's mean moves across the N_TEST test images.
+
+    The standard deviation over the images of the decoder's raw output (means, or logits for
+    the continuous Bernoulli), averaged over the pixels: about 0 when the encoder sends every
+    image to the same code, so that the model ignores its latent variable.
+    """
+    k_sub = uint8_mnist()[1][test_subset()]
+    x = dequantize(k_sub, seed=[seed, 99]) if kind in DENSITY_DATA else scale_images(k_sub)
+    out = ops.convert_to_numpy(vae.decoder(vae.encode(x)[0]))
+    return float(out.std(axis=0).mean())
+
+
 def always_zero_pixels():
     """Mask (28, 28) of the pixels that are 0 in every one of the 60,000 training images."""
     (k, _), _ = load_mnist()
@@ -213,4 +229,12 @@ def _no_grad():
     return torch.no_grad()
 
 
-__all__ = ["KINDS", "get_model", "measure", "uint8_mnist", "test_subset", "always_zero_pixels"]
+__all__ = [
+    "decoder_spread",
+    "KINDS",
+    "get_model",
+    "measure",
+    "uint8_mnist",
+    "test_subset",
+    "always_zero_pixels",
+]
