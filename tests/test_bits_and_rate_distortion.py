@@ -223,3 +223,30 @@ def test_elbo_surgery_mutual_information_is_biased_down():
 def test_elbo_surgery_checks_shapes():
     with pytest.raises(ValueError, match=r"\(N, d\)"):
         elbo_surgery(np.zeros((3, 2)), np.zeros((3, 1)))
+
+
+@pytest.mark.parametrize("mean,sigma", [(0.3, 0.2), (0.001, 0.01), (1.2, 0.05), (0.9, 0.001)])
+def test_discretized_gaussian_sums_to_one_and_matches_the_cdf(mean, sigma):
+    from vae_course.bits import discretized_gaussian_log_prob
+
+    levels = np.arange(256, dtype=np.uint8)[:, None]
+    log_p = discretized_gaussian_log_prob(levels, mean, sigma)
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-9)
+
+    def cdf(t):
+        return 0.5 * (1 + math.erf((t - mean) / (sigma * math.sqrt(2))))
+
+    for k in (0, 77, 255):  # edge bins take the tails; interior bins [k/256, (k+1)/256)
+        lo = 0.0 if k == 0 else cdf(k / 256)
+        hi = 1.0 if k == 255 else cdf((k + 1) / 256)
+        if hi - lo > 1e-12:
+            assert log_p[k] == pytest.approx(math.log(hi - lo), rel=1e-6)
+
+
+def test_discretized_gaussian_rejects_bad_input():
+    from vae_course.bits import discretized_gaussian_log_prob
+
+    with pytest.raises(Exception, match="uint8"):
+        discretized_gaussian_log_prob(np.zeros((1, 2)), 0.5, 0.1)
+    with pytest.raises(ValueError, match="sigma"):
+        discretized_gaussian_log_prob(np.zeros((1, 2), np.uint8), 0.5, 0.0)

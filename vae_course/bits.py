@@ -108,7 +108,8 @@ def discretized_logistic_log_prob(x, mean, log_scale):
     mass of the tails as well (Salimans et al. 2017), so the 256 probabilities sum
     to 1 for any mean and s = exp(log_scale):
 
-    .. math:: P(k) = \sigma\Big(\frac{c_k^+ - \mu}{s}\Big) - \sigma\Big(\frac{c_k^- - \mu}{s}\Big),
+    .. math:: P(k) = \operatorname{sigmoid}\Big(\frac{c_k^+ - \mu}{s}\Big)
+              - \operatorname{sigmoid}\Big(\frac{c_k^- - \mu}{s}\Big),
               \quad c_0^- = -\infty,\ c_{255}^+ = +\infty .
 
     Each log P(k) <= 0, so the sum never runs off to +infinity, whatever s does.
@@ -121,15 +122,52 @@ def discretized_logistic_log_prob(x, mean, log_scale):
     half = 0.5 / (LEVELS - 1)
     upper = (x + half - mean) * inv_s
     lower = (x - half - mean) * inv_s
-    log_cdf_upper = -ops.softplus(-upper)  # log sigma(upper): level 0
-    log_sf_lower = -ops.softplus(lower)  # log (1 - sigma(lower)): level 255
-    # interior: log(sigma(upper) - sigma(lower)), with a midpoint-density fallback when tiny
+    log_cdf_upper = -ops.softplus(-upper)  # log sigmoid(upper): level 0
+    log_sf_lower = -ops.softplus(lower)  # log (1 - sigmoid(lower)): level 255
+    # interior: log(sigmoid(upper) - sigmoid(lower)), with a midpoint-density fallback when tiny
     mass = ops.sigmoid(upper) - ops.sigmoid(lower)
     centre = (x - mean) * inv_s
     log_pdf_mid = centre - log_scale - 2.0 * ops.softplus(centre) + math.log(2 * half)
     log_mass = ops.where(mass > 1e-5, ops.log(ops.maximum(mass, 1e-12)), log_pdf_mid)
     log_p = ops.where(x < half, log_cdf_upper, ops.where(x > 1.0 - half, log_sf_lower, log_mass))
     return _sum_per_example(log_p)
+
+
+def discretized_gaussian_log_prob(k, mean, sigma):
+    r"""log P(k) of 8-bit levels under N(mean, sigma^2) discretized to dequantization's bins.
+
+    Level k gets the Gaussian's mass on the bin [k/256, (k+1)/256) that uniform
+    dequantization spreads it over, level 0 the whole left tail as well and level 255 the
+    whole right tail, so the 256 probabilities sum to 1 for any mean and sigma:
+
+    .. math:: P(k) = \Phi\Big(\frac{b_k^+ - \mu}{\sigma}\Big)
+              - \Phi\Big(\frac{b_k^- - \mu}{\sigma}\Big),
+              \quad b_0^- = -\infty,\ b_{255}^+ = +\infty .
+
+    This re-scores a Gaussian decoder trained on dequantized images as a discrete model with
+    no retraining. ``k`` uint8 levels (batch, ...), ``mean`` broadcasting against it, ``sigma``
+    > 0 (a number or an array broadcasting against k). Float64 numpy; returns (batch,).
+    """
+    import torch
+
+    k = check_uint8(np.asarray(k), "k").astype(np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if np.any(sigma <= 0):
+        raise ValueError("sigma must be > 0 (a standard deviation); pass exp(log_sigma).")
+    lower = np.where(k == 0, -np.inf, k / LEVELS)
+    upper = np.where(k == LEVELS - 1, np.inf, (k + 1) / LEVELS)
+    a = torch.as_tensor((lower - mean) / sigma)
+    b = torch.as_tensor((upper - mean) / sigma)
+    # a bin above the mean is computed as a lower-tail difference of the mirrored bin, so that
+    # neither CDF is close to 1 and the difference keeps its digits
+    flip = a > 0
+    a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_p = torch.special.log_ndtr(b) + torch.log1p(
+        -torch.exp(torch.special.log_ndtr(a) - torch.special.log_ndtr(b))
+    )
+    log_p = log_p.numpy()
+    return log_p.reshape(len(log_p), -1).sum(axis=1)
 
 
 def continuous_bernoulli_log_norm(logits):
