@@ -17,10 +17,18 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..bits import bits_per_dim, dequantize
+from ..bits import (
+    LOG_LEVELS,
+    bits_per_dim,
+    continuous_bernoulli_mean,
+    continuous_bernoulli_nll,
+    dequantize,
+    discretized_gaussian_log_prob,
+)
 from ..data import binarize, load_mnist, scale_images
 from ..decoder_scale import build_learned_scale_vae, optimal_shared_sigma
 from ..evaluate import iwae_bound
+from ..losses import kl_std_normal
 from ..models import VAE, build_vae
 from ..montecarlo import mean_and_se
 from ..rate_distortion import elbo_surgery
@@ -223,6 +231,143 @@ def measure(seed=0, models=None):
     return out
 
 
+def _per_pixel_histogram_bpd(k_train, k_sub, prior=0.5):
+    """Bits per dimension of independent 256-level histograms, one per pixel, no latent.
+
+    Fitted on ``k_train`` (counts + ``prior`` per level), scored on ``k_sub``; (mean, se).
+    """
+    kt = k_train.reshape(len(k_train), -1)
+    counts = np.stack([np.bincount(kt[:, i], minlength=256) for i in range(kt.shape[1])])
+    log2_p = np.log2((counts + prior) / (counts.sum(1, keepdims=True) + 256 * prior))
+    ks = k_sub.reshape(len(k_sub), -1)
+    bits = -log2_p[np.arange(ks.shape[1])[None, :], ks].mean(axis=1)
+    return [float(v) for v in mean_and_se(bits)]
+
+
+def _per_pixel_continuous_bernoulli_bpd(y_train, y_sub):
+    """Bits per dimension of one continuous Bernoulli per pixel at its maximum-likelihood
+    lambda (mean matching, by bisection on the logit), no latent; on dequantized images."""
+    import torch
+
+    ybar = y_train.reshape(len(y_train), -1).astype(np.float64).mean(axis=0)
+    lo, hi = np.full_like(ybar, -60.0), np.full_like(ybar, 60.0)
+    for _ in range(100):  # the mean increases with the logit
+        mid = (lo + hi) / 2
+        m = ops.convert_to_numpy(continuous_bernoulli_mean(torch.tensor(mid)))
+        lo, hi = np.where(m < ybar, mid, lo), np.where(m >= ybar, mid, hi)
+    logits = np.broadcast_to((lo + hi) / 2, (len(y_sub), ybar.size)).copy()
+    ys = y_sub.reshape(len(y_sub), -1).astype(np.float64)
+    nll = ops.convert_to_numpy(continuous_bernoulli_nll(torch.tensor(ys), torch.tensor(logits)))
+    return _bpd(-nll, True)
+
+
+def rescore(seed=0, models=None, surgery_sizes=(1000, 2000, 5000)):
+    """Chapter 10's second look at its trained models, with no training; a JSON-ready dict.
+
+    - ``edge``: the learned-sigma Gaussian's networks (decoder mean at the encoder's mean)
+      scored as a density on dequantized images and as a discretized Gaussian whose edge
+      bins take the tails (:func:`~vae_course.bits.discretized_gaussian_log_prob`), and the
+      discretized logistic's reconstruction term the same way; bits per dimension, and per
+      pixel at level 0; the logistic's P(level 0) on the test pixels at level 0.
+    - ``baselines``: bits per dimension with no latent variable (per-pixel histogram,
+      per-pixel continuous Bernoulli), fitted on the N_TRAIN training images.
+    - ``codes``: rate (mean KL) and the spread of the encoder means across the test images.
+    - ``elbo_paired``: paired differences of -ELBO between the beta models (mean, se).
+    - ``surgery_sizes``: the I_q estimate of the beta = 0.25 model on N = 1000, 2000, 5000
+      test images (N = 1000: the mean over the two halves of the first 2000).
+    """
+    import torch
+
+    models = models or {kind: get_model(kind, seed)[0] for kind in KINDS}
+    k_train, k_test = uint8_mnist()
+    k_sub = k_test[test_subset()]
+    y_sub = dequantize(k_sub, seed=[seed, 99])  # the dequantization measure() used
+    x_sub = scale_images(k_sub)
+    out = {"seed": seed, "n_zero_pixels_first_train": int((k_train.max(axis=0) == 0).sum())}
+    with torch.no_grad():
+        shared = models["gaussian_shared"]
+        sigma = math.exp(float(ops.convert_to_numpy(shared.log_scale)))
+        mu = ops.convert_to_numpy(shared.decoder(shared.encode(y_sub)[0])).astype(np.float64)
+        log_density = -0.5 * ((y_sub - mu) / sigma) ** 2 - math.log(sigma * math.sqrt(2 * math.pi))
+        nats_density = LOG_LEVELS - log_density  # per pixel, with the log 256 of dequantization
+        nats_discrete = -discretized_gaussian_log_prob(
+            k_sub.reshape(-1, 1), mu.reshape(-1, 1), sigma
+        ).reshape(k_sub.shape)
+        logistic = models["logistic_per_pixel"]
+        log_s = ops.convert_to_numpy(logistic.log_scale).astype(np.float64)
+        mu_l = ops.convert_to_numpy(logistic.decoder(logistic.encode(x_sub)[0])).astype(np.float64)
+        half = 0.5 / 255
+
+        def sig(t):  # the logistic function, without overflow
+            return np.exp(-np.logaddexp(0.0, -t))
+
+        up = (x_sub + half - mu_l) / np.exp(log_s)
+        lo = (x_sub - half - mu_l) / np.exp(log_s)
+        p_logistic = np.where(
+            k_sub == 0, sig(up), np.where(k_sub == 255, 1 - sig(lo), sig(up) - sig(lo))
+        )
+        nats_logistic = -np.log(np.maximum(p_logistic, 1e-300))
+    zero_level = k_sub == 0
+    bits = {
+        "gaussian_density": nats_density / math.log(2),
+        "gaussian_discretized": nats_discrete / math.log(2),
+        "logistic": nats_logistic / math.log(2),
+    }
+    out["edge"] = {
+        "sigma": sigma,
+        "recon_bpd": {k: float(v.mean()) for k, v in bits.items()},
+        "bits_per_level0_pixel": {k: float(v[zero_level].mean()) for k, v in bits.items()},
+        "logistic_p0_mean": float(p_logistic[zero_level].mean()),
+        "logistic_p0_max": float(p_logistic[zero_level].max()),
+        "fraction_level0": float(zero_level.mean()),
+    }
+    y_train = dequantize(k_train, seed=[seed, 0])
+    out["baselines"] = {
+        "histogram": _per_pixel_histogram_bpd(k_train, k_sub),
+        "continuous_bernoulli": _per_pixel_continuous_bernoulli_bpd(y_train, y_sub),
+    }
+    codes = {}
+    with torch.no_grad():
+        for kind in ("gaussian_shared", "continuous_bernoulli", "logistic_per_pixel"):
+            x = y_sub if kind in DENSITY_DATA else x_sub
+            z_mean, z_log_var = models[kind].encode(x)
+            kl = ops.convert_to_numpy(kl_std_normal(z_mean, z_log_var))
+            codes[kind] = {
+                "rate": [float(v) for v in mean_and_se(kl)],
+                "z_mean_sd": float(ops.convert_to_numpy(z_mean).std(axis=0).mean()),
+            }
+    out["codes"] = codes
+    xb_test = binarize(scale_images(k_test), seed=1)
+    neg_elbo = {}
+    with torch.no_grad():
+        xb = ops.convert_to_tensor(xb_test[:N_SURGERY])
+        for beta in BETAS:
+            vae = models[f"beta{beta:g}"]
+            gen = keras.random.SeedGenerator(seed)
+            nll = np.mean(
+                [ops.convert_to_numpy(vae.compute_losses(xb, seed=gen)[1]) for _ in range(5)], 0
+            )
+            z_mean, z_log_var = vae.encode(xb)
+            neg_elbo[beta] = nll + ops.convert_to_numpy(kl_std_normal(z_mean, z_log_var))
+    out["elbo_paired"] = {
+        f"{b:g}-{a:g}": [float(v) for v in mean_and_se(neg_elbo[b] - neg_elbo[a])]
+        for a, b in zip(BETAS[:-1], BETAS[1:])
+    }
+    vae = models[f"beta{BETAS[0]:g}"]
+    with torch.no_grad():
+        z_mean, z_log_var = (ops.convert_to_numpy(t) for t in vae.encode(xb_test[:5000]))
+    sizes = {}
+    for n in surgery_sizes:
+        parts = [slice(i * n, (i + 1) * n) for i in range(max(1, N_SURGERY // n))]
+        est = [
+            elbo_surgery(z_mean[p], z_log_var[p], seed=seed, chunk=64)["mutual_information"].mean()
+            for p in parts
+        ]
+        sizes[str(n)] = float(np.mean(est))
+    out["mutual_information_by_n"] = sizes
+    return out
+
+
 def _no_grad():
     import torch
 
@@ -234,6 +379,7 @@ __all__ = [
     "KINDS",
     "get_model",
     "measure",
+    "rescore",
     "uint8_mnist",
     "test_subset",
     "always_zero_pixels",
