@@ -68,10 +68,11 @@ def check_backend() -> None:
 
 
 def _register_keras_classes() -> None:
-    """Import ``vae_course.models``, whose classes register themselves with Keras's serialization."""
+    """Import ``vae_course.models`` and ``decoder_scale``, whose classes register themselves with Keras's serialization."""
     # Never break someone's `import keras`: an error here comes back when vae_course.models is used.
     with contextlib.suppress(Exception):
         importlib.import_module(f"{__name__}.models")
+        importlib.import_module(f"{__name__}.decoder_scale")
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LIKELIHOODS = ("gaussian", "bernoulli")
+LIKELIHOODS = ("gaussian", "bernoulli", "continuous_bernoulli")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from keras import ops
 
+from .bits import continuous_bernoulli_mean, continuous_bernoulli_nll
 from .defaults import LIKELIHOODS
 from .errors import CourseError
 from .gaussian import (
@@ -154,6 +155,16 @@ LIKELIHOOD_TABLE = {
         mean=ops.sigmoid,
         data="binarized images, 0.0 or 1.0 (binarize the grey levels afresh each epoch)",
     ),
+    # a density on [0, 1]: the Bernoulli's cross-entropy with its normaliser (chapter 10)
+    "continuous_bernoulli": Likelihood(
+        "continuous_bernoulli",
+        decoder_output="logits",
+        output_activation=None,
+        refused_activation="sigmoid",
+        log_prob=lambda x, out, x_std: -continuous_bernoulli_nll(x, out),
+        mean=lambda out: continuous_bernoulli_mean(out),
+        data="grey levels in [0, 1]",
+    ),
 }
 assert tuple(LIKELIHOOD_TABLE) == LIKELIHOODS
 
@@ -164,7 +175,8 @@ def get_likelihood(name) -> Likelihood:
         raise CourseError(
             f"likelihood must be one of {LIKELIHOODS}, got {name!r}. Fix: "
             "likelihood='gaussian' for grey-level "
-            "pixels in [0, 1], likelihood='bernoulli' for binarized images."
+            "pixels in [0, 1], likelihood='bernoulli' for binarized images, "
+            "likelihood='continuous_bernoulli' for a density on grey levels in [0, 1]."
         )
     return LIKELIHOOD_TABLE[name]
 
