@@ -14,7 +14,12 @@ import re
 import pytest
 from booktools import ROOT
 
-CHAPTERS = ["06_mnist_vae", "07_evaluating_the_vae", "08_where_the_nats_go"]
+CHAPTERS = [
+    "06_mnist_vae",
+    "07_evaluating_the_vae",
+    "08_where_the_nats_go",
+    "09_closing_the_gaps",
+]
 HEADING = "## What the numbers showed"
 LINK_RE = re.compile(r"\]\(#(?P<label>[\w:.-]+)\)")
 TARGET_RE = re.compile(r"^\((?P<label>[\w:.-]+)\)=\s*$")
