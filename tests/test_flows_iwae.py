@@ -168,3 +168,58 @@ def test_grid_log_marginal_on_a_two_dimensional_linear_gaussian():
     assert abs(grid_log_marginal(lj, center + 0.3, 2 * scale, 201, 6.0)[0] - exact) < 1e-3
     with pytest.raises(ValueError, match="2-D"):
         grid_log_marginal(lj, torch.zeros(1, 3), torch.ones(1, 3))
+
+
+def test_steps_alternate_the_autoregressive_order():
+    # each step's Jacobian is triangular: lower for steps 0, 2, ..., upper for 1, 3, ...
+    keras.utils.set_random_seed(0)
+    flow = IAF(3, num_steps=4, hidden_units=8)
+    _randomise(flow)
+    z = torch.randn(3)
+    for t, step in enumerate(flow.steps):
+        jac = torch.autograd.functional.jacobian(lambda u, s=step: s(u)[0], z).reshape(3, 3)
+        above, below = torch.triu(jac, 1), torch.tril(jac, -1)
+        assert torch.equal(above if t % 2 == 0 else below, torch.zeros(3, 3)), t
+        assert (below if t % 2 == 0 else above).abs().sum() > 0, t  # the check above can fail
+
+
+DEVICES = [
+    "meta",  # a stand-in for an accelerator: shapes only, no data
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_flow_keeps_the_inputs_device(device):
+    with keras.device(device):
+        flow = IAF(3, num_steps=3, hidden_units=8)
+        z = torch.randn(5, 3, device=device)
+        out, log_det = flow(z)
+        assert out.device.type == device and log_det.device.type == device
+        assert out.shape == (5, 3) and log_det.shape == (5,)
+    if device == "cuda":  # draws made on the CPU, flow weights on the GPU: results on the CPU
+        with keras.device(device):
+            out, log_det = flow(z.cpu())
+        assert out.device.type == "cpu" and log_det.device.type == "cpu"
+        assert torch.equal(out, z.cpu()) and torch.equal(log_det, torch.zeros(5))
+
+
+def test_chi2_posterior_to_q_against_quadrature():
+    # the integral of p(z | x)^2 / q(z) - 1 by the trapezoid rule on a fine, wide grid
+    z = torch.linspace(-30.0, 30.0, 600_001, dtype=torch.float64)
+    mu, a = MODEL.posterior(X)
+    log_post = -((z - mu) ** 2) / (2 * a) - 0.5 * torch.log(2 * math.pi * a)
+    for m, v in ((0.0, 1.0), (0.7, 0.3), (1.2, 0.15)):
+        log_q = -((z - m) ** 2) / (2 * v) - 0.5 * math.log(2 * math.pi * v)
+        ref = torch.trapezoid(torch.exp(2 * log_post - log_q), z).item() - 1.0
+        got = MODEL.chi2_posterior_to_q(X, m, v).item()
+        assert abs(got - ref) < 1e-6 * max(1.0, abs(ref)), (m, v, got, ref)
+    assert abs(MODEL.chi2_posterior_to_q(X, mu, a).item()) < 1e-12  # q = posterior: zero
+    with pytest.raises(ValueError, match="v must exceed"):
+        MODEL.chi2_posterior_to_q(X, 0.0, 0.4 * a.item())

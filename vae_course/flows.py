@@ -45,7 +45,9 @@ class IAFStep(keras.layers.Layer):
     """One affine autoregressive step z' = z * exp(s(z)) + m(z); ``call(z)`` -> ``(z', log|det|)``.
 
     z: (..., num_sets, latent_dim) (or (..., latent_dim) with num_sets = 1); log|det| has z's
-    shape without the last axis. ``reverse=True`` reverses the coordinates first.
+    shape without the last axis. ``reverse=True`` reverses the coordinates before the step and
+    restores their order after it, so the autoregressive order runs backwards. Both outputs
+    come back on z's device.
     """
 
     def __init__(self, latent_dim, hidden_units=16, num_sets=1, reverse=False, **kwargs):
@@ -72,10 +74,17 @@ class IAFStep(keras.layers.Layer):
         return out[..., : self.latent_dim], out[..., self.latent_dim :]
 
     def call(self, z):
+        device = getattr(z, "device", None)  # the caller's; Keras's ops work on Keras's device
+        z = ops.convert_to_tensor(z)
         if self.reverse:
             z = ops.flip(z, axis=-1)
         m, s = self.shift_and_log_scale(z)
-        return z * ops.exp(s) + m, ops.sum(s, axis=-1)
+        z_new, log_det = z * ops.exp(s) + m, ops.sum(s, axis=-1)
+        if self.reverse:  # back to the input's order (a permutation: no change of volume)
+            z_new = ops.flip(z_new, axis=-1)
+        if device is not None:
+            z_new, log_det = z_new.to(device), log_det.to(device)
+        return z_new, log_det
 
     def get_config(self):
         return {
@@ -89,8 +98,7 @@ class IAFStep(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vae_course")
 class IAF(keras.layers.Layer):
-    """``num_steps`` :class:`IAFStep` s, the order reversed every other step (and restored at
-    the end); ``call(z)`` -> ``(z_T, sum of the steps' log|det|)``. Exactly the identity when new."""
+    """``num_steps`` :class:`IAFStep` s, the autoregressive order reversed every other step; ``call(z)`` -> ``(z_T, sum of the steps' log|det|)``. Exactly the identity when new."""
 
     def __init__(self, latent_dim, num_steps=2, hidden_units=16, num_sets=1, **kwargs):
         super().__init__(**kwargs)
@@ -108,8 +116,6 @@ class IAF(keras.layers.Layer):
         for step in self.steps:
             z, ld = step(z)
             log_det = log_det + ld
-        if (self.num_steps // 2) % 2 == 1:  # restore the original order (a permutation: no det)
-            z = ops.flip(z, axis=-1)
         return z, log_det
 
     def get_config(self):

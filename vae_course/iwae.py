@@ -138,7 +138,7 @@ def vae_log_joint(vae, x):
         xs = x.to(out.device).expand((b,) + tuple(x.shape[1:]))  # one image for all, or b
         x_rep = xs.unsqueeze(0).expand((k,) + tuple(xs.shape)).reshape((k * b,) + xs.shape[1:])
         log_px_z = vae.log_likelihood(x_rep, out).reshape(k, b)
-        return log_px_z.to(z.dtype) + std_normal_log_prob(z)
+        return log_px_z.to(z.device, z.dtype) + std_normal_log_prob(z)  # on z's device
 
     return log_joint
 
