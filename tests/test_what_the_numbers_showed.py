@@ -18,6 +18,7 @@ CHAPTERS = [
     "06_mnist_vae",
     "07_evaluating_the_vae",
     "08_where_the_nats_go",
+    "09_closing_the_gaps",
     "10_likelihood_on_one_scale",
 ]
 HEADING = "## What the numbers showed"

@@ -153,6 +153,24 @@ class LinearGaussian:
         post_mean, post_var = self.posterior(x)
         return kl_gaussian(m, v, post_mean, post_var)
 
+    def chi2_posterior_to_q(self, x, m, v):
+        r"""The chi-square divergence of the posterior from q(z) = N(m, v), exact (needs v > Var(z|x) / 2).
+
+        .. math:: \chi^2\big(p(z\mid x)\,\|\,q\big) = \int \frac{p(z\mid x)^2}{q(z)}\,dz - 1
+                  = \frac{\sqrt v}{a\sqrt P}\exp\Big(\frac{(2\mu/a - m/v)^2}{2P}
+                  - \frac{\mu^2}{a} + \frac{m^2}{2v}\Big) - 1,
+
+        with (mu, a) the posterior's mean and variance and P = 2/a - 1/v. For large k,
+        :math:`\mathcal L_k \approx \log p(x) - \chi^2/(2k)` (the variance of w/p(x) is chi^2).
+        """
+        m, v = _tensor(m), _check_variance(v, "v")
+        mu, a = self.posterior(x)
+        prec = 2.0 / a - 1.0 / v
+        if torch.any(prec <= 0):
+            raise ValueError(f"chi2_posterior_to_q: v must exceed Var(z | x) / 2 = {a / 2}")
+        expo = (2.0 * mu / a - m / v) ** 2 / (2.0 * prec) - mu**2 / a + m**2 / (2.0 * v)
+        return torch.sqrt(v) / (a * torch.sqrt(prec)) * torch.exp(expo) - 1.0
+
     # --------------------------------------------------- Monte Carlo (SGVB)
     def sgvb_elbo(self, x, m, v, eps):
         r"""One-sample ELBO estimates, one per entry of ``eps`` (the full SGVB form).

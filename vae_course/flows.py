@@ -1,0 +1,211 @@
+r"""An inverse autoregressive flow (Kingma et al. 2016) on top of the Gaussian q, as Keras layers.
+
+A draw z_0 = mu + sigma * eps of the Gaussian q_0 goes through T invertible steps
+
+.. math:: z_t = z_{t-1} \odot \exp\big(s_t(z_{t-1})\big) + m_t(z_{t-1}),
+
+where (m_t, s_t) come from a masked network (MADE) whose i-th outputs depend only on the
+coordinates before i. The Jacobian of a step is therefore triangular with diagonal exp(s_t), so
+
+.. math:: \log q_T(z_T) = \log q_0(z_0) - \sum_{t=1}^T \sum_i s_{t,i}(z_{t-1}).
+
+Every other step reverses the order of the coordinates. The last layer of each network starts
+at zero, so a new flow is exactly the identity and q_T = q_0. ``num_sets`` > 1 gives each of
+that many images its own flow parameters (a per-image fit, as chapter 8's q*).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import torch
+from keras import ops
+
+from .errors import check_positive_int
+from .gaussian import diag_gaussian_log_prob
+from .gradients import standard_normal, transform
+
+
+def made_masks(latent_dim, hidden_units):
+    """The two 0/1 masks of a one-hidden-layer MADE: ``(input->hidden (d, h), hidden->out (h, d))``.
+
+    Hidden unit j sees inputs 1..deg_j (deg_j cycles through 1..d-1); output i sees the hidden
+    units with deg_j < i, so output i depends on inputs 1..i-1 only (output 1 on none).
+    """
+    d, h = latent_dim, hidden_units
+    deg_in = np.arange(1, d + 1)
+    deg_hidden = np.arange(h) % max(d - 1, 1) + 1
+    mask1 = (deg_hidden[None, :] >= deg_in[:, None]).astype("float32")
+    mask2 = (deg_in[None, :] > deg_hidden[:, None]).astype("float32")
+    return mask1, mask2
+
+
+@keras.saving.register_keras_serializable(package="vae_course")
+class IAFStep(keras.layers.Layer):
+    """One affine autoregressive step z' = z * exp(s(z)) + m(z); ``call(z)`` -> ``(z', log|det|)``.
+
+    z: (..., num_sets, latent_dim) (or (..., latent_dim) with num_sets = 1); log|det| has z's
+    shape without the last axis. ``reverse=True`` reverses the coordinates before the step and
+    restores their order after it, so the autoregressive order runs backwards. Both outputs
+    come back on z's device.
+    """
+
+    def __init__(self, latent_dim, hidden_units=16, num_sets=1, reverse=False, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim", 2)
+        self.hidden_units = check_positive_int(hidden_units, "hidden_units", 16)
+        self.num_sets = check_positive_int(num_sets, "num_sets", 1)
+        self.reverse = bool(reverse)
+        self.mask1, self.mask2 = made_masks(self.latent_dim, self.hidden_units)
+        n, d, h = self.num_sets, self.latent_dim, self.hidden_units
+        self.w1 = self.add_weight(
+            shape=(n, d, h), initializer=keras.initializers.RandomNormal(0.0, d**-0.5), name="w1"
+        )
+        self.b1 = self.add_weight(shape=(n, h), initializer="zeros", name="b1")
+        self.w2 = self.add_weight(shape=(n, h, 2 * d), initializer="zeros", name="w2")
+        self.b2 = self.add_weight(shape=(n, 2 * d), initializer="zeros", name="b2")
+
+    def shift_and_log_scale(self, z):
+        """(m(z), s(z)), each of z's shape, from the masked network."""
+        mask1 = ops.convert_to_tensor(self.mask1)
+        mask2 = ops.convert_to_tensor(np.concatenate([self.mask2, self.mask2], axis=1))
+        hidden = ops.tanh(ops.squeeze(ops.expand_dims(z, -2) @ (self.w1 * mask1), -2) + self.b1)
+        out = ops.squeeze(ops.expand_dims(hidden, -2) @ (self.w2 * mask2), -2) + self.b2
+        return out[..., : self.latent_dim], out[..., self.latent_dim :]
+
+    def call(self, z):
+        device = getattr(z, "device", None)  # the caller's; Keras's ops work on Keras's device
+        z = ops.convert_to_tensor(z)
+        if self.reverse:
+            z = ops.flip(z, axis=-1)
+        m, s = self.shift_and_log_scale(z)
+        z_new, log_det = z * ops.exp(s) + m, ops.sum(s, axis=-1)
+        if self.reverse:  # back to the input's order (a permutation: no change of volume)
+            z_new = ops.flip(z_new, axis=-1)
+        if device is not None:
+            z_new, log_det = z_new.to(device), log_det.to(device)
+        return z_new, log_det
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "hidden_units": self.hidden_units,
+            "num_sets": self.num_sets,
+            "reverse": self.reverse,
+        }
+
+
+@keras.saving.register_keras_serializable(package="vae_course")
+class IAF(keras.layers.Layer):
+    """``num_steps`` :class:`IAFStep` s, the autoregressive order reversed every other step; ``call(z)`` -> ``(z_T, sum of the steps' log|det|)``. Exactly the identity when new."""
+
+    def __init__(self, latent_dim, num_steps=2, hidden_units=16, num_sets=1, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim", 2)
+        self.num_steps = check_positive_int(num_steps, "num_steps", 2)
+        self.hidden_units = check_positive_int(hidden_units, "hidden_units", 16)
+        self.num_sets = check_positive_int(num_sets, "num_sets", 1)
+        self.steps = [
+            IAFStep(latent_dim, hidden_units, num_sets, reverse=t % 2 == 1, name=f"iaf_step_{t}")
+            for t in range(self.num_steps)
+        ]
+
+    def call(self, z):
+        log_det = 0.0
+        for step in self.steps:
+            z, ld = step(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "num_steps": self.num_steps,
+            "hidden_units": self.hidden_units,
+            "num_sets": self.num_sets,
+        }
+
+
+def flow_log_weights(log_joint, eps, mean, log_var, flow):
+    r"""log w = log p(x, z_T) - log q_T(z_T) for z_0 = mean + exp(log_var / 2) eps through ``flow``.
+
+    .. math:: \log q_T(z_T) = \log q_0(z_0) - \log\left|\det \frac{\partial z_T}{\partial z_0}\right|
+
+    eps: (k, b, d); mean, log_var: (b, d); returns (k, b). With an identity flow this is
+    :func:`vae_course.iwae.gaussian_log_weights`, term for term.
+    """
+    z0 = transform(eps, mean, torch.exp(0.5 * log_var))
+    z, log_det = flow(z0)
+    return log_joint(z) - (diag_gaussian_log_prob(z0, mean, log_var) - log_det)
+
+
+def flow_elbo(log_joint, mean, log_var, flow, num_samples=1000, seed=1):
+    r"""The ELBO of the flow's q_T for each of b images: the mean of ``num_samples`` log weights.
+
+    .. math:: \mathrm{ELBO}(q_T) = \mathbb E_{q_T}\big[\log p(x, z) - \log q_T(z)\big]
+
+    mean, log_var: (b, d) tensors. Returns (b,) float64 numpy; unbiased for the ELBO.
+    """
+    s = check_positive_int(num_samples, "num_samples", 1000)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        eps = standard_normal((s,) + tuple(mean.shape), mean, gen)
+        log_w = flow_log_weights(log_joint, eps, mean, log_var, flow)
+    return log_w.mean(0).to(torch.float64).cpu().numpy()
+
+
+def fit_local_flow(
+    log_joint,
+    mean,
+    log_var,
+    num_steps=2,
+    hidden_units=16,
+    steps=400,
+    learning_rate=0.02,
+    flow_learning_rate=0.005,
+    num_samples=5,
+    seed=0,
+):
+    r"""The best Gaussian-plus-IAF q for each of b images by itself: maximise its ELBO.
+
+    Starts from the Gaussian (mean, log_var) (b, d) and an identity :class:`IAF` with its own
+    parameters for each image, and takes ``steps`` Adam steps on all of them at once, with the
+    learning rate falling linearly to 0 and ``num_samples`` fresh draws a step: the protocol of
+    :func:`vae_course.evaluate.fit_local_posterior`, with the flow's parameters added.
+    Returns ``(mean, log_var, flow)``; reproducible for a given ``seed``.
+    """
+    steps = check_positive_int(steps, "steps", 400)
+    num_samples = check_positive_int(num_samples, "num_samples", 5)
+    b, d = mean.shape
+    keras.utils.set_random_seed(int(seed))  # the flow's first-layer weights
+    flow = IAF(d, num_steps, hidden_units, num_sets=b)
+    m = mean.detach().clone().requires_grad_(True)
+    lv = log_var.detach().clone().requires_grad_(True)
+    flow_params = [v.value for v in flow.trainable_weights]
+    params = [m, lv] + flow_params
+    opt = torch.optim.Adam(
+        [{"params": [m, lv]}, {"params": flow_params, "lr": flow_learning_rate}], lr=learning_rate
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
+    gen = torch.Generator().manual_seed(int(seed))
+    for _ in range(steps):
+        eps = standard_normal((num_samples, b, d), m, gen)
+        loss = -flow_log_weights(log_joint, eps, m, lv, flow).mean(0).sum()
+        grads = torch.autograd.grad(loss, params)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        sched.step()
+    return m.detach(), lv.detach(), flow
+
+
+__all__ = [
+    "made_masks",
+    "IAFStep",
+    "IAF",
+    "flow_log_weights",
+    "flow_elbo",
+    "fit_local_flow",
+]
