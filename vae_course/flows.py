@@ -131,7 +131,10 @@ class IAF(keras.layers.Layer):
 def flow_log_weights(log_joint, eps, mean, log_var, flow):
     r"""log w = log p(x, z_T) - log q_T(z_T) for z_0 = mean + exp(log_var / 2) eps through ``flow``.
 
-    .. math:: \log q_T(z_T) = \log q_0(z_0) - \log\left|\det \frac{\partial z_T}{\partial z_0}\right|
+    .. math::
+
+        \log q_T(z_T) = \log q_0(z_0)
+        - \log\left|\det \frac{\partial z_T}{\partial z_0}\right|
 
     eps: (k, b, d); mean, log_var: (b, d); returns (k, b). With an identity flow this is
     :func:`vae_course.iwae.gaussian_log_weights`, term for term.

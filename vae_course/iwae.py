@@ -32,7 +32,9 @@ ESTIMATORS = ("iwae", "dreg")
 
 
 def gaussian_log_weights(log_joint, eps, mean, log_var, stop_q=False):
-    r"""log w = log p(x, z) - log q(z) at z = mean + exp(log_var / 2) eps; eps (k, ..., d) -> (k, ...).
+    r"""log w = log p(x, z) - log q(z) at z = mean + exp(log_var / 2) eps.
+
+    eps: (k, ..., d); returns (k, ...).
 
     ``stop_q=True`` evaluates log q with its parameters detached (z still depends on them):
     the form DReG differentiates, in which q's parameters act only through z.

@@ -154,7 +154,9 @@ class LinearGaussian:
         return kl_gaussian(m, v, post_mean, post_var)
 
     def chi2_posterior_to_q(self, x, m, v):
-        r"""The chi-square divergence of the posterior from q(z) = N(m, v), exact (needs v > Var(z|x) / 2).
+        r"""The chi-square divergence of the posterior from q(z) = N(m, v), exact.
+
+        It is finite only for v > Var(z|x) / 2.
 
         .. math:: \chi^2\big(p(z\mid x)\,\|\,q\big) = \int \frac{p(z\mid x)^2}{q(z)}\,dz - 1
                   = \frac{\sqrt v}{a\sqrt P}\exp\Big(\frac{(2\mu/a - m/v)^2}{2P}
