@@ -2,7 +2,7 @@
 
     python benchmarks/bench_steps.py [--rounds 10]
 
-Three configurations of the same VAE train 300 steps (19,200 MNIST images,
+Four configurations of the same VAE train 300 steps (19,200 MNIST images,
 batch 64) in turns, round after round, in forward order in even rounds and
 in reverse order in odd ones; the first round is a warm-up. Prints the
 median milliseconds per step of each and its ratio to the first, paired
@@ -10,9 +10,11 @@ round by round (the number to read on a machine whose speed wanders):
 
 1. Keras's own code: every layer through ``Layer.__call__``, Keras's Adam;
 2. + the encoder and decoder run as chains of torch calls, each Dense as one
-   ``torch.addmm`` (``vae_course.fast.enabled(vae, adam=False)``);
-3. + Keras's Adam update in PyTorch's fused kernel (part 2): what
-   ``train_vae`` runs.
+   ``torch.addmm``, called directly in the steps
+   (``vae_course.fast.enabled(vae, adam=False, draws=False)``);
+3. + the steps' ``keras.random.normal`` drawn without Keras's per-call
+   wrappers, the same numbers (``enabled(vae, adam=False)``);
+4. + Keras's Adam update in PyTorch's fused kernel: what ``train_vae`` runs.
 """
 
 import argparse
@@ -40,7 +42,10 @@ def main(argv=None):
     x = x_train[:19200]
     configs = {
         "Keras's own code (Layer.__call__, Keras's Adam)": lambda vae: contextlib.nullcontext(),
-        "+ networks as chains of torch calls": lambda vae: fast.enabled(vae, adam=False),
+        "+ networks as chains of torch calls": lambda vae: fast.enabled(
+            vae, adam=False, draws=False
+        ),
+        "+ direct random draws": lambda vae: fast.enabled(vae, adam=False),
         "+ fused Adam (train_vae's path)": fast.enabled,
     }
     vaes = {}

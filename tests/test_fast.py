@@ -51,13 +51,13 @@ class StepCounter(keras.callbacks.Callback):
 
 
 def test_train_vae_takes_the_fast_path(images, monkeypatch):
-    """Each step calls Layer.__call__ twice (encoder, decoder), not once per layer, and the fused kernel once."""
+    """Each step calls no Layer.__call__ (the networks' chains are called directly) and the fused kernel once."""
     vae = tiny_vae()
     counter = StepCounter(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", fast.FastPathWarning)
         train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter])
-    assert counter.per_step == [(2, 1)] * 3
+    assert counter.per_step == [(0, 1)] * 3
     # Keras's own path, for comparison: one Layer.__call__ per layer and no fused kernel.
     plain = tiny_vae()
     plain.compile(optimizer=keras.optimizers.Adam())
@@ -67,6 +67,54 @@ def test_train_vae_takes_the_fast_path(images, monkeypatch):
     # Everything is put back after fit.
     assert "call" not in vars(vae.encoder) and "call" not in vars(vae.decoder)
     assert "_parallel_update_step" not in vars(vae.optimizer)
+    assert not {"encoder", "decoder", "train_step", "test_step"} & set(vars(vae))
+    assert isinstance(vae.encoder, keras.Model) and isinstance(vae.decoder, keras.Model)
+
+
+class Saver(keras.callbacks.Callback):
+    """Saves the model after every epoch (as the command line does) and notes what it saw."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.seen = path, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(self.model.encoder)
+        self.model.save(self.path)
+
+
+def test_the_networks_are_themselves_outside_the_steps(images, tmp_path):
+    """Callbacks, saving and validation see the real networks; the stand-ins exist only inside a step."""
+    vae = tiny_vae()
+    saver = Saver(tmp_path / "m.keras")
+    train_vae(vae, images, images[:32], epochs=2, batch_size=32, verbose=0, callbacks=[saver])
+    assert saver.seen == [vae.encoder, vae.encoder]  # the network itself, not a stand-in
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    x = images[:8]
+    torch.testing.assert_close(back.encode(x)[0], vae.encode(x)[0])
+
+
+class Recorder(VAE):
+    """A VAE that notes what its ``encoder`` attribute is when a step computes the losses."""
+
+    seen = []
+
+    def compute_losses(self, x, training=False, seed=None):
+        Recorder.seen.append((self.encoder, training))
+        return super().compute_losses(x, training=training, seed=seed)
+
+
+def test_inside_a_step_the_networks_are_stand_ins(images):
+    keras.utils.set_random_seed(0)
+    encoder = build_encoder(2, SHAPE, (16,))
+    vae = Recorder(encoder, build_decoder(2, SHAPE, (16,)))
+    Recorder.seen.clear()
+    train_vae(vae, images[:64], images[:32], epochs=1, batch_size=32, verbose=0)
+    (a, ta), (b, tb), (c, tc) = Recorder.seen  # two training steps, one validation batch
+    assert (ta, tb, tc) == (True, True, False)
+    assert all(isinstance(s, fast._StandIn) and s.network is encoder for s in (a, b, c))
+    assert a.name == encoder.name and a.outputs is encoder.outputs  # the rest is the network's
+    assert vae.encoder is encoder  # and after fit, the network itself again
 
 
 def test_same_function_and_gradients_inside_and_outside(images):
@@ -77,7 +125,7 @@ def test_same_function_and_gradients_inside_and_outside(images):
     want = [*vae.encoder(x), vae.decoder(z)]
     g_want = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
     with fast.enabled(vae) as on:
-        assert on == {"encoder": True, "decoder": True, "adam": True}
+        assert on == {"encoder": True, "decoder": True, "adam": True, "draws": True}
         got = [*vae.encoder(x), vae.decoder(z)]
         g_got = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
     for a, b in zip(got, want):
@@ -132,7 +180,7 @@ def test_a_swapped_encoder_is_the_one_trained(images, monkeypatch):
     vae.encoder = new  # allowed until the VAE is built
     counter = StepCounter(monkeypatch)
     train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter])
-    assert counter.per_step == [(2, 1)] * 3  # the new encoder runs fast too
+    assert counter.per_step == [(0, 1)] * 3  # the new encoder runs fast too
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(old, first.weights))
     assert not any(np.array_equal(a, w.numpy()) for a, w in zip(before, new.weights))
 
@@ -277,10 +325,10 @@ def test_the_public_switches(images, monkeypatch):
     train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter], fast=False)
     assert counter.per_step == [(2 + 5 + 5, 0)] * 3
     with fast.enabled(vae, networks=False) as on:
-        assert on == {"encoder": False, "decoder": False, "adam": True}
+        assert on == {"encoder": False, "decoder": False, "adam": True, "draws": True}
         assert "call" not in vars(vae.encoder)
     with fast.enabled(vae, adam=False) as on:
-        assert on == {"encoder": True, "decoder": True, "adam": False}
+        assert on == {"encoder": True, "decoder": True, "adam": False, "draws": True}
         assert "_parallel_update_step" not in vars(vae.optimizer)
 
 
@@ -341,3 +389,45 @@ def test_the_compiled_model_saves_keras_adam(tmp_path, images):
         back.optimizer.learning_rate
     ) == pytest.approx(2e-3)
     assert int(back.optimizer.iterations) == 3
+
+
+def test_the_steps_draws_are_keras_own(images):
+    """Inside a step, keras.random.normal with a SeedGenerator gives Keras's numbers and state."""
+    assert fast.direct_normal_works("cpu") == ""
+    vae = tiny_vae()
+    vae.compile(optimizer=keras.optimizers.Adam())
+    normal = fast._direct_normal("cpu")
+    for seed in (0, 12345, 2**31 - 1):  # the sum of the two state numbers wraps past 2**32
+        ours = keras.random.SeedGenerator(seed)
+        theirs = keras.random.SeedGenerator(seed)
+        for shape in [(4, 2), (3, 4, 2)]:
+            torch.testing.assert_close(
+                normal(shape, dtype=torch.float32, seed=ours),
+                keras.random.normal(shape, dtype=torch.float32, seed=theirs),
+                rtol=0,
+                atol=0,
+            )
+        assert torch.equal(ours.state.value, theirs.state.value)
+    # Anything else goes to Keras: a number as seed, another dtype.
+    torch.testing.assert_close(
+        normal((3,), seed=5), keras.random.normal((3,), seed=5), rtol=0, atol=0
+    )
+    assert normal((3,), dtype="float64", seed=keras.random.SeedGenerator(1)).dtype == torch.float64
+    # The patch lives only inside a step.
+    original = keras.random.normal
+    with fast.enabled(vae) as on:
+        assert on["draws"] and keras.random.normal is original
+        vae.train_step((torch.as_tensor(images[:8]),))
+        assert keras.random.normal is original
+    # A broken replica is caught and named, and training goes on with Keras's draws.
+    fast.direct_normal_works.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fast, "_direct_normal", lambda device: lambda *a, **k: torch.zeros(1))
+            with (
+                pytest.warns(fast.FastPathWarning, match="random.normal in the steps falls back"),
+                fast.enabled(vae) as on,
+            ):
+                assert not on["draws"]
+    finally:
+        fast.direct_normal_works.cache_clear()

@@ -15,7 +15,11 @@ Inside the block:
    and one torch activation, as PyTorch's own ``Linear`` + activation;
    Flatten, Reshape and such an Activation layer are one torch call each;
    any other layer runs its own ``call``, with ``training`` passed on if it
-   takes it. The network still gets one ``Layer.__call__`` of its own.
+   takes it. Inside a training or validation step the VAE's ``encoder`` and
+   ``decoder`` attributes are stand-ins that call the chain directly, so the
+   step makes no ``Layer.__call__`` at all; outside the steps (callbacks,
+   saving, the chapters' own calls) they are the networks, whose own
+   ``Layer.__call__`` runs the chain.
 2. **Fused Adam.** Keras's Adam update (a dozen ``torch._foreach_*`` calls,
    five of which copy every weight) runs in PyTorch's fused kernel
    ``torch._fused_adam_``, one pass over the weights, in place. Only for
@@ -23,13 +27,19 @@ Inside the block:
    allow-list of values that leave the update plain Adam (no AMSGrad, weight
    decay, clipping, EMA, loss scaling or gradient accumulation); a setting
    the list does not know turns it off.
+3. **Random draws.** Inside a step, ``keras.random.normal`` with a
+   ``SeedGenerator`` seed (the VAE's z draws) is drawn as Keras's torch
+   backend draws it, the same numbers and the same generator state, without
+   Keras's per-call wrappers (a new ``torch.Generator`` and a
+   ``torch.compile`` guard each call).
 
-Both rest on details that Keras and PyTorch do not promise to keep
-(``Layer.call``'s arguments, the optimizer's moment slots and its
-``_parallel_update_step``, a private PyTorch kernel). Each is therefore
+All three rest on details that Keras and PyTorch do not promise to keep
+(``Layer.call``'s arguments, a model's attributes, the optimizer's moment
+slots and its ``_parallel_update_step``, a private PyTorch kernel, how the
+torch backend seeds its draws). Each is therefore
 checked against Keras's own result on tiny inputs before it is used: the
-chain on every network when the block starts, the kernel once per process
-and device. What fails the check is not used, and a ``FastPathWarning``
+chain on every network when the block starts, the kernel and the draws once
+per process and device. What fails the check is not used, and a ``FastPathWarning``
 says which part fell back and why. Whatever the network, the fallback is
 Keras's own code, so the result is the same, only slower
 (``tests/test_fast.py`` trains with and without the block and compares
@@ -177,23 +187,90 @@ def _chain_call(chain: list[keras.layers.Layer]):
 
 
 @contextlib.contextmanager
-def _chained(model: keras.Model, what: str) -> Iterator[bool]:
-    """Run ``model`` as a chain of its layers' ``call`` inside the block; yields whether it does."""
+def _chained(model: keras.Model, what: str) -> Iterator[object]:
+    """Run ``model`` as a chain of its layers inside the block.
+
+    Yields a stand-in for the network (see :class:`_StandIn`), or ``None`` if
+    the network is not a chain that computes what it computes.
+    """
     chain, why = chain_of(model)
     if chain is None:
         _warn(f"the {what} {getattr(model, 'name', '')!r}", f"not a plain chain of layers: {why}")
-        yield False
+        yield None
         return
     ok, why = _chain_works(model, chain)
     if not ok:
         _warn(f"the {what} {model.name!r}", why)
-        yield False
+        yield None
         return
-    vars(model)["call"] = _chain_call(chain)  # an instance attribute: Layer.__call__ finds it first
+    call = _chain_call(chain)
+    vars(model)["call"] = call  # an instance attribute: Layer.__call__ finds it first
     try:
-        yield True
+        yield _StandIn(model, call)
     finally:
         vars(model).pop("call", None)
+
+
+class _StandIn:
+    """A network's chain, called directly; every other attribute is the network's own.
+
+    During a training or validation step the VAE's ``encoder`` and ``decoder``
+    are these, so the step skips ``Layer.__call__`` (input checks, call
+    context, name scopes: about a quarter of a millisecond per network on a
+    laptop CPU). Outside the steps, e.g. when a callback saves the model,
+    the attributes are the networks again.
+    """
+
+    __slots__ = ("network", "chain")
+
+    def __init__(self, network, chain):
+        self.network, self.chain = network, chain
+
+    def __call__(self, inputs, training=None, mask=None):
+        return self.chain(inputs, training=training)
+
+    def __getattr__(self, name):
+        return getattr(self.network, name)
+
+
+@contextlib.contextmanager
+def _direct_steps(vae: keras.Model, stand_ins: dict, normal=None) -> Iterator[None]:
+    """Inside the block, ``vae.train_step`` and ``vae.test_step`` run with the stand-ins.
+
+    ``stand_ins`` maps attribute names ("encoder", "decoder") to stand-ins.
+    Each step puts them in the VAE's instance dict (where attribute lookup
+    finds them before the tracked networks) and, if ``normal`` is given,
+    makes it ``keras.random.normal``; both are put back when the step ends.
+    """
+    attrs = vars(vae)
+    if (not stand_ins and normal is None) or any(
+        name in attrs for name in ("train_step", "test_step", *stand_ins)
+    ):
+        yield
+        return
+    keras_random = keras.random
+
+    def direct(step):
+        def run(data):
+            attrs.update(stand_ins)
+            original = keras_random.normal
+            if normal is not None:
+                keras_random.normal = normal
+            try:
+                return step(data)
+            finally:
+                keras_random.normal = original
+                for name in stand_ins:
+                    attrs.pop(name, None)
+
+        return run
+
+    attrs["train_step"], attrs["test_step"] = direct(vae.train_step), direct(vae.test_step)
+    try:
+        yield
+    finally:
+        attrs.pop("train_step", None)
+        attrs.pop("test_step", None)
 
 
 def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[bool, str]:
@@ -214,6 +291,58 @@ def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[b
         return same, "" if same else "its layers called in a chain do not give the model's output"
     except Exception as exc:  # any failure means: do not use it
         return False, f"calling its layers in a chain failed: {type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------- random draws
+def _direct_normal(device: str):
+    """``keras.random.normal`` for a ``SeedGenerator`` seed, drawn as Keras's torch backend draws it.
+
+    Keras seeds a new ``torch.Generator`` with the sum of the generator's two
+    state numbers (mod 2**32), adds 1 to the second, and draws with
+    ``torch.normal``. This does the same with one generator kept for the
+    block, without Keras's per-call wrappers (about 0.05 ms a draw). Any other
+    call (a seed that is a number or ``None``, another dtype) goes to Keras.
+    """
+    original = keras.random.normal
+    generator = torch.Generator(device=device)
+    dtypes = {None: keras.config.floatx(), "float32": "float32", torch.float32: "float32"}
+
+    def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+        if type(seed) is not keras.random.SeedGenerator or dtypes.get(dtype) != "float32":
+            return original(shape, mean=mean, stddev=stddev, dtype=dtype, seed=seed)
+        state = seed.state.value
+        first, second = state.tolist()
+        with torch.no_grad():
+            state[1] += 1
+        generator.manual_seed((first + second) & 0xFFFFFFFF)
+        return torch.normal(
+            mean, stddev, size=tuple(shape), generator=generator, dtype=torch.float32, device=device
+        )
+
+    return normal
+
+
+@functools.cache
+def direct_normal_works(device: str = "cpu") -> str:
+    """Check once per device that :func:`_direct_normal` draws what ``keras.random.normal`` draws.
+
+    Returns '' if it does (the same numbers and the same generator state
+    after three draws of two shapes), else why not.
+    """
+    try:
+        with keras.device(device):
+            ours, theirs = keras.random.SeedGenerator(7), keras.random.SeedGenerator(7)
+            normal = _direct_normal(device)
+            for shape in [(3, 2), (2, 3, 2), (5,)]:
+                a = normal(shape, dtype="float32", seed=ours)
+                b = keras.random.normal(shape, dtype="float32", seed=theirs)
+                if not (a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)):
+                    return "its draws differ from keras.random.normal's"
+            if not torch.equal(ours.state.value, theirs.state.value):
+                return "its seed generator's state differs from Keras's"
+        return ""
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 # ----------------------------------------------------------------- fused Adam
@@ -380,24 +509,36 @@ def _fused(optimizer, device: str) -> Iterator[bool]:
 # --------------------------------------------------------------------- switch
 @contextlib.contextmanager
 def enabled(
-    vae: keras.Model, networks: bool = True, adam: bool = True
+    vae: keras.Model, networks: bool = True, adam: bool = True, draws: bool = True
 ) -> Iterator[dict[str, bool]]:
     """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
 
     ``vae`` must be compiled. ``networks=False`` leaves the encoder and decoder to Keras,
-    ``adam=False`` the update (what ``benchmarks/bench_steps.py`` compares).
-    Yields which parts are on, e.g.
-    ``{"encoder": True, "decoder": True, "adam": True}``; a part asked for
+    ``adam=False`` the update, ``draws=False`` the steps' ``keras.random.normal``
+    (what ``benchmarks/bench_steps.py`` compares). Yields which parts are on, e.g.
+    ``{"encoder": True, "decoder": True, "adam": True, "draws": True}``; a part asked for
     that is off has said why in a :class:`FastPathWarning`. Everything is
     put back on leaving the block, also after an error.
     """
+    device = _device_of(vae)
     with contextlib.ExitStack() as stack:
-        on = {
-            "encoder": networks and stack.enter_context(_chained(vae.encoder, "encoder")),
-            "decoder": networks and stack.enter_context(_chained(vae.decoder, "decoder")),
-            "adam": adam and stack.enter_context(_fused(vae.optimizer, _device_of(vae))),
+        nets = {
+            name: stack.enter_context(_chained(getattr(vae, name), name)) if networks else None
+            for name in ("encoder", "decoder")
         }
+        normal = None
+        if draws:
+            why = direct_normal_works(device)
+            if why:
+                _warn("keras.random.normal in the steps", why)
+            else:
+                normal = _direct_normal(device)
+        stand_ins = {name: net for name, net in nets.items() if net is not None}
+        stack.enter_context(_direct_steps(vae, stand_ins, normal))
+        on = {name: net is not None for name, net in nets.items()}
+        on["adam"] = adam and stack.enter_context(_fused(vae.optimizer, device))
+        on["draws"] = normal is not None
         yield on
 
 
-__all__ = ["FastPathWarning", "enabled", "chain_of", "fused_adam_works"]
+__all__ = ["FastPathWarning", "enabled", "chain_of", "fused_adam_works", "direct_normal_works"]
