@@ -75,14 +75,17 @@ def measure(model, eval_seed=0):
 
 def summary(results):
     """The numbers the chapter asserts, from ``{k: measure(...)}``: means and standard errors over
-    the N_EVAL images, paired differences against k = 1, active units at each threshold."""
+    the N_EVAL images, paired differences against k = 1 and against the next smaller k, the total
+    gap L_1000 - L_1, active units at each threshold."""
     out = {}
-    base = results[1]
+    ks = list(results)
     for k, r in results.items():
         row = {}
+        prev = results[ks[max(ks.index(k) - 1, 0)]]  # the next smaller k_train
         for key in ("bound", "elbo"):
             row[key] = mean_and_se(r[key])
-            row[f"{key}_minus_k1"] = paired_difference(r[key], base[key])
+            row[f"{key}_minus_k1"] = paired_difference(r[key], results[1][key])
+            row[f"{key}_minus_prev"] = paired_difference(r[key], prev[key])
         row["total_gap"] = paired_difference(r["bound"], r["elbo"])
         row["active"] = {str(t): int((r["activity"] > t).sum()) for t in THRESHOLDS}
         out[k] = row
