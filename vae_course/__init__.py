@@ -73,6 +73,7 @@ def _register_keras_classes() -> None:
     with contextlib.suppress(Exception):
         importlib.import_module(f"{__name__}.models")
         importlib.import_module(f"{__name__}.decoder_scale")
+        importlib.import_module(f"{__name__}.iwae_training")
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):

@@ -32,7 +32,14 @@ CHECKPOINT_NAME = "model.keras"
 HISTORY_NAME = "history.csv"
 HISTORY_COLUMNS = ("epoch", "loss", "nll", "kl", "val_loss", "val_nll", "val_kl")
 STATE_ENTRY = "vae_course.json"
-_VAE_NAMES = ("vae_course>VAE", "VAE", "vae_course>LearnedScaleVAE", "LearnedScaleVAE")
+_VAE_NAMES = (
+    "vae_course>VAE",
+    "VAE",
+    "vae_course>LearnedScaleVAE",
+    "LearnedScaleVAE",
+    "vae_course>IWAE",
+    "IWAE",
+)
 PathLike = str | os.PathLike
 
 _RETRAIN = "Fix: train a model with `python -m vae_course train --out DIR` and pass DIR/model.keras"
@@ -133,7 +140,7 @@ def load_vae(path: PathLike, compile: bool = True) -> keras.Model:
     training can go on. Raises :class:`CheckpointError` (a ``ValueError``)
     for a missing, truncated or corrupt file or one that is not a course VAE.
     """
-    from .. import decoder_scale, models  # noqa: F401  (registers VAE & co. with Keras)
+    from .. import decoder_scale, iwae_training, models  # noqa: F401  (registers VAE & co. with Keras)
 
     path = _resolve(path)
     if path.suffix != ".keras":

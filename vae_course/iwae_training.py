@@ -1,0 +1,105 @@
+r"""Importance-weighted training (Burda et al. 2016): a VAE that trains on L_k instead of the ELBO.
+
+:class:`IWAE` is a :class:`~vae_course.models.VAE` whose loss is minus the k-sample estimator
+:func:`vae_course.iwae.iwae_objective` of
+
+.. math:: \mathcal L_k(x) = \mathbb E_{z_1, \dots, z_k \sim q(z\mid x)}
+          \Big[\log \frac1k \sum_{i=1}^k \frac{p(x, z_i)}{q(z_i \mid x)}\Big].
+
+With ``num_samples=1`` it is, step for step, a ``VAE(..., kl="mc")``: the VAE trained on the
+one-sample Monte Carlo log weight log p(x|z) + log p(z) - log q(z|x), the VAE Burda et al.
+compare with. Its network, likelihood, saving and evaluation are the VAE's; only the loss differs.
+Importing this module registers the class with Keras (``tools.checkpoints.load_vae`` loads it).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .errors import CourseError, check_positive_int
+from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
+from .iwae import iwae_objective
+from .losses import get_likelihood
+from .models import VAE, build_decoder, build_encoder
+
+
+@keras.saving.register_keras_serializable(package="vae_course")
+class IWAE(VAE):
+    r"""A VAE trained on the importance-weighted bound with k = ``num_samples`` draws per image.
+
+    For each image, k draws z_i = mu + sigma * eps_i from the encoder's q(z|x) give the log
+    weights log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x), and the loss is
+
+    .. math:: -\hat{\mathcal L}_k = -\log \frac1k \sum_{i=1}^k w_i,
+
+    minus one draw of L_k's estimator; its gradient is the pathwise (reparameterized) gradient,
+    score part included, as Burda et al. train. The logged ``loss`` is that -L̂_k; ``nll`` and
+    ``kl`` are the means over the k draws of -log p(x|z_i) and log q(z_i|x) - log p(z_i), so
+    ``nll + kl`` is minus the ELBO's k-draw estimate (equal to ``loss`` when k = 1). The KL weight
+    is 1 and the KL term is the sampled one: L_k has no closed-form part.
+    """
+
+    def __init__(self, encoder, decoder, num_samples=5, **kwargs):
+        for key, plain in (("num_mc_samples", 1), ("kl", "mc"), ("kl_weight", 1.0)):
+            if kwargs.pop(key, plain) != plain:
+                raise CourseError(
+                    f"IWAE: {key} is fixed at {plain!r} (the k draws are num_samples, and L_k has "
+                    f"no KL weight). Fix: leave {key} out; use VAE for other settings."
+                )
+        super().__init__(encoder, decoder, kl="mc", **kwargs)
+        self.num_samples = check_positive_int(num_samples, "num_samples", 5)
+
+    def log_weights(self, x, training=False, seed=None):
+        r"""``(nll, kl)``, each (k, batch): -log p(x|z_i) and log q(z_i|x) - log p(z_i).
+
+        log w_i = -(nll_i + kl_i), added in the order :class:`~vae_course.models.VAE` adds
+        its loss, so that k = 1 reproduces the VAE's numbers bit for bit.
+        """
+        z_mean, z_log_var = self.encoder(x, training=training)
+        k = self.num_samples
+        z = self.reparameterize(z_mean, z_log_var, k, seed=seed)  # (k, batch, d)
+        out = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
+        x_rep = ops.tile(x, (k,) + (1,) * (len(ops.shape(x)) - 1))
+        nll = -ops.reshape(self.log_likelihood(x_rep, out), (k, -1))
+        kl = diag_gaussian_log_prob(z, z_mean, z_log_var) - std_normal_log_prob(z)
+        return nll, kl
+
+    def compute_losses(self, x, training=False, seed=None):
+        """Per-example (loss, nll, kl), each (batch,): loss = -L̂_k; nll, kl averaged over draws."""
+        nll, kl = self.log_weights(x, training=training, seed=seed)
+        loss = -iwae_objective(-(nll + kl))
+        return loss, ops.mean(nll, axis=0), ops.mean(kl, axis=0)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("num_mc_samples", "kl", "kl_weight"):
+            del config[key]
+        return {**config, "num_samples": self.num_samples}
+
+
+def build_iwae(
+    num_samples,
+    latent_dim=50,
+    likelihood="bernoulli",
+    image_shape=(28, 28),
+    hidden_units=(200, 200),
+    activation="tanh",
+):
+    """An :class:`IWAE` with ``build_vae``'s networks; the defaults are Burda et al.'s 200-200
+    tanh networks with 50 latents and a Bernoulli likelihood."""
+    output_activation = get_likelihood(likelihood).output_activation
+    encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
+    decoder = build_decoder(
+        latent_dim,
+        image_shape,
+        hidden_units,
+        output_activation=output_activation,
+        activation=activation,
+    )
+    model = IWAE(encoder, decoder, num_samples=num_samples, likelihood=likelihood, name="iwae")
+    model.build((None, *image_shape))
+    return model
+
+
+__all__ = ["IWAE", "build_iwae"]

@@ -1,0 +1,108 @@
+"""Chapter 9's importance-weighted training runs: one recipe, used by the chapter and by
+``scripts/measure_iwae_training.py`` (which runs it for several seeds).
+
+Every model is Burda et al.'s 200-200 tanh network with 50 latents and a Bernoulli likelihood,
+trained on the first ``N_TRAIN`` training images, binarized afresh each epoch, for ``EPOCHS``
+epochs at batch ``BATCH`` with Adam at 1e-3: chapter 10's short schedule. Models with different
+k_train share the seed, so they start from the same weights and see the same batches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import torch
+
+from ..evaluate import active_units, log_importance_weights
+from ..iwae import iwae_objective
+from ..iwae_training import build_iwae
+from ..montecarlo import mean_and_se, paired_difference
+from ..train import train_vae_dynamic
+from .cache import load_or_train
+from .course_models import binary_test_images, mnist
+
+N_TRAIN = 10000
+EPOCHS = 2
+BATCH = 128
+LATENT = 50
+HIDDEN = (200, 200)
+ACTIVATION = "tanh"
+K_TRAIN = (1, 5, 50)
+K_EVAL = 1000  # the test bound L_1000
+N_EVAL = 200  # test images of every L_1000 and ELBO number (a random subset, seed 10)
+N_ACTIVE = 2000  # test images over which the encoder's mean varies (active units)
+THRESHOLDS = (0.01, 0.1, 0.5)  # chapter 8's activity thresholds
+
+
+def eval_rows():
+    """Indices of the N_EVAL test images (seed 10)."""
+    return np.random.default_rng(10).permutation(10000)[:N_EVAL]
+
+
+def get_iwae(k, seed=0):
+    """``(model, loaded)``: the :class:`~vae_course.iwae_training.IWAE` trained with k = ``k``."""
+
+    def train():
+        keras.utils.set_random_seed(seed)
+        model = build_iwae(k, LATENT, hidden_units=HIDDEN, activation=ACTIVATION)
+        train_vae_dynamic(
+            model, mnist()[0][:N_TRAIN], epochs=EPOCHS, seed=seed, verbose=0, batch_size=BATCH
+        )
+        return model
+
+    return load_or_train(f"ch09_iwae_k{k}_{EPOCHS}ep_seed{seed}", train)
+
+
+def measure(model, eval_seed=0):
+    """Per test image of :func:`eval_rows`: L_1000 and the ELBO (L_1) from the same 1000 draws,
+    and the activity of each latent over the first N_ACTIVE binarized test images.
+
+    Returns a dict of float64 arrays ``bound`` (N_EVAL,), ``elbo`` (N_EVAL,), ``activity``
+    (LATENT,). The ELBO is the mean of the 1000 log weights (unbiased for L_1); the bound is
+    their log-mean-exp (unbiased for L_1000, which is below log p(x)).
+    """
+    x = binary_test_images()[eval_rows()]
+    log_w = log_importance_weights(model, x, K_EVAL, seed=eval_seed)
+    activity, _ = active_units(model, binary_test_images()[:N_ACTIVE])
+    return {
+        "bound": iwae_objective(torch.from_numpy(log_w)).numpy(),
+        "elbo": log_w.mean(0),
+        "activity": activity,
+    }
+
+
+def summary(results):
+    """The numbers the chapter asserts, from ``{k: measure(...)}``: means and standard errors over
+    the N_EVAL images, paired differences against k = 1 and against the next smaller k, the total
+    gap L_1000 - L_1, active units at each threshold."""
+    out = {}
+    ks = list(results)
+    for k, r in results.items():
+        row = {}
+        prev = results[ks[max(ks.index(k) - 1, 0)]]  # the next smaller k_train
+        for key in ("bound", "elbo"):
+            row[key] = mean_and_se(r[key])
+            row[f"{key}_minus_k1"] = paired_difference(r[key], results[1][key])
+            row[f"{key}_minus_prev"] = paired_difference(r[key], prev[key])
+        row["total_gap"] = paired_difference(r["bound"], r["elbo"])
+        row["active"] = {str(t): int((r["activity"] > t).sum()) for t in THRESHOLDS}
+        out[k] = row
+    return {k: {n: _plain(v) for n, v in row.items()} for k, row in out.items()}
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return [float(a) for a in v]
+    return v
+
+
+def timed_models(seed):
+    """``{k: (model, cpu_seconds)}`` for every k in K_TRAIN (cpu 0.0 when loaded from the cache)."""
+    out = {}
+    for k in K_TRAIN:
+        start = time.process_time()
+        model, loaded = get_iwae(k, seed)
+        out[k] = (model, 0.0 if loaded else time.process_time() - start)
+    return out
