@@ -1,4 +1,4 @@
-"""Point the course at another GitHub repository, in the two places that name it.
+"""Point the course at another GitHub repository, in the three places that name it.
 
     python scripts/set_repo_url.py https://github.com/OWNER/REPO
 
@@ -7,11 +7,13 @@
    (https://colab.research.google.com/github/OWNER/REPO/blob/main/book/NN_name.ipynb).
 2. ``REPO_URL`` in the set-up cell (the first code cell) of every notebook in ``book/``: what a
    chapter ``pip install``s from on Colab.
+3. ``REPO_URL`` in ``vae_course/tools/measurements.py``: where a pip-installed package
+   (Colab) fetches the committed ``measurements/`` files that chapters read.
 
-Only those two strings change: each file is edited as text, so the rest of
+Only those strings change: each file is edited as text, so the rest of
 ``_config.yml`` (comments included) and of every notebook (outputs, metadata,
 formatting) stays byte for byte as it was. Nothing is written unless every file
-can be changed. ``tests/test_book_config.py`` checks that the two agree.
+can be changed. ``tests/test_book_config.py`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ CONFIG_URL_RE = re.compile(
 )
 # The REPO_URL line of the set-up cell, as CONTRIBUTING.md gives it.
 CELL_URL_RE = re.compile(r'^REPO_URL = "([^"]*)"(.*)$')
+# The REPO_URL line of vae_course/tools/measurements.py.
+MODULE_URL_RE = re.compile(r'(?m)^(REPO_URL = ")([^"]*)(")')
+MODULE = Path("vae_course") / "tools" / "measurements.py"
 
 
 def normalize(url: str) -> str:
@@ -54,6 +59,14 @@ def new_config_text(path: Path, url: str) -> str:
     new, n = CONFIG_URL_RE.subn(lambda m: m.group(1) + url, text, count=1)
     if n != 1:
         raise SystemExit(f"error: no `url:` under `repository:` in {path}")
+    return new
+
+
+def new_module_text(path: Path, url: str) -> str:
+    text = read(path)
+    new, n = MODULE_URL_RE.subn(lambda m: m.group(1) + url + m.group(3), text, count=1)
+    if n != 1:
+        raise SystemExit(f'error: no `REPO_URL = "..."` line in {path}')
     return new
 
 
@@ -121,6 +134,8 @@ def main(argv=None) -> int:
     changes = {config: new_config_text(config, url)}
     for nb in sorted((root / "book").glob("*.ipynb")):
         changes[nb] = new_notebook_text(nb, url)
+    if (root / MODULE).is_file():
+        changes[root / MODULE] = new_module_text(root / MODULE, url)
     for path, text in changes.items():  # every file was checked before any is written
         if read(path) != text:
             path.write_bytes(text.encode("utf-8"))

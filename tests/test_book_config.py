@@ -95,6 +95,11 @@ def test_config_essentials():
     sphinx = config["sphinx"]["config"]
     assert sphinx["math_numfig"] is True and sphinx["numfig"] is True
     assert (ROOT / config["bibtex_bibfiles"][0]).is_file()
+    # A pip-installed package (Colab) fetches measurements/ from the same repository.
+    from vae_course.tools import measurements
+
+    assert repo["url"] == measurements.REPO_URL, "run scripts/set_repo_url.py to make them agree"
+    assert measurements.RAW_URL.endswith(repo["url"].split("github.com/")[1] + "/main")
     # MathJax comes with the site, not from a CDN.
     assert "://" not in sphinx["mathjax_path"]
     assert any((ROOT / d / sphinx["mathjax_path"]).is_file() for d in sphinx["html_static_path"])
@@ -129,12 +134,19 @@ def test_notebook_opens_with_title_then_setup_cell(path):
 
 def test_set_repo_url_changes_only_the_url(tmp_path):
     (tmp_path / "book").mkdir()
+    (tmp_path / "vae_course" / "tools").mkdir(parents=True)
+    module = Path("vae_course") / "tools" / "measurements.py"
+    shutil.copy(ROOT / module, tmp_path / module)
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     for nb in NOTEBOOKS:
         shutil.copy(nb, tmp_path / "book" / nb.name)
     before = {
         p: p.read_bytes()
-        for p in [tmp_path / "_config.yml", *sorted((tmp_path / "book").iterdir())]
+        for p in [
+            tmp_path / "_config.yml",
+            tmp_path / module,
+            *sorted((tmp_path / "book").iterdir()),
+        ]
     }
     old_url = load_config()["repository"]["url"]
     script = [sys.executable, str(ROOT / "scripts" / "set_repo_url.py"), "--root", str(tmp_path)]
@@ -156,6 +168,12 @@ def test_set_repo_url_changes_only_the_url(tmp_path):
         )
         new["cells"][1]["source"] = "".join(new["cells"][1]["source"])
         assert new == old, f"{nb_path.name}: set_repo_url.py changed more than REPO_URL"
+
+    changed = (tmp_path / module).read_text(encoding="utf-8")
+    assert 'REPO_URL = "https://github.com/someone/their-fork"' in changed
+    assert changed.replace("someone/their-fork", old_url.split("github.com/")[1]) == (
+        before[tmp_path / module].decode("utf-8")
+    )
 
     # Back again: every file byte for byte as before.
     subprocess.run(script + [old_url], check=True, capture_output=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ..errors import DataError
 
-REPO_URL = "https://github.com/vae-course/vae-course"  # = repository.url in _config.yml
-RAW_URL = "https://raw.githubusercontent.com/vae-course/vae-course/main"
+# = repository.url in _config.yml (scripts/set_repo_url.py sets both; tests/test_book_config.py)
+REPO_URL = "https://github.com/vae-course/vae-course"
+RAW_URL = REPO_URL.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main"
 MEASUREMENTS = Path(__file__).resolve().parents[2] / "measurements"
 
 
