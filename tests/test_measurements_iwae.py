@@ -79,3 +79,56 @@ def test_training_cpu_seconds_as_the_chapter_states(runs):
     k1 = [m["1"]["train_cpu_s"] for m in runs]
     assert round(min(k50)) == 89 and round(max(k50)) == 106, k50
     assert round(min(k1)) == 23 and round(max(k1)) == 79, k1
+
+
+# ---- the control: VAEs trained on the k-draw ELBO (control_seed*.json), the chapter's paragraph
+# "The control: k draws on the ELBO"
+
+
+@pytest.fixture(scope="module")
+def control():
+    return [_load(f"control_seed{s}.json")["models"] for s in SEEDS]
+
+
+def test_the_control_files_match_the_seeds(runs, control):
+    for s, m, c in zip(SEEDS, runs, control):
+        assert _load(f"control_seed{s}.json")["settings"]["control_k"] == [5, 50]
+        assert c["1"]["bound"] == m["1"]["bound"]  # k = 1 is the same one-draw model
+
+
+def test_more_draws_on_the_elbo_raise_the_bound_less(control):
+    at50 = [c["50"]["bound_minus_k1"] for c in control]
+    assert all(_z(d) > 11 for d in at50), at50  # "more than 11 paired se"
+    assert round(min(d[0] for d in at50)) == 3 and round(max(d[0] for d in at50)) == 6, at50
+    at5 = [c["5"]["bound_minus_k1"][0] for c in control]
+    assert round(min(at5), 1) == -4.4, at5  # "in one seed 4.4 nats below"
+
+
+def test_most_of_the_iwae_rise_remains_at_equal_draws(runs, control):
+    for k, lo, hi in (("5", 10, 15), ("50", 17, 20)):
+        d = [c[k]["iwae_minus_vae"]["bound"] for c in control]
+        assert all(_z(x) > 16 for x in d), (k, d)
+        assert round(min(x[0] for x in d)) == lo and round(max(x[0] for x in d)) == hi, (k, d)
+    share = [c["50"]["iwae_minus_vae"]["bound"][0] / m["50"]["bound_minus_k1"][0]
+             for m, c in zip(runs, control)]  # fmt: skip
+    assert round(min(share), 2) == 0.75 and round(max(share), 2) == 0.85, share
+
+
+def test_the_elbo_rises_with_draws_and_falls_with_the_objective(control):
+    up = [c["50"]["elbo_minus_k1"] for c in control]
+    assert all(_z(d) > 2 for d in up), up  # the 50-draw VAE's ELBO above the one-draw VAE's
+    assert round(min(d[0] for d in up)) == 5 and round(max(d[0] for d in up)) == 10, up
+    down = [c[k]["iwae_minus_vae"]["elbo"] for c in control for k in ("5", "50")]
+    assert all(_z(d) < -6 for d in down), down  # IWAE's ELBO below the VAE's at equal draws
+
+
+def test_control_active_units_and_cpu(runs, control):
+    for m, c in zip(runs, control):
+        assert m["50"]["active"]["0.1"] > c["50"]["active"]["0.1"]
+        assert m["5"]["active"]["0.1"] > c["5"]["active"]["0.1"]
+        vae_001 = [c[k]["active"]["0.01"] for k in ("5", "50")]
+        assert max(vae_001) < min(m[k]["active"]["0.01"] for k in ("1", "5", "50")), vae_001
+    at001 = [c[k]["active"]["0.01"] for c in control for k in ("5", "50")]
+    assert min(at001) == 41 and max(at001) == 48, at001
+    cpu = [c["50"]["train_cpu_s"] for c in control]
+    assert round(min(cpu)) == 81 and round(max(cpu)) == 109, cpu
