@@ -132,3 +132,15 @@ def test_control_active_units_and_cpu(runs, control):
     assert min(at001) == 41 and max(at001) == 48, at001
     cpu = [c["50"]["train_cpu_s"] for c in control]
     assert round(min(cpu)) == 81 and round(max(cpu)) == 109, cpu
+
+
+def test_a_one_thread_retrain_of_seed_0_gives_the_same_numbers():
+    """onethread/seed0.json: seed 0 re-trained from an empty model cache with --threads 1."""
+    again = _load("onethread/seed0.json")["models"]
+    first = _load("seed0.json")["models"]
+    for k in K:
+        for name, value in first[k].items():
+            if name != "train_cpu_s":
+                assert again[k][name] == value, (k, name)
+    cpu = [again[k]["train_cpu_s"] for k in K]  # the chapter's "2.5, 3.6 and 30.6"
+    assert [round(c, 1) for c in cpu] == [2.5, 3.6, 30.6], cpu
