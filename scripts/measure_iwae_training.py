@@ -10,6 +10,14 @@ these files:
 
     nice -n 10 python scripts/measure_iwae_training.py --seeds 0 1 2 --threads 2 \
         --out measurements/iwae_training
+
+With ``--control`` it trains instead the control of the same seed (``iwae_runs.get_kvae``: VAEs
+on the k-draw ELBO at k = 5 and 50, same seed, schedule, data order and initial weights) and
+writes ``<out>/control_seed<S>.json``: their summary against the k_train = 1 model (which is the
+one-draw VAE) and the paired differences IWAE minus k-draw VAE at equal k.
+
+A model loaded from the cache has no training time to report: its ``train_cpu_s`` is carried
+over from the file being replaced when that file has one (the run that trained it), else null.
 """
 
 from __future__ import annotations
@@ -24,7 +32,76 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import torch
 
+from vae_course.montecarlo import paired_difference
 from vae_course.tools import iwae_runs
+
+CONTROL_K = (5, 50)
+
+
+def _settings():
+    return {
+        "n_train": iwae_runs.N_TRAIN,
+        "epochs": iwae_runs.EPOCHS,
+        "batch": iwae_runs.BATCH,
+        "k_train": list(iwae_runs.K_TRAIN),
+        "k_eval": iwae_runs.K_EVAL,
+        "n_eval": iwae_runs.N_EVAL,
+        "n_active": iwae_runs.N_ACTIVE,
+    }
+
+
+def _cpu(models, path):
+    """``{k: train CPU seconds}``: measured now, or carried over from ``path`` (see the docstring)."""
+    old = json.loads(path.read_text())["models"] if path.exists() else {}
+    out = {}
+    for k, (_, cpu) in models.items():
+        out[k] = round(cpu, 1) if cpu is not None else old.get(str(k), {}).get("train_cpu_s")
+    return out
+
+
+def measure_seed(seed, out):
+    path = out / f"seed{seed}.json"
+    models = iwae_runs.timed_models(seed)
+    cpu = _cpu(models, path)
+    start = time.process_time()
+    results = {k: iwae_runs.measure(m) for k, (m, _) in models.items()}
+    row = {str(k): v for k, v in iwae_runs.summary(results).items()}
+    for k in models:
+        row[str(k)]["train_cpu_s"] = cpu[k]
+    return path, {
+        "seed": seed,
+        "settings": _settings(),
+        "models": row,
+        "measure_cpu_s": round(time.process_time() - start, 1),
+        "note": "train_cpu_s: CPU seconds of the run that trained the model (the first model of "
+        "a process includes loading MNIST); the other numbers measured when the file was written",
+    }
+
+
+def measure_control(seed, out):
+    path = out / f"control_seed{seed}.json"
+    iwaes = iwae_runs.timed_models(seed)
+    kvaes = iwae_runs.timed_models(seed, get=iwae_runs.get_kvae, ks=CONTROL_K)
+    cpu = _cpu(kvaes, path)
+    start = time.process_time()
+    iw = {k: iwae_runs.measure(m) for k, (m, _) in iwaes.items()}
+    kv = {1: iw[1], **{k: iwae_runs.measure(m) for k, (m, _) in kvaes.items()}}
+    row = {str(k): v for k, v in iwae_runs.summary(kv).items()}
+    for k in CONTROL_K:
+        row[str(k)]["train_cpu_s"] = cpu[k]
+        row[str(k)]["iwae_minus_vae"] = {
+            key: [float(a) for a in paired_difference(iw[k][key], kv[k][key])]
+            for key in ("bound", "elbo")
+        }
+    return path, {
+        "seed": seed,
+        "settings": {**_settings(), "control_k": list(CONTROL_K)},
+        "models": row,
+        "measure_cpu_s": round(time.process_time() - start, 1),
+        "note": "models: VAEs trained on the k-draw ELBO (k = 1 is the k_train = 1 model of "
+        "seed<S>.json); iwae_minus_vae: paired differences, IWAE minus VAE at the same k; "
+        "train_cpu_s: CPU seconds of the run that trained the model",
+    }
 
 
 def main(argv=None):
@@ -32,31 +109,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("measurements/iwae_training"))
+    parser.add_argument("--control", action="store_true", help="the k-draw VAE control")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        models = iwae_runs.timed_models(seed)
-        start = time.process_time()
-        results = {k: iwae_runs.measure(m) for k, (m, _) in models.items()}
-        row = {str(k): v for k, v in iwae_runs.summary(results).items()}
-        for k, (_, cpu) in models.items():
-            row[str(k)]["train_cpu_s"] = round(cpu, 1)
-        record = {
-            "seed": seed,
-            "settings": {
-                "n_train": iwae_runs.N_TRAIN,
-                "epochs": iwae_runs.EPOCHS,
-                "batch": iwae_runs.BATCH,
-                "k_train": list(iwae_runs.K_TRAIN),
-                "k_eval": iwae_runs.K_EVAL,
-                "n_eval": iwae_runs.N_EVAL,
-                "n_active": iwae_runs.N_ACTIVE,
-            },
-            "models": row,
-            "measure_cpu_s": round(time.process_time() - start, 1),
-        }
-        (args.out / f"seed{seed}.json").write_text(json.dumps(record, indent=1) + "\n")
+        path, record = (measure_control if args.control else measure_seed)(seed, args.out)
+        path.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(record), flush=True)
 
 

@@ -7,8 +7,9 @@ r"""Importance-weighted training (Burda et al. 2016): a VAE that trains on L_k i
           \Big[\log \frac1k \sum_{i=1}^k \frac{p(x, z_i)}{q(z_i \mid x)}\Big].
 
 With ``num_samples=1`` it is, step for step, a ``VAE(..., kl="mc")``: the VAE trained on the
-one-sample Monte Carlo log weight log p(x|z) + log p(z) - log q(z|x), the VAE Burda et al.
-compare with. Its network, likelihood, saving and evaluation are the VAE's; only the loss differs.
+one-sample Monte Carlo log weight log p(x|z) + log p(z) - log q(z|x), Burda et al.'s VAE at
+k = 1 (they also train VAEs on the k-draw ELBO, ``VAE(kl="mc", num_mc_samples=k)``, for k = 5
+and 50). Its network, likelihood, saving and evaluation are the VAE's; only the loss differs.
 Importing this module registers the class with Keras (``tools.checkpoints.load_vae`` loads it).
 """
 

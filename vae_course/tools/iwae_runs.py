@@ -18,6 +18,7 @@ import torch
 from ..evaluate import active_units, log_importance_weights
 from ..iwae import iwae_objective
 from ..iwae_training import build_iwae
+from ..models import build_vae
 from ..montecarlo import mean_and_se, paired_difference
 from ..train import train_vae_dynamic
 from .cache import load_or_train
@@ -53,6 +54,30 @@ def get_iwae(k, seed=0):
         return model
 
     return load_or_train(f"ch09_iwae_k{k}_{EPOCHS}ep_seed{seed}", train)
+
+
+def get_kvae(k, seed=0):
+    """``(model, loaded)``: the control, a VAE trained on the k-draw ELBO (``kl="mc"``,
+    ``num_mc_samples=k``) with :func:`get_iwae`'s seed, schedule, data order and initial weights:
+    it gets the IWAE's k draws per image but averages their log weights instead of log-mean-exp
+    (Burda et al.'s VAE rows at k > 1)."""
+
+    def train():
+        keras.utils.set_random_seed(seed)
+        model = build_vae(
+            LATENT,
+            "bernoulli",
+            hidden_units=HIDDEN,
+            activation=ACTIVATION,
+            num_mc_samples=k,
+            kl="mc",
+        )
+        train_vae_dynamic(
+            model, mnist()[0][:N_TRAIN], epochs=EPOCHS, seed=seed, verbose=0, batch_size=BATCH
+        )
+        return model
+
+    return load_or_train(f"ch09_kvae_k{k}_{EPOCHS}ep_seed{seed}", train)
 
 
 def measure(model, eval_seed=0):
@@ -98,11 +123,13 @@ def _plain(v):
     return v
 
 
-def timed_models(seed):
-    """``{k: (model, cpu_seconds)}`` for every k in K_TRAIN (cpu 0.0 when loaded from the cache)."""
+def timed_models(seed, get=None, ks=K_TRAIN):
+    """``{k: (model, cpu_seconds)}`` for every k in ``ks`` from ``get`` (default :func:`get_iwae`);
+    cpu_seconds is None when the model was loaded from the cache."""
+    get = get_iwae if get is None else get
     out = {}
-    for k in K_TRAIN:
+    for k in ks:
         start = time.process_time()
-        model, loaded = get_iwae(k, seed)
-        out[k] = (model, 0.0 if loaded else time.process_time() - start)
+        model, loaded = get(k, seed)
+        out[k] = (model, None if loaded else time.process_time() - start)
     return out

@@ -1,0 +1,146 @@
+"""Every three-seed statement of chapter 9's section "Training on the importance-weighted bound",
+asserted on the committed measurements (measurements/iwae_training/seed*.json, written by
+scripts/measure_iwae_training.py), so that a statement the files stop supporting fails here."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+DIR = Path(__file__).resolve().parents[1] / "measurements" / "iwae_training"
+SEEDS = (0, 1, 2)
+K = ("1", "5", "50")
+
+
+def _load(name):
+    return json.loads((DIR / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return [_load(f"seed{s}.json")["models"] for s in SEEDS]
+
+
+def _z(d):
+    """A paired difference in standard errors."""
+    return d[0] / d[1]
+
+
+def test_the_files_are_the_chapters_recipe():
+    for s in SEEDS:
+        record = _load(f"seed{s}.json")
+        assert record["seed"] == s
+        assert record["settings"]["k_train"] == [1, 5, 50]
+        assert record["settings"]["k_eval"] == 1000 and record["settings"]["n_eval"] == 200
+
+
+def test_the_test_bound_rises_at_each_step_by_more_than_ten_se(runs):
+    steps = [_z(m[k]["bound_minus_prev"]) for m in runs for k in ("5", "50")]
+    assert min(steps) > 10, steps
+    assert round(min(steps)) == 17 and round(max(steps)) == 21, steps  # cell 20's "17 to 21"
+
+
+def test_the_headline_rise_from_k1_to_k50_is_about_20_to_26_nats(runs):
+    rise = [m["50"]["bound_minus_k1"][0] for m in runs]
+    assert round(min(rise)) == 20 and round(max(rise)) == 26, rise
+
+
+def test_the_elbo_falls_at_each_step_and_the_weakest_step_is_2_2_se(runs):
+    steps = [-_z(m[k]["elbo_minus_prev"]) for m in runs for k in ("5", "50")]
+    assert min(steps) > 2, steps
+    assert round(min(steps), 1) == 2.2 and round(max(steps)) == 36, steps
+    weakest = runs[2]["50"]["elbo_minus_prev"]  # "in one seed the step from 5 to 50"
+    assert round(-_z(weakest), 1) == 2.2, weakest
+
+
+def test_the_elbo_drop_from_k1_to_k50_ranges_from_35_to_670_nats(runs):
+    drop = [-m["50"]["elbo_minus_k1"][0] for m in runs]
+    assert round(min(drop)) == 35 and round(max(drop), -1) == 670, drop
+
+
+def test_the_total_gap_grows_from_under_10_nats_to_tens_or_hundreds(runs):
+    for m in runs:
+        gaps = [m[k]["total_gap"][0] for k in K]
+        assert gaps[0] < 10 < gaps[1] < gaps[2], gaps
+        assert gaps[2] - gaps[0] > 50, gaps  # cell 20's "over 50 nats"
+
+
+def test_active_units(runs):
+    for m in runs:
+        at = {t: [m[k]["active"][t] for k in K] for t in ("0.01", "0.1", "0.5")}
+        assert at["0.1"][0] < at["0.1"][1] < at["0.1"][2], at  # rises with k at 0.1
+        assert min(at["0.01"]) >= 49, at  # nearly all pass at 0.01: it does not separate them
+        assert max(at["0.5"]) <= 1, at  # none or one at 0.5
+    assert runs[0]["1"]["active"]["0.1"] == 0  # the figure's seed: no k = 1 unit above 0.1
+
+
+def test_training_cpu_seconds_as_the_chapter_states(runs):
+    k50 = [m["50"]["train_cpu_s"] for m in runs]
+    k1 = [m["1"]["train_cpu_s"] for m in runs]
+    assert round(min(k50)) == 89 and round(max(k50)) == 106, k50
+    assert round(min(k1)) == 23 and round(max(k1)) == 79, k1
+
+
+# ---- the control: VAEs trained on the k-draw ELBO (control_seed*.json), the chapter's paragraph
+# "The control: k draws on the ELBO"
+
+
+@pytest.fixture(scope="module")
+def control():
+    return [_load(f"control_seed{s}.json")["models"] for s in SEEDS]
+
+
+def test_the_control_files_match_the_seeds(runs, control):
+    for s, m, c in zip(SEEDS, runs, control):
+        assert _load(f"control_seed{s}.json")["settings"]["control_k"] == [5, 50]
+        assert c["1"]["bound"] == m["1"]["bound"]  # k = 1 is the same one-draw model
+
+
+def test_more_draws_on_the_elbo_raise_the_bound_less(control):
+    at50 = [c["50"]["bound_minus_k1"] for c in control]
+    assert all(_z(d) > 11 for d in at50), at50  # "more than 11 paired se"
+    assert round(min(d[0] for d in at50)) == 3 and round(max(d[0] for d in at50)) == 6, at50
+    at5 = [c["5"]["bound_minus_k1"][0] for c in control]
+    assert round(min(at5), 1) == -4.4, at5  # "in one seed 4.4 nats below"
+
+
+def test_most_of_the_iwae_rise_remains_at_equal_draws(runs, control):
+    for k, lo, hi in (("5", 10, 15), ("50", 17, 20)):
+        d = [c[k]["iwae_minus_vae"]["bound"] for c in control]
+        assert all(_z(x) > 16 for x in d), (k, d)
+        assert round(min(x[0] for x in d)) == lo and round(max(x[0] for x in d)) == hi, (k, d)
+    share = [c["50"]["iwae_minus_vae"]["bound"][0] / m["50"]["bound_minus_k1"][0]
+             for m, c in zip(runs, control)]  # fmt: skip
+    assert round(min(share), 2) == 0.75 and round(max(share), 2) == 0.85, share
+
+
+def test_the_elbo_rises_with_draws_and_falls_with_the_objective(control):
+    up = [c["50"]["elbo_minus_k1"] for c in control]
+    assert all(_z(d) > 2 for d in up), up  # the 50-draw VAE's ELBO above the one-draw VAE's
+    assert round(min(d[0] for d in up)) == 5 and round(max(d[0] for d in up)) == 10, up
+    down = [c[k]["iwae_minus_vae"]["elbo"] for c in control for k in ("5", "50")]
+    assert all(_z(d) < -6 for d in down), down  # IWAE's ELBO below the VAE's at equal draws
+
+
+def test_control_active_units_and_cpu(runs, control):
+    for m, c in zip(runs, control):
+        assert m["50"]["active"]["0.1"] > c["50"]["active"]["0.1"]
+        assert m["5"]["active"]["0.1"] > c["5"]["active"]["0.1"]
+        vae_001 = [c[k]["active"]["0.01"] for k in ("5", "50")]
+        assert max(vae_001) < min(m[k]["active"]["0.01"] for k in ("1", "5", "50")), vae_001
+    at001 = [c[k]["active"]["0.01"] for c in control for k in ("5", "50")]
+    assert min(at001) == 41 and max(at001) == 48, at001
+    cpu = [c["50"]["train_cpu_s"] for c in control]
+    assert round(min(cpu)) == 81 and round(max(cpu)) == 109, cpu
+
+
+def test_a_one_thread_retrain_of_seed_0_gives_the_same_numbers():
+    """onethread/seed0.json: seed 0 re-trained from an empty model cache with --threads 1."""
+    again = _load("onethread/seed0.json")["models"]
+    first = _load("seed0.json")["models"]
+    for k in K:
+        for name, value in first[k].items():
+            if name != "train_cpu_s":
+                assert again[k][name] == value, (k, name)
+    cpu = [again[k]["train_cpu_s"] for k in K]  # the chapter's "2.5, 3.6 and 30.6"
+    assert [round(c, 1) for c in cpu] == [2.5, 3.6, 30.6], cpu
