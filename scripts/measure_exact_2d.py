@@ -1,16 +1,20 @@
-"""Bound log p(x) of chapter 8's 2-latent model from below, by quadrature on a grid over z.
+"""Chapter 8's 2-latent log p(x) by grid quadrature over z: a lower bound up to quadrature error.
 
 With two latents the integral p(x) = ∫ p(x|z) p(z) dz can be summed on a grid, no sampling
 and no proposal: log p(x) ≈ logsumexp_j [log p(x|z_j) + log p(z_j)] + 2 log h over the
 midpoints z_j of a square grid of spacing h on [-R, R]^2. Its errors are the mass outside
-the square (reported: the share of each image's integrand on the grid's outer band) and the
-spacing (reported: the change from spacing 2h to h). On chapter 8's 200 images and model
+the square (reported: the share of each image's integrand on the grid's outer band, and the
+wider square's value), which can only lower the grid's value, and the midpoint rule's error on
+the square, which can have either sign (reported: the change from spacing 2h to h, an estimate
+of that error, not a bound on it). So the grid's value is a lower bound on log p(x) only up to
+that quadrature error. On chapter 8's 200 images and model
 (Burda et al.'s networks, 3 epochs, ``course_models.get_burda(2, seed=S)``) it then gives
 
 * ``exact_minus_L5000_star``: the grid's value minus L_5000 with the fitted q* as proposal
-  (chapter 8's estimate of log p(x)), paired over images: a lower bound on how far L_5000
-  falls short of log p(x);
-* ``approximation_exact``: the grid's value minus ELBO(q*), a lower bound on log p(x) - ELBO(q*),
+  (chapter 8's estimate of log p(x)), paired over images: up to quadrature error, a lower
+  bound on how far L_5000 falls short of log p(x);
+* ``approximation_exact``: the grid's value minus ELBO(q*), up to quadrature error a lower
+  bound on log p(x) - ELBO(q*),
   the fitted q*'s own gap. That gap exceeds the approximation gap (with the best diagonal
   Gaussian) by however far the fitted q* falls short of the best, so this number bounds the
   approximation gap from below only where the fitted q* is the best Gaussian;
@@ -25,7 +29,7 @@ share) says how much mass the square [-R, R]^2 left out.
 The local fit, the ELBO and L_5000 are drawn as chapter 8 draws them (400 steps, seeds 0, 1, 2).
 The keys keep the word "exact" from an earlier draft (``log_px_exact`` is the grid's value,
 too), but nothing here is exact: the mass outside [-R, R]^2 is left out, which can only lower
-the grid's value, and the spacing error is reported.
+the grid's value, and the quadrature error, of either sign, is estimated by the spacing change.
 
     python scripts/measure_exact_2d.py --seed 0 --threads 2 --out measurements/exact2d
 """

@@ -1,5 +1,6 @@
 """load_measurement reads the committed JSON files and names what is wrong when it cannot."""
 
+import io
 import json
 
 import pytest
@@ -19,7 +20,7 @@ def test_reads_from_a_given_folder(tmp_path):
     assert load_measurement("a/x.json", folder=tmp_path) == {"v": 1.5}
 
 
-@pytest.mark.parametrize("bad", ["spread/ch6_seed0.txt", "../README.json", 3])
+@pytest.mark.parametrize("bad", ["spread/ch6_seed0.txt", "../README.json", "/etc/x.json", 3])
 def test_bad_names_are_refused(bad):
     with pytest.raises(DataError, match="relative must be"):
         load_measurement(bad)
@@ -28,3 +29,26 @@ def test_bad_names_are_refused(bad):
 def test_a_missing_file_names_it(tmp_path):
     with pytest.raises(DataError, match="no_such.json"):
         load_measurement("no_such.json", folder=tmp_path)
+
+
+def test_without_a_folder_it_fetches_from_github(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_urlopen(url, timeout):
+        seen.append(url)
+        return io.BytesIO(b'{"v": 2}')
+
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    assert load_measurement("a/x.json", folder=tmp_path / "absent") == {"v": 2}
+    assert seen == [
+        "https://raw.githubusercontent.com/vae-course/vae-course/main/measurements/a/x.json"
+    ]
+
+
+def test_a_failed_fetch_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    def fail(url, timeout):
+        raise OSError("offline")
+
+    monkeypatch.setattr("urllib.request.urlopen", fail)
+    with pytest.raises(DataError, match=r"a/x.json.*offline.*clone"):
+        load_measurement("a/x.json", folder=tmp_path / "absent")

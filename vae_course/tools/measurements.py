@@ -3,7 +3,9 @@
 :func:`load_measurement` reads one JSON file of ``measurements/``: from the
 repository checkout the package sits in when there is one, otherwise (the
 package installed by pip, as on Colab) from the repository's ``main`` branch
-on GitHub, so a chapter prints the same numbers wherever it runs.
+on GitHub, so a chapter prints the same numbers wherever it runs. The GitHub
+copy is ``main``'s, not pinned to the installed package's commit: an older
+install reads the newest committed measurements.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ def load_measurement(relative: str, folder: str | Path | None = None):
     ``folder`` defaults to the checkout's ``measurements/``; when that folder
     does not exist the file is fetched from the repository on GitHub.
     """
-    if not isinstance(relative, str) or not relative.endswith(".json") or ".." in relative:
+    if (
+        not isinstance(relative, str)
+        or not relative.endswith(".json")
+        or ".." in relative
+        or Path(relative).is_absolute()
+    ):
         raise DataError(
             f"relative must be a path inside measurements/ ending in .json, got {relative!r}; "
             'pass e.g. "spread/ch6_seed0.json".'
