@@ -21,8 +21,7 @@ from keras import ops
 from .errors import CourseError, check_positive_int
 from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
 from .iwae import iwae_objective
-from .losses import get_likelihood
-from .models import VAE, build_decoder, build_encoder
+from .models import VAE, build_networks
 
 
 @keras.saving.register_keras_serializable(package="vae_course")
@@ -89,15 +88,7 @@ def build_iwae(
 ):
     """An :class:`IWAE` with ``build_vae``'s networks; the defaults are Burda et al.'s 200-200
     tanh networks with 50 latents and a Bernoulli likelihood."""
-    output_activation = get_likelihood(likelihood).output_activation
-    encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
-    decoder = build_decoder(
-        latent_dim,
-        image_shape,
-        hidden_units,
-        output_activation=output_activation,
-        activation=activation,
-    )
+    encoder, decoder = build_networks(latent_dim, likelihood, image_shape, hidden_units, activation)
     model = IWAE(encoder, decoder, num_samples=num_samples, likelihood=likelihood, name="iwae")
     model.build((None, *image_shape))
     return model

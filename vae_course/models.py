@@ -344,6 +344,26 @@ class VAE(keras.Model):
         return cls(**config)
 
 
+def build_networks(
+    latent_dim: int = DEFAULTS.latent_dim,
+    likelihood: str = DEFAULTS.likelihood,
+    image_shape: Sequence[int] = (28, 28),
+    hidden_units: Sequence[int] = (512, 512),
+    activation: str = "relu",
+) -> tuple[keras.Model, keras.Model]:
+    """``(encoder, decoder)`` for ``likelihood``: the decoder's output activation is the one it wants."""
+    output_activation = get_likelihood(likelihood).output_activation
+    encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
+    decoder = build_decoder(
+        latent_dim,
+        image_shape,
+        hidden_units,
+        output_activation=output_activation,
+        activation=activation,
+    )
+    return encoder, decoder
+
+
 def build_vae(
     latent_dim: int = DEFAULTS.latent_dim,
     likelihood: str = DEFAULTS.likelihood,
@@ -359,15 +379,7 @@ def build_vae(
 
     Burda et al. (2015)'s architecture: ``build_vae(50, "bernoulli", hidden_units=(200, 200), activation="tanh")``.
     """
-    output_activation = get_likelihood(likelihood).output_activation
-    encoder = build_encoder(latent_dim, image_shape, hidden_units, activation=activation)
-    decoder = build_decoder(
-        latent_dim,
-        image_shape,
-        hidden_units,
-        output_activation=output_activation,
-        activation=activation,
-    )
+    encoder, decoder = build_networks(latent_dim, likelihood, image_shape, hidden_units, activation)
     vae = VAE(
         encoder, decoder, likelihood, x_std, num_mc_samples, kl=kl, kl_weight=kl_weight, name="vae"
     )
