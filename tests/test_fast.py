@@ -125,7 +125,13 @@ def test_same_function_and_gradients_inside_and_outside(images):
     want = [*vae.encoder(x), vae.decoder(z)]
     g_want = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
     with fast.enabled(vae) as on:
-        assert on == {"encoder": True, "decoder": True, "adam": True, "draws": True}
+        assert on == {
+            "encoder": True,
+            "decoder": True,
+            "adam": True,
+            "draws": True,
+            "metrics": True,
+        }
         got = [*vae.encoder(x), vae.decoder(z)]
         g_got = torch.autograd.grad(vae.encoder(x)[0].sum(), w)[0]
     for a, b in zip(got, want):
@@ -325,10 +331,22 @@ def test_the_public_switches(images, monkeypatch):
     train_vae(vae, images, epochs=1, batch_size=32, verbose=0, callbacks=[counter], fast=False)
     assert counter.per_step == [(2 + 5 + 5, 0)] * 3
     with fast.enabled(vae, networks=False) as on:
-        assert on == {"encoder": False, "decoder": False, "adam": True, "draws": True}
+        assert on == {
+            "encoder": False,
+            "decoder": False,
+            "adam": True,
+            "draws": True,
+            "metrics": True,
+        }
         assert "call" not in vars(vae.encoder)
     with fast.enabled(vae, adam=False) as on:
-        assert on == {"encoder": True, "decoder": True, "adam": False, "draws": True}
+        assert on == {
+            "encoder": True,
+            "decoder": True,
+            "adam": False,
+            "draws": True,
+            "metrics": True,
+        }
         assert "_parallel_update_step" not in vars(vae.optimizer)
 
 
@@ -431,3 +449,94 @@ def test_the_steps_draws_are_keras_own(images):
                 assert not on["draws"]
     finally:
         fast.direct_normal_works.cache_clear()
+
+
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")  # Keras's, for the None gradient
+@pytest.mark.parametrize("call", ["subset", "reordered", "no variables", "a None gradient"])
+def test_an_apply_other_than_the_plain_one_is_keras_own(call, monkeypatch):
+    """``optimizer.apply`` goes straight to the fused update only for the plain call; any other
+    call is Keras's ``apply`` (which still runs the fused kernel), with Keras's result."""
+    (ref, ours), grads = _adam_pair()
+    keras_apply, keras_calls = type(ours[0]).apply, []
+    monkeypatch.setattr(
+        type(ours[0]),
+        "apply",
+        lambda self, *a, **k: keras_calls.append(1) or keras_apply(self, *a, **k),
+    )
+
+    def args(opt, variables, g):
+        if call == "subset":
+            return [g[0], g[2]], [variables[0], variables[2]]
+        if call == "reordered":
+            return g[::-1], variables[::-1]
+        if call == "no variables":
+            return (g,)
+        return [g[0], None, g[2]], variables  # Keras skips the weight without a gradient
+
+    with fast.enabled(_Net(ours[0])) as on:
+        assert on["adam"]
+        for g in grads[:3]:
+            with torch.no_grad():
+                keras_apply(ref[0], *args(*ref, g))
+                ours[0].apply(*args(*ours, g))
+    assert (
+        len(keras_calls) == 3
+    )  # every call of ours went to Keras's apply (ref's calls it directly)
+    for a, b in zip(ref[1], ours[1]):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), rtol=1e-6, atol=1e-7
+        )
+    assert int(ours[0].iterations.numpy()) == int(ref[0].iterations.numpy()) == 3
+
+
+def test_the_plain_apply_skips_keras_apply(monkeypatch):
+    (_, ours), grads = _adam_pair()
+    keras_calls = []
+    keras_apply = type(ours[0]).apply
+    monkeypatch.setattr(
+        type(ours[0]),
+        "apply",
+        lambda self, *a, **k: keras_calls.append(1) or keras_apply(self, *a, **k),
+    )
+    with fast.enabled(_Net(ours[0])):
+        for g in grads[:3]:
+            ours[0].apply(g, ours[1])
+    assert keras_calls == [] and int(ours[0].iterations.numpy()) == 3
+    assert "apply" not in vars(ours[0])  # put back
+
+
+def test_the_metrics_as_torch_calls_give_keras_numbers(images):
+    """Training with the metrics as torch calls and with Keras's own metric code: the same
+    history to the last bit (the same operations on the same state vector)."""
+    assert fast.direct_metric_works("cpu") == ""
+    hs = []
+    for metrics in (True, False):
+        vae = tiny_vae(seed=4)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        with fast.enabled(vae, metrics=metrics) as on:
+            assert on["metrics"] is metrics
+            if metrics:
+                assert "update_state" in vars(vae.elbo_metrics)
+            h = vae.fit(images, validation_data=images[:40], epochs=2, batch_size=32, verbose=0)
+            hs.append(h.history)
+        assert "update_state" not in vars(vae.elbo_metrics)  # put back
+    assert hs[0] == hs[1]
+
+
+def test_a_metric_that_changes_the_update_keeps_its_own(images):
+    from vae_course.models import ELBOMetrics
+
+    class Doubled(ELBOMetrics):
+        def update_state(self, loss, nll, kl):
+            super().update_state(2 * loss, nll, kl)
+
+    class DoubledVAE(VAE):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.elbo_metrics = Doubled()
+
+    vae = DoubledVAE(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,)))
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    with fast.enabled(vae) as on:
+        assert not on["metrics"]
+        assert "update_state" not in vars(vae.elbo_metrics)

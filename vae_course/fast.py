@@ -32,14 +32,20 @@ Inside the block:
    backend draws it, the same numbers and the same generator state, without
    Keras's per-call wrappers (a new ``torch.Generator`` and a
    ``torch.compile`` guard each call).
+4. **Metrics and the optimizer's bookkeeping.** The VAE's ``ELBOMetrics``
+   adds to and reads its one state vector with torch calls instead of
+   ``keras.ops``; ``optimizer.apply`` with gradients for exactly the
+   variables the optimizer was built on goes straight to the fused update
+   and adds one to ``iterations`` (Keras's ``apply`` would first check,
+   filter, unscale and clip: no-ops with the allow-listed settings).
 
-All three rest on details that Keras and PyTorch do not promise to keep
+All four rest on details that Keras and PyTorch do not promise to keep
 (``Layer.call``'s arguments, a model's attributes, the optimizer's moment
-slots and its ``_parallel_update_step``, a private PyTorch kernel, how the
-torch backend seeds its draws). Each is therefore
+slots, variable list and ``_parallel_update_step``, a private PyTorch
+kernel, how the torch backend seeds its draws). Each is therefore
 checked against Keras's own result on tiny inputs before it is used: the
-chain on every network when the block starts, the kernel and the draws once
-per process and device. What fails the check is not used, and a ``FastPathWarning``
+chain on every network when the block starts, the kernel, the draws and
+the metric once per process and device. What fails the check is not used, and a ``FastPathWarning``
 says which part fell back and why. Whatever the network, the fallback is
 Keras's own code, so the result is the same, only slower
 (``tests/test_fast.py`` trains with and without the block and compares
@@ -293,6 +299,81 @@ def _chain_works(model: keras.Model, chain: list[keras.layers.Layer]) -> tuple[b
         return False, f"calling its layers in a chain failed: {type(exc).__name__}: {exc}"
 
 
+# -------------------------------------------------------------------- metrics
+def _direct_metric(metric):
+    """``update_state`` and ``result`` of a :class:`~vae_course.models.ELBOMetrics` as torch calls.
+
+    The same operations on the metric's one state vector ``sums`` (Keras's public
+    ``Variable.value``), without a ``keras.ops`` wrapper around each: sum the three
+    per-example tensors, count the examples, add to the sums; the result divides.
+    """
+    sums = metric.sums.value
+
+    def update_state(loss, nll, kl):
+        n = torch.tensor(float(loss.shape[0]), dtype=loss.dtype, device=loss.device)
+        sums.add_(torch.stack([loss.sum(), nll.sum(), kl.sum(), n]).to(sums.dtype))
+
+    def result():
+        mean = sums[:3] / torch.clamp_min(sums[3], 1.0)
+        return {"loss": mean[0], "nll": mean[1], "kl": mean[2]}
+
+    return update_state, result
+
+
+@functools.cache
+def direct_metric_works(device: str = "cpu") -> str:
+    """Check once per device that :func:`_direct_metric` gives ELBOMetrics's sums and results exactly."""
+    from .models import ELBOMetrics
+
+    try:
+        with keras.device(device):
+            rng = np.random.default_rng(0)
+            ours, theirs = ELBOMetrics(), ELBOMetrics()
+            update, result = _direct_metric(ours)
+            for n in (5, 3):
+                args = [
+                    keras.ops.convert_to_tensor(rng.normal(size=n).astype("float32")) for _ in "abc"
+                ]
+                with torch.no_grad():
+                    update(*args)
+                    theirs.update_state(*args)
+            a, b = result(), theirs.result()
+            same = torch.equal(ours.sums.value, theirs.sums.value) and all(
+                torch.equal(a[k], b[k]) for k in b
+            )
+        return "" if same else "its sums or results differ from ELBOMetrics's"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _direct_metrics(vae: keras.Model, device: str) -> Iterator[bool]:
+    """Inside the block, ``vae.elbo_metrics`` updates and reports through :func:`_direct_metric`."""
+    from .models import ELBOMetrics
+
+    metric = getattr(vae, "elbo_metrics", None)
+    cls = type(metric)
+    if metric is None or not (
+        issubclass(cls, ELBOMetrics)
+        and cls.update_state is ELBOMetrics.update_state
+        and cls.result is ELBOMetrics.result
+    ):
+        yield False  # another metric: Keras's own code, nothing to say
+        return
+    why = direct_metric_works(device)
+    if why:
+        _warn("the ELBO metrics", why)
+        yield False
+        return
+    attrs = vars(metric)
+    attrs["update_state"], attrs["result"] = _direct_metric(metric)
+    try:
+        yield True
+    finally:
+        attrs.pop("update_state", None)
+        attrs.pop("result", None)
+
+
 # --------------------------------------------------------------- random draws
 def _direct_normal(device: str):
     """``keras.random.normal`` for a ``SeedGenerator`` seed, drawn as Keras's torch backend draws it.
@@ -499,24 +580,64 @@ def _fused(optimizer, device: str) -> Iterator[bool]:
         _warn("the Adam update", why)
         yield False
         return
-    vars(optimizer)["_parallel_update_step"] = _fused_update(optimizer)
+    update = _fused_update(optimizer)
+    vars(optimizer)["_parallel_update_step"] = update
+    vars(optimizer)["apply"] = _lean_apply(optimizer, update)
     try:
         yield True
     finally:
         vars(optimizer).pop("_parallel_update_step", None)
+        vars(optimizer).pop("apply", None)
+
+
+def _lean_apply(optimizer, update):
+    """``optimizer.apply`` for the common call, straight to the fused update; else Keras's own.
+
+    With every setting on the allow-list, Keras's ``apply`` does three things that matter:
+    check the variables, run the update with the current learning rate, add one to
+    ``iterations``. This does the same for a call with gradients for every one of the
+    variables the optimizer was built on, in order, none ``None``, none with a constraint
+    or ``overwrite_with_gradient``; any other call goes to Keras's ``apply``.
+    """
+    keras_apply = optimizer.apply
+    plain: dict = {}
+
+    def apply(grads, trainable_variables=None):
+        if trainable_variables is None:
+            return keras_apply(grads, trainable_variables)
+        variables = list(trainable_variables)
+        key = tuple(map(id, variables))
+        if key not in plain:
+            plain.clear()
+            plain[key] = (
+                optimizer.built
+                and list(key) == [id(v) for v in optimizer._trainable_variables]
+                and all(v.constraint is None and not v.overwrite_with_gradient for v in variables)
+            )
+        if not plain[key] or len(grads) != len(key) or any(g is None for g in grads):
+            return keras_apply(grads, variables)
+        with torch.no_grad():
+            update(grads, variables, optimizer.learning_rate)
+            optimizer.iterations.value.add_(1)
+
+    return apply
 
 
 # --------------------------------------------------------------------- switch
 @contextlib.contextmanager
 def enabled(
-    vae: keras.Model, networks: bool = True, adam: bool = True, draws: bool = True
+    vae: keras.Model,
+    networks: bool = True,
+    adam: bool = True,
+    draws: bool = True,
+    metrics: bool = True,
 ) -> Iterator[dict[str, bool]]:
     """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
 
     ``vae`` must be compiled. ``networks=False`` leaves the encoder and decoder to Keras,
-    ``adam=False`` the update, ``draws=False`` the steps' ``keras.random.normal``
-    (what ``benchmarks/bench_steps.py`` compares). Yields which parts are on, e.g.
-    ``{"encoder": True, "decoder": True, "adam": True, "draws": True}``; a part asked for
+    ``adam=False`` the update, ``draws=False`` the steps' ``keras.random.normal``,
+    ``metrics=False`` the ELBO metrics (what ``benchmarks/bench_steps.py`` compares). Yields which parts are on, e.g.
+    ``{"encoder": True, "decoder": True, "adam": True, "draws": True, "metrics": True}``; a part asked for
     that is off has said why in a :class:`FastPathWarning`. Everything is
     put back on leaving the block, also after an error.
     """
@@ -538,7 +659,15 @@ def enabled(
         on = {name: net is not None for name, net in nets.items()}
         on["adam"] = adam and stack.enter_context(_fused(vae.optimizer, device))
         on["draws"] = normal is not None
+        on["metrics"] = metrics and stack.enter_context(_direct_metrics(vae, device))
         yield on
 
 
-__all__ = ["FastPathWarning", "enabled", "chain_of", "fused_adam_works", "direct_normal_works"]
+__all__ = [
+    "FastPathWarning",
+    "enabled",
+    "chain_of",
+    "fused_adam_works",
+    "direct_normal_works",
+    "direct_metric_works",
+]
