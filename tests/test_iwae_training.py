@@ -275,14 +275,21 @@ def test_snr_against_k_is_each_images_own_gradient_snr():
 def test_snr_summary_on_known_ratios():
     from vae_course.tools.iwae_runs import snr_summary
 
-    base = np.array([[1.0, 2.0], [4.0, 8.0]])
+    base = np.array([[1.0, 2.0], [4.0, 8.0]])  # 2 images; columns mu, log sigma^2 (d = 1)
     small = np.full((2, 2), 1e-9)  # se ~ 0: the parametric bootstrap leaves the values
-    result = {("iwae", 1): (base, small), ("iwae", 10): (base / 2, small)}
+    result = {("iwae", 1): (base, small), ("iwae", 10): (base * [0.5, 2.0], small)}
     result |= {("dreg", 1): (base * 3, small), ("dreg", 10): (base / 2, small)}
     s = snr_summary(result, ks=(1, 10), num_boot=20)
     assert s["n_components"] == 4
     assert s["iwae"]["median_snr"]["1"][0] == pytest.approx(3.0)  # median of 1, 2, 4, 8
-    assert s["iwae"]["median_ratio_to_prev"]["10"][0] == pytest.approx(0.5)
+    # the kinds: mu (1, 4) halves, log sigma^2 (2, 8) doubles
+    assert s["iwae"]["mu"]["median_snr"]["1"][0] == pytest.approx(2.5)
+    assert s["iwae"]["log_var"]["median_snr"]["1"][0] == pytest.approx(5.0)
+    assert s["iwae"]["mu"]["median_ratio_to_prev"]["10"][0] == pytest.approx(0.5)
+    assert s["iwae"]["log_var"]["median_ratio_to_prev"]["10"][0] == pytest.approx(2.0)
+    assert s["iwae"]["mu"]["median_minus_first"]["10"][0] == pytest.approx(1.25 - 2.5)
+    assert s["iwae"]["log_var"]["median_minus_first"]["10"][0] == pytest.approx(10.0 - 5.0)
+    assert s["iwae"]["median_ratio_to_prev"]["10"][0] == pytest.approx(1.25)  # of .5, 2, .5, 2
     assert s["dreg"]["median_ratio_to_prev"]["10"][0] == pytest.approx(1 / 6)
     assert s["iwae"]["median_snr"]["1"][1] < 1e-6
     assert s["dreg_above_iwae"] == {"1": 4, "10": 0}  # equal at 10: not above

@@ -5,6 +5,7 @@ scripts/measure_iwae_training.py), so that a statement the files stop supporting
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DIR = Path(__file__).resolve().parents[1] / "measurements" / "iwae_training"
@@ -166,6 +167,11 @@ def test_dreg_raises_the_bound_at_k50_in_every_seed(dreg):
     d = [x["50"]["dreg_minus_iwae"]["bound"] for x in dreg]
     assert all(_z(x) > 9 for x in d), d  # "more than 9 paired standard errors in each"
     assert round(min(x[0] for x in d), 1) == 1.9 and round(max(x[0] for x in d), 1) == 3.4, d
+    # "mean over the seeds 2.4, standard error 0.5": the seeds' mean and its se from their spread
+    diffs = np.array([x[0] for x in d])
+    mean, se = diffs.mean(), diffs.std(ddof=1) / np.sqrt(len(diffs))
+    assert (round(mean, 1), round(se, 1)) == (2.4, 0.5), (mean, se)
+    assert mean > 3 * se  # the three seeds' mean, not only each seed's paired se
 
 
 def test_at_k5_the_seeds_disagree_on_the_sign(dreg):
@@ -192,6 +198,8 @@ def test_dreg_active_units(dreg):
     for k, pairs in at01.items():  # fewer in some seeds, more in others, at both k
         assert any(a < b for a, b in pairs) and any(a > b for a, b in pairs), (k, pairs)
     assert all(x[k]["active"]["0.01"] == 50 for x in dreg for k in ("5", "50"))
+    # "as in the IWAE models at the same k": the same at 0.01 in every seed
+    assert all(x[k]["iwae_active"]["0.01"] == 50 for x in dreg for k in ("5", "50"))
 
 
 def test_dreg_bound_rises_from_5_to_50_and_its_cpu(dreg):

@@ -169,35 +169,49 @@ def trained_snr(vae, x, seed=0):
 
 
 def snr_summary(result, ks=SNR_K, num_boot=200, seed=0):
-    """What the chapter asserts of :func:`trained_snr`'s result, pooled over images and the
-    components (mu, log sigma^2): each estimator's median SNR at each k, the median over the
-    components of the ratio SNR(k) / SNR(previous k) (1/sqrt of the k ratio if the SNR fell as on
-    chapter 4's model), and at each k the number of components whose DReG SNR is above IWAE's,
-    and above it by more than 2 standard errors. Medians and ratios come as ``[value, se]``; the
-    se is their sd when every component's SNR is redrawn ``num_boot`` times from a normal with
-    its bootstrap se (a rough guide: it ignores the bootstrap's own noise)."""
+    """What the chapter asserts of :func:`trained_snr`'s result. For each estimator, over all the
+    components and over each kind (``"mu"``: the mean components, ``"log_var"``: the log
+    variance components, the first and second half of each row): the median SNR at each k, its
+    change from the first k (``median_minus_first``: the median at k minus the median at the
+    first k), and the median over the components of the ratio SNR(k) / SNR(previous k) (1/sqrt of
+    the k ratio if the SNR fell as on chapter 4's model). Over all components, at each k, the
+    number whose DReG SNR is above IWAE's, and above it by more than 2 standard errors.
+    Statistics come as ``[value, se]``; the se is their sd when every component's SNR is redrawn
+    ``num_boot`` times from a normal with its bootstrap se (a rough guide: it ignores the
+    bootstrap's own noise)."""
     rng = np.random.default_rng(seed)
     snr = {key: v[0] for key, v in result.items()}
     boots = [
         {key: v[0] + v[1] * rng.standard_normal(v[0].shape) for key, v in result.items()}
         for _ in range(num_boot)
     ]
+    d = snr[ESTIMATORS[0], ks[0]].shape[1] // 2
+    kinds = {"all": slice(None), "mu": slice(0, d), "log_var": slice(d, None)}
 
     def with_se(stat):
         return [float(stat(snr)), float(np.std([stat(b) for b in boots], ddof=1))]
 
-    def median(est, k):
-        return with_se(lambda s: np.median(s[est, k]))
+    def stats(est, cols):
+        def med(s, k):
+            return np.median(s[est, k][:, cols])
 
-    def median_ratio(est, p, k):
-        return with_se(lambda s: np.median(s[est, k] / s[est, p]))
+        return {
+            "median_snr": {str(k): with_se(lambda s, k=k: med(s, k)) for k in ks},
+            "median_minus_first": {
+                str(k): with_se(lambda s, k=k: med(s, k) - med(s, ks[0])) for k in ks[1:]
+            },
+            "median_ratio_to_prev": {
+                str(k): with_se(
+                    lambda s, p=p, k=k: np.median(s[est, k][:, cols] / s[est, p][:, cols])
+                )
+                for p, k in zip(ks, ks[1:])
+            },
+        }
 
     out = {"n_components": int(snr[ESTIMATORS[0], ks[0]].size)}
     for est in ESTIMATORS:
-        out[est] = {
-            "median_snr": {str(k): median(est, k) for k in ks},
-            "median_ratio_to_prev": {str(k): median_ratio(est, p, k) for p, k in zip(ks, ks[1:])},
-        }
+        out[est] = stats(est, kinds["all"])
+        out[est].update({kind: stats(est, kinds[kind]) for kind in ("mu", "log_var")})
     above, above_2se = {}, {}
     for k in ks:
         (d, d_se), (i, i_se) = result["dreg", k], result["iwae", k]
