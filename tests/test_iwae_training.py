@@ -14,7 +14,12 @@ import pytest
 import torch
 
 from vae_course.errors import CourseError
-from vae_course.iwae import gaussian_log_weights, iwae_objective, linear_gaussian_log_joint
+from vae_course.iwae import (
+    dreg_surrogate,
+    gaussian_log_weights,
+    iwae_objective,
+    linear_gaussian_log_joint,
+)
 from vae_course.iwae_training import IWAE, build_iwae
 from vae_course.linear_gaussian import LinearGaussian
 from vae_course.models import build_vae
@@ -68,11 +73,17 @@ def _first_epoch_batches(model, x):
 
 
 def test_runs_with_different_k_share_initial_weights_and_batches():
-    """Chapter 9's fairness claim: k_train = 1 and 5 (and the k-draw VAE control) start from the
-    same weights and see the same binarized batches in the same order."""
+    """Chapter 9's fairness claim: k_train = 1 and 5 (and the k-draw VAE control, and the model
+    trained with DReG) start from the same weights and see the same binarized batches in the
+    same order."""
     x = _images()
     models = []
-    for build in (lambda: build_iwae(1, **SMALL), lambda: build_iwae(5, **SMALL)):
+    builds = (
+        lambda: build_iwae(1, **SMALL),
+        lambda: build_iwae(5, **SMALL),
+        lambda: build_iwae(5, estimator="dreg", **SMALL),
+    )
+    for build in builds:
         keras.utils.set_random_seed(0)
         models.append(build())
     keras.utils.set_random_seed(0)
@@ -177,3 +188,109 @@ def test_saved_iwae_loads_in_a_fresh_process(tmp_path):
     name, k, likelihood, *mu = run.stdout.split()
     assert (name, k, likelihood) == ("IWAE", "5", "bernoulli")
     np.testing.assert_array_equal(np.array(mu, dtype=np.float32), want)
+
+
+# ---- training with DReG (estimator="dreg")
+
+
+def _grads(model, loss):
+    """Gradients of loss.sum() with respect to the encoder's and the decoder's weights."""
+    enc = [v.value for v in model.encoder.trainable_weights]
+    dec = [v.value for v in model.decoder.trainable_weights]
+    g = torch.autograd.grad(keras.ops.sum(loss), enc + dec)
+    return [t.numpy() for t in g[: len(enc)]], [t.numpy() for t in g[len(enc) :]]
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_dreg_keeps_the_loss_and_the_decoder_gradient_and_gives_the_encoder_dregs(k):
+    """Against autograd of the two separate estimators on the same draws: the loss value and the
+    decoder's gradient are IWAE's; the encoder's is the gradient of iwae.dreg_surrogate."""
+    keras.utils.set_random_seed(4)
+    dreg = build_iwae(k, estimator="dreg", **SMALL)
+    iwae = IWAE.from_config({**dreg.get_config(), "estimator": "iwae"})
+    iwae.set_weights(dreg.get_weights())
+    x = (_images(6) > 0.5).astype("float32")
+    loss_d = dreg.compute_losses(x, seed=keras.random.SeedGenerator(5))
+    loss_i = iwae.compute_losses(x, seed=keras.random.SeedGenerator(5))
+    for a, b in zip(loss_d, loss_i):  # loss, nll, kl: the same values
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    enc_d, dec_d = _grads(dreg, loss_d[0])
+    enc_i, dec_i = _grads(iwae, loss_i[0])
+    for a, b in zip(dec_d, dec_i):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    # the reference: dreg_surrogate of the same draws, q's parameters stopped in log q
+    eps = keras.random.normal((k, 6, 3), seed=keras.random.SeedGenerator(5))
+    mean, log_var = dreg.encoder(x)
+    xt = torch.as_tensor(x)
+
+    def log_joint(z):
+        logits = dreg.decoder(z.reshape(-1, 3)).reshape(k, 6, 16)
+        log_px_z = torch.distributions.Bernoulli(logits=logits).log_prob(xt.reshape(1, 6, 16))
+        return log_px_z.sum(-1) + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+
+    surrogate = dreg_surrogate(gaussian_log_weights(log_joint, eps, mean, log_var, stop_q=True))
+    enc_ref, _ = _grads(dreg, -surrogate)
+    for a, b in zip(enc_d, enc_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # and it is not IWAE's encoder gradient (the score term is gone)
+    assert not all(np.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(enc_d, enc_i))
+
+
+def test_dreg_model_starts_and_draws_as_the_iwae_and_round_trips_its_config():
+    keras.utils.set_random_seed(0)
+    iwae = build_iwae(5, **SMALL)
+    keras.utils.set_random_seed(0)
+    dreg = build_iwae(5, estimator="dreg", **SMALL)
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(iwae), _weights(dreg)))
+    assert dreg.get_config()["estimator"] == "dreg"
+    assert IWAE.from_config(dreg.get_config()).estimator == "dreg"
+    assert IWAE.from_config(iwae.get_config()).estimator == "iwae"
+    with pytest.raises(CourseError, match="estimator"):
+        IWAE(dreg.encoder, dreg.decoder, num_samples=5, likelihood="bernoulli", estimator="rws")
+
+
+# ---- the SNR at a trained encoder's output (iwae.snr_against_k, iwae_runs.snr_summary)
+
+
+def test_snr_against_k_is_each_images_own_gradient_snr():
+    from vae_course.iwae import encoder_gradients, gradient_snr, snr_against_k, vae_log_joint
+
+    keras.utils.set_random_seed(6)
+    vae = build_vae(likelihood="bernoulli", **SMALL)
+    x = (_images(3) > 0.5).astype("float32")
+    mean, log_var = (t.detach() for t in vae.encode(x))
+    out = snr_against_k(vae, x, mean, log_var, (1, 4), 20, seed=2)
+    assert set(out) == {(e, k) for e in ("iwae", "dreg") for k in (1, 4)}
+    for (est, k), (snr, se) in out.items():
+        assert snr.shape == se.shape == (3, 6)
+        g_m, g_lv = encoder_gradients(
+            vae_log_joint(vae, x[2:3]), mean[2], log_var[2], k, 20, est, seed=2000 + k
+        )
+        want = gradient_snr(np.concatenate([g_m, g_lv], axis=1))
+        np.testing.assert_allclose(snr[2], want[0], rtol=1e-6)
+        np.testing.assert_allclose(se[2], want[1], rtol=1e-6)
+
+
+def test_snr_summary_on_known_ratios():
+    from vae_course.tools.iwae_runs import snr_summary
+
+    base = np.array([[1.0, 2.0], [4.0, 8.0]])  # 2 images; columns mu, log sigma^2 (d = 1)
+    small = np.full((2, 2), 1e-9)  # se ~ 0: the parametric bootstrap leaves the values
+    result = {("iwae", 1): (base, small), ("iwae", 10): (base * [0.5, 2.0], small)}
+    result |= {("dreg", 1): (base * 3, small), ("dreg", 10): (base / 2, small)}
+    s = snr_summary(result, ks=(1, 10), num_boot=20)
+    assert s["n_components"] == 4
+    assert s["iwae"]["median_snr"]["1"][0] == pytest.approx(3.0)  # median of 1, 2, 4, 8
+    # the kinds: mu (1, 4) halves, log sigma^2 (2, 8) doubles
+    assert s["iwae"]["mu"]["median_snr"]["1"][0] == pytest.approx(2.5)
+    assert s["iwae"]["log_var"]["median_snr"]["1"][0] == pytest.approx(5.0)
+    assert s["iwae"]["mu"]["median_ratio_to_prev"]["10"][0] == pytest.approx(0.5)
+    assert s["iwae"]["log_var"]["median_ratio_to_prev"]["10"][0] == pytest.approx(2.0)
+    assert s["iwae"]["mu"]["median_minus_first"]["10"][0] == pytest.approx(1.25 - 2.5)
+    assert s["iwae"]["log_var"]["median_minus_first"]["10"][0] == pytest.approx(10.0 - 5.0)
+    assert s["iwae"]["median_ratio_to_prev"]["10"][0] == pytest.approx(1.25)  # of .5, 2, .5, 2
+    assert s["dreg"]["median_ratio_to_prev"]["10"][0] == pytest.approx(1 / 6)
+    assert s["iwae"]["median_snr"]["1"][1] < 1e-6
+    assert s["dreg_above_iwae"] == {"1": 4, "10": 0}  # equal at 10: not above
+    assert s["dreg_above_iwae_2se"] == {"1": 4, "10": 0}

@@ -5,6 +5,7 @@ scripts/measure_iwae_training.py), so that a statement the files stop supporting
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DIR = Path(__file__).resolve().parents[1] / "measurements" / "iwae_training"
@@ -144,3 +145,65 @@ def test_a_one_thread_retrain_of_seed_0_gives_the_same_numbers():
                 assert again[k][name] == value, (k, name)
     cpu = [again[k]["train_cpu_s"] for k in K]  # the chapter's "2.5, 3.6 and 30.6"
     assert [round(c, 1) for c in cpu] == [2.5, 3.6, 30.6], cpu
+
+
+# ---- training with DReG (dreg_seed*.json, `--estimator dreg`): chapter 9's "Training with DReG"
+
+
+@pytest.fixture(scope="module")
+def dreg():
+    return [_load(f"dreg_seed{s}.json")["models"] for s in SEEDS]
+
+
+def test_the_dreg_files_match_the_seeds(runs, dreg):
+    for s, m, d in zip(SEEDS, runs, dreg):
+        assert _load(f"dreg_seed{s}.json")["settings"]["dreg_k"] == [5, 50]
+        assert d["1"]["bound"] == m["1"]["bound"]  # k = 1 is the same IWAE model
+        for k in ("5", "50"):  # the IWAE's active units recorded beside DReG's are the seed's
+            assert d[k]["iwae_active"] == m[k]["active"], (s, k)
+
+
+def test_dreg_raises_the_bound_at_k50_in_every_seed(dreg):
+    d = [x["50"]["dreg_minus_iwae"]["bound"] for x in dreg]
+    assert all(_z(x) > 9 for x in d), d  # "more than 9 paired standard errors in each"
+    assert round(min(x[0] for x in d), 1) == 1.9 and round(max(x[0] for x in d), 1) == 3.4, d
+    # "mean over the seeds 2.4, standard error 0.5": the seeds' mean and its se from their spread
+    diffs = np.array([x[0] for x in d])
+    mean, se = diffs.mean(), diffs.std(ddof=1) / np.sqrt(len(diffs))
+    assert (round(mean, 1), round(se, 1)) == (2.4, 0.5), (mean, se)
+    assert mean > 3 * se  # the three seeds' mean, not only each seed's paired se
+
+
+def test_at_k5_the_seeds_disagree_on_the_sign(dreg):
+    d = [x["5"]["dreg_minus_iwae"]["bound"] for x in dreg]
+    assert all(abs(_z(x)) > 7 for x in d), d  # each beyond 7 paired se
+    below = sorted(round(x[0], 1) for x in d if x[0] < 0)
+    above = [round(x[0], 1) for x in d if x[0] > 0]
+    assert below == [-4.0, -1.1] and above == [1.6], d
+    assert d[0][0] < 0  # this chapter's seed is one of the two below
+
+
+def test_the_dreg_elbo_has_no_consistent_direction(dreg):
+    e50 = [x["50"]["dreg_minus_iwae"]["elbo"][0] for x in dreg]
+    assert [round(v) for v in e50] == [-28, 152, -247], e50
+    e5 = [x["5"]["dreg_minus_iwae"]["elbo"] for x in dreg]
+    assert sorted(_z(x) < -13 for x in e5) == [False, True, True], e5  # two below by > 13 se
+    assert sum(abs(_z(x)) < 2 for x in e5) == 1, e5  # the third within 2 se
+
+
+def test_dreg_active_units(dreg):
+    at01 = {
+        k: [(x[k]["active"]["0.1"], x[k]["iwae_active"]["0.1"]) for x in dreg] for k in ("5", "50")
+    }
+    for k, pairs in at01.items():  # fewer in some seeds, more in others, at both k
+        assert any(a < b for a, b in pairs) and any(a > b for a, b in pairs), (k, pairs)
+    assert all(x[k]["active"]["0.01"] == 50 for x in dreg for k in ("5", "50"))
+    # "as in the IWAE models at the same k": the same at 0.01 in every seed
+    assert all(x[k]["iwae_active"]["0.01"] == 50 for x in dreg for k in ("5", "50"))
+
+
+def test_dreg_bound_rises_from_5_to_50_and_its_cpu(dreg):
+    steps = [_z(x["50"]["bound_minus_prev"]) for x in dreg]
+    assert min(steps) > 20, steps
+    cpu = [x["50"]["train_cpu_s"] for x in dreg]
+    assert round(min(cpu)) == 114 and round(max(cpu)) == 149, cpu

@@ -122,6 +122,34 @@ def gradient_snr(grads, num_boot=200, seed=0):
     return ratio(g), np.std(boots, axis=0, ddof=1)
 
 
+def snr_against_k(vae, x, mean, log_var, ks, num_draws, seed=0):
+    r"""Both estimators' SNR at a VAE's images, for each k: ``{(estimator, k): (snr, se)}``.
+
+    x: (n, H, W) images; mean, log_var: (n, d) tensors, each image's q (e.g. the encoder's
+    output). For image j, :func:`encoder_gradients` draws ``num_draws`` gradients of L_k with
+    respect to (mean[j], log_var[j]) from :func:`vae_log_joint`, and :func:`gradient_snr` gives
+    their SNR; snr and se are (n, 2d) float64 arrays, the d mean components first. The two
+    estimators get the same eps (seed ``1000 * seed + k``); different k get different eps.
+    """
+    out = {}
+    for est in ESTIMATORS:
+        for k in ks:
+            rows = []
+            for j in range(len(x)):
+                g_m, g_lv = encoder_gradients(
+                    vae_log_joint(vae, x[j : j + 1]),
+                    mean[j],
+                    log_var[j],
+                    k,
+                    num_draws,
+                    est,
+                    seed=1000 * seed + k,
+                )
+                rows.append(gradient_snr(np.concatenate([g_m, g_lv], axis=1)))
+            out[est, k] = tuple(np.stack(a) for a in zip(*rows))
+    return out
+
+
 def linear_gaussian_log_joint(model, x):
     """z (..., 1) -> log p(x, z) (...) of a :class:`~vae_course.linear_gaussian.LinearGaussian`."""
     return lambda z: model.log_joint(x, z[..., 0])
@@ -178,6 +206,7 @@ __all__ = [
     "dreg_surrogate",
     "encoder_gradients",
     "gradient_snr",
+    "snr_against_k",
     "linear_gaussian_log_joint",
     "vae_log_joint",
     "grid_log_marginal",

@@ -20,7 +20,7 @@ from keras import ops
 
 from .errors import CourseError, check_positive_int
 from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
-from .iwae import iwae_objective
+from .iwae import ESTIMATORS, iwae_objective
 from .models import VAE, build_networks
 
 
@@ -38,9 +38,13 @@ class IWAE(VAE):
     ``kl`` are the means over the k draws of -log p(x|z_i) and log q(z_i|x) - log p(z_i), so
     ``nll + kl`` is minus the ELBO's k-draw estimate (equal to ``loss`` when k = 1). The KL weight
     is 1 and the KL term is the sampled one: L_k has no closed-form part.
+
+    ``estimator="dreg"`` keeps that loss's value and the decoder's gradient and gives the
+    encoder the doubly reparameterized gradient instead (:meth:`dreg_losses`; Tucker et al.
+    2019's IWAE-DReG).
     """
 
-    def __init__(self, encoder, decoder, num_samples=5, **kwargs):
+    def __init__(self, encoder, decoder, num_samples=5, estimator="iwae", **kwargs):
         for key, plain in (("num_mc_samples", 1), ("kl", "mc"), ("kl_weight", 1.0)):
             if kwargs.pop(key, plain) != plain:
                 raise CourseError(
@@ -49,6 +53,12 @@ class IWAE(VAE):
                 )
         super().__init__(encoder, decoder, kl="mc", **kwargs)
         self.num_samples = check_positive_int(num_samples, "num_samples", 5)
+        if estimator not in ESTIMATORS:
+            raise CourseError(
+                f"IWAE: estimator must be one of {ESTIMATORS}, got {estimator!r}. Fix: "
+                "estimator='iwae' (the gradient of -L̂_k) or 'dreg' (DReG's for the encoder)."
+            )
+        self.estimator = estimator
 
     def log_weights(self, x, training=False, seed=None):
         r"""``(nll, kl)``, each (k, batch): -log p(x|z_i) and log q(z_i|x) - log p(z_i).
@@ -67,15 +77,48 @@ class IWAE(VAE):
 
     def compute_losses(self, x, training=False, seed=None):
         """Per-example (loss, nll, kl), each (batch,): loss = -L̂_k; nll, kl averaged over draws."""
+        if self.estimator == "dreg":
+            return self.dreg_losses(x, training=training, seed=seed)
         nll, kl = self.log_weights(x, training=training, seed=seed)
         loss = -iwae_objective(-(nll + kl))
+        return loss, ops.mean(nll, axis=0), ops.mean(kl, axis=0)
+
+    def dreg_losses(self, x, training=False, seed=None):
+        r"""(loss, nll, kl) of :meth:`compute_losses`, same values, with DReG's encoder gradient.
+
+        The decoder's parameters get the IWAE gradient sum_i w̃_i ∇ log p(x, z_i), the encoder's
+        sum_i w̃_i² (∂ log w_i / ∂z_i)(∂z_i / ∂φ) with q's parameters held fixed in log q
+        (:func:`vae_course.iwae.dreg_surrogate`). A first decoder pass, without gradient, gives
+        the normalized weights w̃_i; the second runs on z_i' = z_i in value, whose gradient into
+        the encoder is scaled by w̃_i, so that sum_i w̃_i log w_i' carries both gradients.
+        """
+        sg = ops.stop_gradient
+        z_mean, z_log_var = self.encoder(x, training=training)
+        k = self.num_samples
+        z = self.reparameterize(z_mean, z_log_var, k, seed=seed)  # (k, batch, d)
+        x_rep = ops.tile(x, (k,) + (1,) * (len(ops.shape(x)) - 1))
+
+        def nll_kl(z_in):  # q's parameters held fixed: they act on log w only through z
+            out = self.decoder(ops.reshape(z_in, (-1, self.latent_dim)), training=training)
+            nll = -ops.reshape(self.log_likelihood(x_rep, out), (k, -1))
+            kl = diag_gaussian_log_prob(z_in, sg(z_mean), sg(z_log_var)) - std_normal_log_prob(z_in)
+            return nll, kl
+
+        nll0, kl0 = nll_kl(sg(z))
+        log_w0 = -(nll0 + kl0)
+        w_tilde = sg(ops.exp(log_w0 - ops.logsumexp(log_w0, axis=0, keepdims=True)))  # (k, batch)
+        z_scaled = sg(z) + ops.expand_dims(w_tilde, -1) * (z - sg(z))  # = z; gradient × w̃_i
+        nll, kl = nll_kl(z_scaled)
+        log_w = -(nll + kl)
+        surrogate = ops.sum(w_tilde * log_w, axis=0)
+        loss = -iwae_objective(sg(log_w)) - (surrogate - sg(surrogate))  # value: -L̂_k
         return loss, ops.mean(nll, axis=0), ops.mean(kl, axis=0)
 
     def get_config(self):
         config = super().get_config()
         for key in ("num_mc_samples", "kl", "kl_weight"):
             del config[key]
-        return {**config, "num_samples": self.num_samples}
+        return {**config, "num_samples": self.num_samples, "estimator": self.estimator}
 
 
 def build_iwae(
@@ -85,11 +128,20 @@ def build_iwae(
     image_shape=(28, 28),
     hidden_units=(200, 200),
     activation="tanh",
+    estimator="iwae",
 ):
     """An :class:`IWAE` with ``build_vae``'s networks; the defaults are Burda et al.'s 200-200
-    tanh networks with 50 latents and a Bernoulli likelihood."""
+    tanh networks with 50 latents and a Bernoulli likelihood. ``estimator``: ``"iwae"`` or
+    ``"dreg"`` (the encoder's gradient; the initial weights do not depend on it)."""
     encoder, decoder = build_networks(latent_dim, likelihood, image_shape, hidden_units, activation)
-    model = IWAE(encoder, decoder, num_samples=num_samples, likelihood=likelihood, name="iwae")
+    model = IWAE(
+        encoder,
+        decoder,
+        num_samples=num_samples,
+        estimator=estimator,
+        likelihood=likelihood,
+        name="iwae",
+    )
     model.build((None, *image_shape))
     return model
 

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import torch
 
+from ..errors import CourseError
 from ..evaluate import active_units, log_importance_weights
-from ..iwae import iwae_objective
+from ..iwae import ESTIMATORS, iwae_objective, snr_against_k
 from ..iwae_training import build_iwae
 from ..models import build_vae
 from ..montecarlo import mean_and_se, paired_difference
@@ -35,6 +36,9 @@ K_EVAL = 1000  # the test bound L_1000
 N_EVAL = 200  # test images of every L_1000 and ELBO number (a random subset, seed 10)
 N_ACTIVE = 2000  # test images over which the encoder's mean varies (active units)
 THRESHOLDS = (0.01, 0.1, 0.5)  # chapter 8's activity thresholds
+SNR_K = (1, 10, 100)  # k of the gradient SNR at a trained encoder's output
+SNR_IMAGES = 6  # the first 6 of chapter 8's 200 test images
+SNR_DRAWS = 400  # gradient draws per image, estimator and k
 
 
 def eval_rows():
@@ -42,8 +46,15 @@ def eval_rows():
     return np.random.default_rng(10).permutation(10000)[:N_EVAL]
 
 
-def get_iwae(k, seed=0):
-    """``(model, loaded)``: the :class:`~vae_course.iwae_training.IWAE` trained with k = ``k``."""
+def get_iwae(k, seed=0, estimator="iwae"):
+    """``(model, loaded)``: the :class:`~vae_course.iwae_training.IWAE` trained with k = ``k``;
+    ``estimator="dreg"`` trains it with DReG's encoder gradient (:func:`get_dreg`)."""
+    if estimator == "dreg":
+        return get_dreg(k, seed)
+    if estimator != "iwae":
+        raise CourseError(
+            f"get_iwae: estimator must be 'iwae' or 'dreg', got {estimator!r}. Fix: pass one."
+        )
 
     def train():
         keras.utils.set_random_seed(seed)
@@ -54,6 +65,21 @@ def get_iwae(k, seed=0):
         return model
 
     return load_or_train(f"ch09_iwae_k{k}_{EPOCHS}ep_seed{seed}", train)
+
+
+def get_dreg(k, seed=0):
+    """``(model, loaded)``: :func:`get_iwae`'s model, seed, schedule, data order and initial
+    weights, trained with DReG's gradient for the encoder (``estimator="dreg"``)."""
+
+    def train():
+        keras.utils.set_random_seed(seed)
+        model = build_iwae(k, LATENT, hidden_units=HIDDEN, activation=ACTIVATION, estimator="dreg")
+        train_vae_dynamic(
+            model, mnist()[0][:N_TRAIN], epochs=EPOCHS, seed=seed, verbose=0, batch_size=BATCH
+        )
+        return model
+
+    return load_or_train(f"ch09_dreg_k{k}_{EPOCHS}ep_seed{seed}", train)
 
 
 def get_kvae(k, seed=0):
@@ -132,4 +158,64 @@ def timed_models(seed, get=None, ks=K_TRAIN):
         start = time.process_time()
         model, loaded = get(k, seed)
         out[k] = (model, None if loaded else time.process_time() - start)
+    return out
+
+
+def trained_snr(vae, x, seed=0):
+    """``{(estimator, k): (snr, se)}`` of :func:`~vae_course.iwae.snr_against_k` at the encoder's
+    output for the images ``x`` (n, H, W): k in SNR_K, SNR_DRAWS draws, draw seed ``seed``."""
+    mean, log_var = (t.detach() for t in vae.encode(x))
+    return snr_against_k(vae, x, mean, log_var, SNR_K, SNR_DRAWS, seed=seed)
+
+
+def snr_summary(result, ks=SNR_K, num_boot=200, seed=0):
+    """What the chapter asserts of :func:`trained_snr`'s result. For each estimator, over all the
+    components and over each kind (``"mu"``: the mean components, ``"log_var"``: the log
+    variance components, the first and second half of each row): the median SNR at each k, its
+    change from the first k (``median_minus_first``: the median at k minus the median at the
+    first k), and the median over the components of the ratio SNR(k) / SNR(previous k) (1/sqrt of
+    the k ratio if the SNR fell as on chapter 4's model). Over all components, at each k, the
+    number whose DReG SNR is above IWAE's, and above it by more than 2 standard errors.
+    Statistics come as ``[value, se]``; the se is their sd when every component's SNR is redrawn
+    ``num_boot`` times from a normal with its bootstrap se (a rough guide: it ignores the
+    bootstrap's own noise)."""
+    rng = np.random.default_rng(seed)
+    snr = {key: v[0] for key, v in result.items()}
+    boots = [
+        {key: v[0] + v[1] * rng.standard_normal(v[0].shape) for key, v in result.items()}
+        for _ in range(num_boot)
+    ]
+    d = snr[ESTIMATORS[0], ks[0]].shape[1] // 2
+    kinds = {"all": slice(None), "mu": slice(0, d), "log_var": slice(d, None)}
+
+    def with_se(stat):
+        return [float(stat(snr)), float(np.std([stat(b) for b in boots], ddof=1))]
+
+    def stats(est, cols):
+        def med(s, k):
+            return np.median(s[est, k][:, cols])
+
+        return {
+            "median_snr": {str(k): with_se(lambda s, k=k: med(s, k)) for k in ks},
+            "median_minus_first": {
+                str(k): with_se(lambda s, k=k: med(s, k) - med(s, ks[0])) for k in ks[1:]
+            },
+            "median_ratio_to_prev": {
+                str(k): with_se(
+                    lambda s, p=p, k=k: np.median(s[est, k][:, cols] / s[est, p][:, cols])
+                )
+                for p, k in zip(ks, ks[1:])
+            },
+        }
+
+    out = {"n_components": int(snr[ESTIMATORS[0], ks[0]].size)}
+    for est in ESTIMATORS:
+        out[est] = stats(est, kinds["all"])
+        out[est].update({kind: stats(est, kinds[kind]) for kind in ("mu", "log_var")})
+    above, above_2se = {}, {}
+    for k in ks:
+        (d, d_se), (i, i_se) = result["dreg", k], result["iwae", k]
+        above[str(k)] = int((d > i).sum())
+        above_2se[str(k)] = int((d - i > 2 * np.hypot(d_se, i_se)).sum())
+    out["dreg_above_iwae"], out["dreg_above_iwae_2se"] = above, above_2se
     return out

@@ -1,0 +1,78 @@
+"""Measure chapter 9's gradient SNR at a trained encoder's output, for several models and draws.
+
+For model seed S, chapter 7's 2-latent Bernoulli model of that seed (``get_burda(2, seed=S)``,
+3 epochs; S = 0 is the chapter's ``vae2``), on the first ``iwae_runs.SNR_IMAGES`` of chapter 8's
+200 test images: ``iwae_runs.trained_snr`` (IWAE's and DReG's gradient with respect to each
+image's mu and log sigma^2 at the encoder's output, k in ``iwae_runs.SNR_K``,
+``iwae_runs.SNR_DRAWS`` draws each, draw seed D) and its ``iwae_runs.snr_summary``, written to
+``<out>/snr_model<S>_draws<D>.json`` with the per-component SNRs and their standard errors.
+The chapter runs model 0 with draws 0 and takes its tolerances from these files:
+
+    nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --threads 2
+    nice -n 10 python scripts/measure_trained_snr.py --models 0 --draws 1 2 --threads 2
+
+Without ``--draws`` each model's draw seed is its model seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+import torch
+
+from vae_course.tools import course_models, iwae_runs
+
+
+def chapter_images():
+    """The first SNR_IMAGES of chapter 8's 200 test images (the chapter's ``x9[:SNR_IMAGES]``)."""
+    subset = np.random.default_rng(0).permutation(10000)[:200]
+    return course_models.binary_test_images()[subset][: iwae_runs.SNR_IMAGES]
+
+
+def measure(model_seed, draw_seed):
+    vae, _ = course_models.get_burda(2, seed=model_seed)
+    start = time.process_time()
+    result = iwae_runs.trained_snr(vae, chapter_images(), seed=draw_seed)
+    return {
+        "model_seed": model_seed,
+        "draw_seed": draw_seed,
+        "settings": {
+            "k": list(iwae_runs.SNR_K),
+            "images": iwae_runs.SNR_IMAGES,
+            "draws": iwae_runs.SNR_DRAWS,
+        },
+        "summary": iwae_runs.snr_summary(result),
+        "snr": {f"{e}_{k}": np.round(v[0], 4).tolist() for (e, k), v in result.items()},
+        "se": {f"{e}_{k}": np.round(v[1], 4).tolist() for (e, k), v in result.items()},
+        "cpu_s": round(time.process_time() - start, 1),
+        "note": "snr, se: (images, 4) per estimator_k, the columns mu_1, mu_2, log sigma^2_1, "
+        "log sigma^2_2; rounded to 4 decimals (the summary from the unrounded values)",
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--draws", type=int, nargs="+", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("measurements/trained_snr"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for s in args.models:
+        for d in [s] if args.draws is None else args.draws:
+            record = measure(s, d)
+            path = args.out / f"snr_model{s}_draws{d}.json"
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            print(json.dumps(record["summary"]), record["cpu_s"], flush=True)
+
+
+if __name__ == "__main__":
+    main()
