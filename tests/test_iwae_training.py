@@ -294,3 +294,69 @@ def test_snr_summary_on_known_ratios():
     assert s["iwae"]["median_snr"]["1"][1] < 1e-6
     assert s["dreg_above_iwae"] == {"1": 4, "10": 0}  # equal at 10: not above
     assert s["dreg_above_iwae_2se"] == {"1": 4, "10": 0}
+
+
+# ---- the two gaps of an importance-weighted model (iwae_runs.gaps, iwae_runs.gap_summary)
+
+
+def test_gap_summary_on_known_values():
+    from vae_course.tools.iwae_runs import gap_summary
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(-100.0, 5.0, size=20)
+    noise = rng.normal(0.0, 0.1, size=(4, 20))
+    results = {
+        1: {  # q* is 2 nats above the encoder, the bound under the encoder 3 above q*
+            "elbo_enc": base,
+            "elbo_star_400": base + 2.0 + noise[0],
+            "bound_enc": base + 5.0 + noise[1],
+            "bound_star": base + 4.0,
+        },
+        5: {  # here q* is the better proposal: the summary takes its bound
+            "elbo_enc": base - 1.0,
+            "elbo_star_400": base + 3.0 + noise[2],
+            "bound_enc": base + 6.0,
+            "bound_star": base + 7.0 + noise[3],
+        },
+    }
+    s = gap_summary(results, steps=400)
+    assert s[1]["log_px"] == "bound_enc" and s[5]["log_px"] == "bound_star"
+    assert s[1]["amortization"][0] == pytest.approx(2.0, abs=0.05)
+    assert s[1]["approximation"][0] == pytest.approx(3.0, abs=0.1)
+    assert s[5]["amortization"][0] == pytest.approx(4.0, abs=0.05)
+    assert s[5]["approximation"][0] == pytest.approx(4.0, abs=0.1)
+    assert s[5]["total"][0] == pytest.approx(8.0, abs=0.1)
+    assert s[5]["amortization_minus_first"][0] == pytest.approx(2.0, abs=0.1)
+    assert s[5]["approximation_minus_first"][0] == pytest.approx(1.0, abs=0.1)
+    assert s[1]["amortization_minus_first"] == [0.0, 0.0]
+    assert s[5]["approximation_minus_prev"] == s[5]["approximation_minus_first"]  # two models
+    assert s[5]["bound_star_minus_enc"][0] == pytest.approx(1.0, abs=0.1)
+    # the paired se: of the differences, not of the values (base's spread of 5 nats cancels)
+    assert s[5]["amortization"][1] < 0.1
+
+
+def test_gaps_of_a_small_model_fit_above_the_encoder_and_below_the_bound():
+    from vae_course.tools.iwae_runs import gap_summary, gaps
+
+    keras.utils.set_random_seed(0)
+    model = build_iwae(5, **SMALL)  # untrained: its encoder is far from each image's best q
+    x = (_images(12) > 0.5).astype("float32")
+    r = gaps(model, x, steps=(5, 60))
+    assert set(r) == {
+        "elbo_enc",
+        "elbo_star_5",
+        "elbo_star_60",
+        "bound_enc",
+        "bound_star",
+        "log_var_enc",
+        "log_var_star",
+    }
+    assert all(v.shape == (12,) and v.dtype == np.float64 for v in r.values())
+    mean, log_var = (keras.ops.convert_to_numpy(a) for a in model.encode(x))
+    np.testing.assert_allclose(r["log_var_enc"], log_var.mean(axis=1), rtol=1e-6)
+    s = gap_summary({5: r}, steps=60)[5]
+    assert s["amortization"][0] > 3 * s["amortization"][1] > 0  # the fit beats the encoder
+    assert (r["elbo_star_60"] - r["elbo_star_5"]).mean() > 0  # more steps, a higher ELBO
+    # ELBO(q*) <= log p(x), and L_1000 is within its noise of log p(x) on so small a model
+    assert s["approximation"][0] > -3 * s["approximation"][1]
+    assert s["total"][0] == pytest.approx(s["amortization"][0] + s["approximation"][0])

@@ -207,3 +207,108 @@ def test_dreg_bound_rises_from_5_to_50_and_its_cpu(dreg):
     assert min(steps) > 20, steps
     cpu = [x["50"]["train_cpu_s"] for x in dreg]
     assert round(min(cpu)) == 114 and round(max(cpu)) == 149, cpu
+
+
+# ---- the two gaps of the IWAE models (iwae_gaps/gaps_seed*.json): "The two gaps of these models"
+
+GAPS_DIR = Path(__file__).resolve().parents[1] / "measurements" / "iwae_gaps"
+
+
+@pytest.fixture(scope="module")
+def gaps():
+    return [json.loads((GAPS_DIR / f"gaps_seed{s}.json").read_text()) for s in SEEDS]
+
+
+def _gap(g, k, key):
+    return g["summary"][k][key]
+
+
+def test_the_gap_files_are_the_chapters_settings(gaps, runs):
+    for s, g in zip(SEEDS, gaps):
+        assert g["seed"] == s
+        assert g["settings"] == {
+            "k_train": [1, 5, 50],
+            "images": 200,
+            "steps": [200, 400, 800, 1600],
+            "summary_steps": 400,
+            "k_eval": 1000,
+        }
+
+
+def _range(values, digits=1):
+    return round(min(values), digits), round(max(values), digits)
+
+
+def test_the_fitted_gaussians_elbo_rises_while_the_encoders_falls(gaps):
+    rise = [_gap(g, "50", "elbo_star_minus_first") for g in gaps]
+    assert all(v > 5 * se for v, se in rise), rise
+    assert _range([v for v, _ in rise]) == (5.6, 14.3), rise
+    longest = [g["summary_longest"]["50"]["elbo_star_minus_first"][0] for g in gaps]
+    assert _range(longest) == (9.8, 16.0), longest  # "9.8 to 16.0 after 1600 steps"
+    fall = [-_gap(g, "50", "elbo_enc_minus_first")[0] for g in gaps]
+    assert _range(fall, 0) == (36, 671), fall
+    # "the amortization gap grows by more than the ELBO falls"
+    for g in gaps:
+        assert (
+            _gap(g, "50", "amortization_minus_first")[0] > -_gap(g, "50", "elbo_enc_minus_first")[0]
+        )
+
+
+def test_the_amortization_gap_grows_at_each_step(gaps):
+    for g in gaps:
+        for k in ("5", "50"):
+            d = _gap(g, k, "amortization_minus_prev")
+            assert d[0] > 4 * d[1], (k, d)
+    at1 = [_gap(g, "1", "amortization")[0] for g in gaps]
+    at50 = [_gap(g, "50", "amortization")[0] for g in gaps]
+    assert _range(at1) == (2.4, 4.4), at1  # "2.4 to 4.4 nats"
+    assert (round(min(at50)), round(max(at50), -1)) == (52, 680), at50  # "52 to 680"
+
+
+def test_the_approximation_gap_grows_at_each_step_by_more_than_10_se(gaps):
+    for g in gaps:
+        for summary in ("summary", "summary_longest"):  # 400 and 1600 steps
+            for k in ("5", "50"):
+                d = g[summary][k]["approximation_minus_prev"]
+                assert d[0] > 10 * d[1], (summary, k, d)
+    at1 = [_gap(g, "1", "approximation")[0] for g in gaps]
+    at50 = [_gap(g, "50", "approximation")[0] for g in gaps]
+    assert _range(at1) == (4.4, 5.4), at1
+    assert _range(at50) == (15.9, 18.9), at50
+    growth = [g["summary_longest"]["50"]["approximation_minus_first"][0] for g in gaps]
+    assert _range(growth) == (8.9, 10.4), growth  # "with 1600 steps ... 8.9 to 10.4 nats"
+
+
+def test_the_last_doubling_of_the_fits(gaps):
+    move50 = [_gap(g, "50", "elbo_star_1600_minus_800")[0] for g in gaps]
+    move1 = [_gap(g, "1", "elbo_star_1600_minus_800")[0] for g in gaps]
+    assert _range(move50, 2) == (0.55, 1.39), move50
+    assert round(max(move1), 1) == 0.2, move1  # "at most 0.2"
+    in_se = [m / g["summary_longest"]["50"]["approximation"][1] for g, m in zip(gaps, move50)]
+    assert round(max(in_se), 1) == 2.3, in_se  # "up to 2.3 standard errors of the gap"
+    times = [
+        g["summary_longest"]["50"]["approximation_minus_first"][0] / (m50 - m1)
+        for g, m50, m1 in zip(gaps, move50, move1)
+    ]
+    assert _range(times, 0) == (8, 21), times  # "8 to 21 times the difference"
+    before = [_gap(g, "50", "elbo_star_800_minus_400")[0] for g in gaps]
+    assert all(m < b / 2 for m, b in zip(move50, before)), (move50, before)  # "under half"
+
+
+def test_the_iwae_encoders_q_is_wider_and_a_better_proposal(gaps):
+    wider, better = [], []
+    for g in gaps:
+        for k in ("5", "50"):
+            w, d = _gap(g, k, "log_var_enc_minus_star"), _gap(g, k, "bound_star_minus_enc")
+            assert w[0] > 30 * w[1] and d[0] < -4 * d[1], (k, w, d)
+            wider.append(w[0])
+            better.append(-d[0])
+    assert _range(wider, 2) == (0.13, 0.21), wider
+    assert _range(better) == (0.4, 1.5), better
+    # k_train = 1: not wider; q* the better proposal in two seeds (> 7 se), within 1 se in one
+    assert all(_gap(g, "1", "log_var_enc_minus_star")[0] < 0.01 for g in gaps)
+    z = sorted(
+        _gap(g, "1", "bound_star_minus_enc")[0] / _gap(g, "1", "bound_star_minus_enc")[1]
+        for g in gaps
+    )
+    assert abs(z[0]) < 1 and z[1] > 7 and z[2] > 7, z

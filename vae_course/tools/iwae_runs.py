@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from ..errors import CourseError
-from ..evaluate import active_units, log_importance_weights
+from ..evaluate import (
+    active_units,
+    elbo_given_posterior,
+    fit_local_posterior,
+    iwae_bound,
+    log_importance_weights,
+)
 from ..iwae import ESTIMATORS, iwae_objective, snr_against_k
 from ..iwae_training import build_iwae
 from ..models import build_vae
@@ -39,6 +45,7 @@ THRESHOLDS = (0.01, 0.1, 0.5)  # chapter 8's activity thresholds
 SNR_K = (1, 10, 100)  # k of the gradient SNR at a trained encoder's output
 SNR_IMAGES = 6  # the first 6 of chapter 8's 200 test images
 SNR_DRAWS = 400  # gradient draws per image, estimator and k
+GAP_STEPS = 400  # Adam steps of each per-image fit (chapter 8's protocol)
 
 
 def eval_rows():
@@ -114,7 +121,7 @@ def measure(model, eval_seed=0):
     (LATENT,). The ELBO is the mean of the 1000 log weights (unbiased for L_1); the bound is
     their log-mean-exp (unbiased for L_1000, which is below log p(x)).
     """
-    x = binary_test_images()[eval_rows()]
+    x = eval_images()
     log_w = log_importance_weights(model, x, K_EVAL, seed=eval_seed)
     activity, _ = active_units(model, binary_test_images()[:N_ACTIVE])
     return {
@@ -122,6 +129,82 @@ def measure(model, eval_seed=0):
         "elbo": log_w.mean(0),
         "activity": activity,
     }
+
+
+def eval_images():
+    """The N_EVAL binarized test images of :func:`eval_rows` (:func:`measure`'s and the gaps')."""
+    return binary_test_images()[eval_rows()]
+
+
+def gaps(model, x, steps=(GAP_STEPS,)):
+    """Chapter 8's two gaps for one model, per image of ``x`` (n, H, W), in nats.
+
+    ``elbo_enc``: the ELBO of the encoder's q; ``elbo_star_<s>``: the ELBO of q*, the Gaussian
+    fitted to each image alone for s steps (``fit_local_posterior``: Adam from the encoder's
+    output, learning rate 0.02 falling to 0, 5 draws a step); every ELBO from the same 1000
+    draws of eps with the analytic KL. ``bound_enc`` and ``bound_star``: L_1000 with the
+    encoder's q and with q* as the proposal (the GAP_STEPS fit, or the last one if ``steps`` has
+    no GAP_STEPS). ``log_var_enc`` and ``log_var_star``: the mean over the latents of each q's
+    log sigma^2 (how wide it is). Returns float64 arrays.
+    """
+    q_enc = tuple(keras.ops.convert_to_numpy(a).astype(np.float32) for a in model.encode(x))
+    out = {"elbo_enc": elbo_given_posterior(model, x, q_enc, num_samples=K_EVAL, seed=1)}
+    fits = {}
+    for s in steps:
+        fits[s] = fit_local_posterior(model, x, steps=s, learning_rate=0.02, num_samples=5)
+        out[f"elbo_star_{s}"] = elbo_given_posterior(model, x, fits[s], num_samples=K_EVAL, seed=1)
+    out["bound_enc"] = iwae_bound(model, x, K_EVAL, seed=2)
+    q_star = fits.get(GAP_STEPS, fits[steps[-1]])
+    out["bound_star"] = iwae_bound(model, x, K_EVAL, seed=2, posterior=q_star)
+    # how wide each q is: the mean over the latents of log sigma^2, per image
+    out["log_var_enc"] = q_enc[1].mean(axis=1).astype(np.float64)
+    out["log_var_star"] = q_star[1].mean(axis=1).astype(np.float64)
+    return out
+
+
+def gap_summary(results, steps=GAP_STEPS):
+    """From ``{k: gaps(...)}``: per model, paired over the images (``[mean, se]``),
+
+    * ``amortization``: ELBO(q*) - ELBO(q_enc), with q* fitted for ``steps`` steps;
+    * ``approximation``: L_1000 - ELBO(q*), against ``log_px``, the higher of the two L_1000
+      (under the encoder's q and under q*) by its mean over the images; both are below
+      log p(x) on average, so this understates the approximation gap, while a fit that stopped
+      short of the best Gaussian overstates it and understates the amortization gap;
+    * ``total``: the same L_1000 - ELBO(q_enc); ``log_px`` names which L_1000 it is;
+    * ``bound_star_minus_enc``: L_1000 under q* minus under the encoder's q;
+    * each gap's paired change against the first model (``<gap>_minus_first``) and against the
+      model before it in ``results`` (``<gap>_minus_prev``);
+    * the change of ELBO(q_enc) and of ELBO(q*) against the first model, and how much wider
+      q_enc is than q* (``log_var_enc_minus_star``: mean log sigma^2, when :func:`gaps` gave it).
+    """
+    ks = list(results)
+    rows, best = {}, {}
+    for k, r in results.items():
+        which = "bound_star" if r["bound_star"].mean() > r["bound_enc"].mean() else "bound_enc"
+        best[k] = r[which]
+        e_star = r[f"elbo_star_{steps}"]
+        rows[k] = {
+            "log_px": which,
+            "amortization": e_star - r["elbo_enc"],
+            "approximation": best[k] - e_star,
+            "total": best[k] - r["elbo_enc"],
+        }
+    out = {}
+    for k, r in results.items():
+        row = {"log_px": rows[k]["log_px"]}
+        prev = rows[ks[max(ks.index(k) - 1, 0)]]  # the model before this one
+        for gap in ("amortization", "approximation", "total"):
+            row[gap] = mean_and_se(rows[k][gap])
+            row[f"{gap}_minus_first"] = paired_difference(rows[k][gap], rows[ks[0]][gap])
+            row[f"{gap}_minus_prev"] = paired_difference(rows[k][gap], prev[gap])
+        row["bound_star_minus_enc"] = paired_difference(r["bound_star"], r["bound_enc"])
+        e_star, first = r[f"elbo_star_{steps}"], results[ks[0]]
+        row["elbo_enc_minus_first"] = paired_difference(r["elbo_enc"], first["elbo_enc"])
+        row["elbo_star_minus_first"] = paired_difference(e_star, first[f"elbo_star_{steps}"])
+        if "log_var_enc" in r:
+            row["log_var_enc_minus_star"] = paired_difference(r["log_var_enc"], r["log_var_star"])
+        out[k] = row
+    return {k: {n: _plain(v) for n, v in row.items()} for k, row in out.items()}
 
 
 def summary(results):
