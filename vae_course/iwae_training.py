@@ -88,9 +88,10 @@ class IWAE(VAE):
 
         The decoder's parameters get the IWAE gradient sum_i w̃_i ∇ log p(x, z_i), the encoder's
         sum_i w̃_i² (∂ log w_i / ∂z_i)(∂z_i / ∂φ) with q's parameters held fixed in log q
-        (:func:`vae_course.iwae.dreg_surrogate`). A first decoder pass, without gradient, gives
-        the normalized weights w̃_i; the second runs on z_i' = z_i in value, whose gradient into
-        the encoder is scaled by w̃_i, so that sum_i w̃_i log w_i' carries both gradients.
+        (:func:`vae_course.iwae.dreg_surrogate`). A first decoder pass gives the normalized weights
+        w̃_i, then held constant (stop_gradient); the second runs on z_i' = z_i in value, whose
+        gradient into the encoder is scaled by w̃_i, so that sum_i w̃_i log w_i' carries both
+        gradients.
         """
         sg = ops.stop_gradient
         z_mean, z_log_var = self.encoder(x, training=training)

@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import torch
 
-from ..errors import CourseError
 from ..evaluate import (
     active_units,
     elbo_given_posterior,
@@ -55,38 +54,20 @@ def eval_rows():
 
 def get_iwae(k, seed=0, estimator="iwae"):
     """``(model, loaded)``: the :class:`~vae_course.iwae_training.IWAE` trained with k = ``k``;
-    ``estimator="dreg"`` trains it with DReG's encoder gradient (:func:`get_dreg`)."""
-    if estimator == "dreg":
-        return get_dreg(k, seed)
-    if estimator != "iwae":
-        raise CourseError(
-            f"get_iwae: estimator must be 'iwae' or 'dreg', got {estimator!r}. Fix: pass one."
-        )
+    ``estimator="dreg"`` trains the same model (seed, schedule, data order, initial weights)
+    with DReG's gradient for the encoder."""
 
     def train():
         keras.utils.set_random_seed(seed)
-        model = build_iwae(k, LATENT, hidden_units=HIDDEN, activation=ACTIVATION)
+        model = build_iwae(
+            k, LATENT, hidden_units=HIDDEN, activation=ACTIVATION, estimator=estimator
+        )
         train_vae_dynamic(
             model, mnist()[0][:N_TRAIN], epochs=EPOCHS, seed=seed, verbose=0, batch_size=BATCH
         )
         return model
 
-    return load_or_train(f"ch09_iwae_k{k}_{EPOCHS}ep_seed{seed}", train)
-
-
-def get_dreg(k, seed=0):
-    """``(model, loaded)``: :func:`get_iwae`'s model, seed, schedule, data order and initial
-    weights, trained with DReG's gradient for the encoder (``estimator="dreg"``)."""
-
-    def train():
-        keras.utils.set_random_seed(seed)
-        model = build_iwae(k, LATENT, hidden_units=HIDDEN, activation=ACTIVATION, estimator="dreg")
-        train_vae_dynamic(
-            model, mnist()[0][:N_TRAIN], epochs=EPOCHS, seed=seed, verbose=0, batch_size=BATCH
-        )
-        return model
-
-    return load_or_train(f"ch09_dreg_k{k}_{EPOCHS}ep_seed{seed}", train)
+    return load_or_train(f"ch09_{estimator}_k{k}_{EPOCHS}ep_seed{seed}", train)
 
 
 def get_kvae(k, seed=0):
@@ -268,8 +249,8 @@ def snr_summary(result, ks=SNR_K, num_boot=200, seed=0):
         {key: v[0] + v[1] * rng.standard_normal(v[0].shape) for key, v in result.items()}
         for _ in range(num_boot)
     ]
-    d = snr[ESTIMATORS[0], ks[0]].shape[1] // 2
-    kinds = {"all": slice(None), "mu": slice(0, d), "log_var": slice(d, None)}
+    half = snr[ESTIMATORS[0], ks[0]].shape[1] // 2  # the mean components come first
+    kinds = {"all": slice(None), "mu": slice(0, half), "log_var": slice(half, None)}
 
     def with_se(stat):
         return [float(stat(snr)), float(np.std([stat(b) for b in boots], ddof=1))]
