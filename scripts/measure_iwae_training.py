@@ -22,6 +22,13 @@ and initial weights) and writes ``<out>/dreg_seed<S>.json``: their summary (agai
 IWAE k_train = 1 model) and the paired differences DReG minus IWAE at the same k (L_1000, the
 ELBO, on the same 200 images and the same draws) and the difference in active units.
 
+With ``--flow`` it trains the models of the same seed with an amortized flow
+(``iwae_runs.get_iwae(k, seed, flow_steps=iwae_runs.FLOW_STEPS)``: same schedule, data order and
+encoder and decoder initial weights) at k_train = 1 and 50 and writes ``<out>/flow_seed<S>.json``:
+``iwae_runs.flow_comparison`` against the same seed's model without the flow. With ``--flow
+--epochs E --n-train N`` it does so at k_train = 1 on a longer schedule (E epochs of the first N
+training images) and writes ``<out>/flow_e<E>_n<N>_seed<S>.json``.
+
 A model loaded from the cache has no training time to report: its ``train_cpu_s`` is carried
 over from the file being replaced when that file has one (the run that trained it), else null.
 """
@@ -144,6 +151,49 @@ def measure_dreg(seed, out):
     }
 
 
+FLOW_K = (1, 50)
+
+
+def measure_flow(seed, out, epochs=None, n_train=None):
+    long = epochs is not None or n_train is not None
+    epochs = iwae_runs.EPOCHS if epochs is None else epochs
+    n_train = iwae_runs.N_TRAIN if n_train is None else n_train
+    name = f"flow_e{epochs}_n{n_train}_seed{seed}.json" if long else f"flow_seed{seed}.json"
+    path = out / name
+    old = json.loads(path.read_text())["models"] if path.exists() else {}
+    row = {}
+    for k in (1,) if long else FLOW_K:
+        cpu = {}
+        models = {}
+        for flow in (0, iwae_runs.FLOW_STEPS):
+            start = time.process_time()
+            models[flow], loaded = iwae_runs.get_iwae(
+                k, seed, flow_steps=flow, epochs=epochs, n_train=n_train
+            )
+            old_cpu = old.get(str(k), {}).get("train_cpu_s", {}).get(str(flow))
+            cpu[str(flow)] = old_cpu if loaded else round(time.process_time() - start, 1)
+        start = time.process_time()
+        row[str(k)] = iwae_runs.flow_comparison(models[0], models[iwae_runs.FLOW_STEPS])
+        row[str(k)]["measure_cpu_s"] = round(time.process_time() - start, 1)
+        row[str(k)]["train_cpu_s"] = cpu
+        print(k, json.dumps(row[str(k)]), flush=True)
+    return path, {
+        "seed": seed,
+        "settings": {
+            **_settings(),
+            "epochs": epochs,
+            "n_train": n_train,
+            "flow_steps": iwae_runs.FLOW_STEPS,
+            "flow_hidden": iwae_runs.FLOW_HIDDEN,
+        },
+        "models": row,
+        "note": "models[k]: iwae_runs.flow_comparison, the model with the amortized flow minus "
+        "the same seed's model without it ([mean, se] paired over the images; flow and base: "
+        "each model's own means); train_cpu_s: CPU seconds of the run that trained each model "
+        "('0': without the flow), null when loaded from the cache and not carried over",
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -153,11 +203,16 @@ def main(argv=None):
     parser.add_argument(
         "--estimator", choices=("iwae", "dreg"), default="iwae", help="dreg: the DReG runs"
     )
+    parser.add_argument("--flow", action="store_true", help="the amortized-flow runs")
+    parser.add_argument("--epochs", type=int, default=None, help="with --flow: a longer schedule")
+    parser.add_argument("--n-train", type=int, default=None, help="with --flow: training images")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        if args.control:
+        if args.flow:
+            path, record = measure_flow(seed, args.out, args.epochs, args.n_train)
+        elif args.control:
             path, record = measure_control(seed, args.out)
         elif args.estimator == "dreg":
             path, record = measure_dreg(seed, args.out)

@@ -223,3 +223,51 @@ def test_chi2_posterior_to_q_against_quadrature():
     assert abs(MODEL.chi2_posterior_to_q(X, mu, a).item()) < 1e-12  # q = posterior: zero
     with pytest.raises(ValueError, match="v must exceed"):
         MODEL.chi2_posterior_to_q(X, 0.0, 0.4 * a.item())
+
+
+# ---- a flow with a context (the amortized flow of vae_course.iwae_training.IWAE)
+
+
+def _randomise_context(flow, seed=2):
+    _randomise(flow, seed)
+    rng = np.random.default_rng(seed + 1)
+    for step in flow.steps:
+        step.wc.assign(rng.normal(size=step.wc.shape).astype("float32"))
+
+
+def test_flow_with_context_is_the_identity_when_new_and_depends_on_the_context():
+    keras.utils.set_random_seed(0)
+    flow = IAF(3, num_steps=2, hidden_units=8, context_dim=4)
+    z, h = torch.randn(5, 6, 3), torch.randn(6, 4)  # (k, batch, d) draws, (batch, c) context
+    out, log_det = flow(z, h)
+    assert torch.equal(out, z) and torch.equal(log_det, torch.zeros(5, 6))
+    _randomise_context(flow)
+    out, _ = flow(z, h)
+    h2 = h.clone()
+    h2[2] += 1.0  # another context for image 2 only
+    out2, _ = flow(z, h2)
+    assert not torch.equal(out[:, 2], out2[:, 2])
+    assert torch.equal(out[:, [0, 1, 3, 4, 5]], out2[:, [0, 1, 3, 4, 5]])
+
+
+def test_log_det_with_context_matches_autograd_jacobian():
+    keras.utils.set_random_seed(0)
+    flow = IAF(4, num_steps=3, hidden_units=8, context_dim=2)
+    _randomise_context(flow)
+    z, h = torch.randn(3, 4), torch.randn(3, 2)
+    _, log_det = flow(z, h)
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda u, i=i: flow(u, h[i])[0], z[i])
+        assert abs(log_det[i].item() - torch.linalg.slogdet(jac.double())[1].item()) < 1e-5
+
+
+def test_context_mismatch_names_the_argument():
+    flow = IAF(3, num_steps=1, hidden_units=4, context_dim=2)
+    with pytest.raises(ValueError, match="context is missing"):
+        flow(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="last axis is 3, expected context_dim = 2"):
+        flow(torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="context is given"):
+        IAF(3, num_steps=1, hidden_units=4)(torch.randn(2, 3), torch.randn(2, 2))
+    with pytest.raises(ValueError, match="context_dim"):
+        IAF(3, context_dim=-1)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vae_course.errors import CourseError
+from vae_course.evaluate import active_units, iwae_bound
 from vae_course.iwae import (
     dreg_surrogate,
     gaussian_log_weights,
@@ -360,3 +361,65 @@ def test_gaps_of_a_small_model_fit_above_the_encoder_and_below_the_bound():
     # ELBO(q*) <= log p(x), and L_1000 is within its noise of log p(x) on so small a model
     assert s["approximation"][0] > -3 * s["approximation"][1]
     assert s["total"][0] == pytest.approx(s["amortization"][0] + s["approximation"][0])
+
+
+# ---- an amortized flow after the encoder's Gaussian (flow_steps > 0)
+
+
+def test_flow_model_starts_as_the_model_without_and_its_log_q_is_the_change_of_variables():
+    keras.utils.set_random_seed(3)
+    plain = build_iwae(5, **SMALL)
+    keras.utils.set_random_seed(3)
+    flowed = build_iwae(5, flow_steps=2, flow_hidden_units=6, **SMALL)
+    n = len(plain.weights)
+    assert len(flowed.weights) == n + 2 * 5  # the flow's weights come after the networks'
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(plain), _weights(flowed)[:n]))
+    x = (_images(6) > 0.5).astype("float32")
+    for a, b in zip(  # a new flow is the identity: the same losses, bit for bit
+        plain.compute_losses(x, seed=keras.random.SeedGenerator(1)),
+        flowed.compute_losses(x, seed=keras.random.SeedGenerator(1)),
+    ):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    # a trained-looking flow: log q(z) = log q_0(z_0) - log|det dz/dz_0|, the determinant from
+    # autograd's Jacobian, q_0 from torch.distributions
+    rng = np.random.default_rng(0)
+    for v in flowed.flow.weights:
+        v.assign(0.3 * rng.normal(size=v.shape).astype("float32"))
+    mean, log_var = flowed.encoder(x)
+    z0 = torch.randn(4, 6, 3)
+    z, log_q = flowed.propose(mean, log_var, z0)
+    h = torch.cat([mean, log_var], -1)
+    q0 = torch.distributions.Normal(mean, torch.exp(0.5 * log_var))
+    for i in (0, 3):
+        jac = torch.autograd.functional.jacobian(lambda u, i=i: flowed.flow(u, h[i])[0], z0[1, i])
+        want = q0.log_prob(z0[1]).sum(-1)[i] - torch.linalg.slogdet(jac.double())[1]
+        assert abs(log_q[1, i].item() - want.item()) < 1e-4
+    assert not torch.allclose(z, z0)
+    # the evaluation's log weights use the same q: L_1 from the model's loss at k = 1 draws
+    nll, kl = flowed.log_weights(x, seed=keras.random.SeedGenerator(2))
+    log_w = -(nll + kl)
+    assert torch.isfinite(log_w).all() and not torch.equal(kl, plain.log_weights(x)[1])
+
+
+def test_flow_model_trains_saves_and_refuses_what_does_not_apply(tmp_path):
+    keras.utils.set_random_seed(4)
+    model = build_iwae(1, flow_steps=2, flow_hidden_units=6, **SMALL)
+    before = [keras.ops.convert_to_numpy(w) for w in model.flow.weights]
+    x = (_images(16) > 0.5).astype("float32")
+    train_vae_dynamic(model, x, epochs=2, seed=0, verbose=0, batch_size=8)
+    after = [keras.ops.convert_to_numpy(w) for w in model.flow.weights]
+    assert not all(np.array_equal(a, b) for a, b in zip(before, after))  # the flow trained
+    path = save_vae(model, tmp_path / "flow.keras")
+    loaded = keras.saving.load_model(path)
+    assert (loaded.flow_steps, loaded.flow_hidden_units) == (2, 6)
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(model), _weights(loaded)))
+    bound = iwae_bound(model, x[:4], 20, seed=0)
+    np.testing.assert_array_equal(bound, iwae_bound(loaded, x[:4], 20, seed=0))
+    with pytest.raises(CourseError, match="flow"):
+        active_units(model, x)
+    with pytest.raises(CourseError, match="posterior"):
+        iwae_bound(model, x[:4], 20, posterior=(np.zeros((4, 3)), np.zeros((4, 3))))
+    with pytest.raises(CourseError, match="dreg"):
+        build_iwae(5, estimator="dreg", flow_steps=1, **SMALL)
+    with pytest.raises(CourseError, match="flow_steps"):
+        build_iwae(5, flow_steps=-1, **SMALL)

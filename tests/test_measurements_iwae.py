@@ -135,6 +135,39 @@ def test_control_active_units_and_cpu(runs, control):
     assert round(min(cpu)) == 81 and round(max(cpu)) == 109, cpu
 
 
+# Burda et al. (2016), Table 1, MNIST, one stochastic layer (arXiv:1509.00519v4): the test
+# -L_5000 in nats and the active units (A_u > 0.01), {k: (VAE NLL, VAE active, IWAE NLL, IWAE
+# active)}; the k = 1 rows are one algorithm. The published reference of the chapter's paragraph
+# "What Burda et al. report, and how these runs differ".
+BURDA_TABLE1 = {1: (86.76, 19, 86.76, 19), 5: (86.47, 20, 85.54, 22), 50: (86.35, 20, 84.78, 25)}
+
+
+def test_burda_table1_directions_hold_and_the_short_run_gains_are_larger(runs, control):
+    t = BURDA_TABLE1
+    iwae_gain, vae_gain = t[1][2] - t[50][2], t[1][0] - t[50][0]
+    assert round(iwae_gain, 2) == 1.98 and round(vae_gain, 2) == 0.41  # the chapter's numbers
+    # their directions: the bound rises with k, more for the IWAE; at equal k the IWAE is above
+    assert t[1][2] > t[5][2] > t[50][2] and iwae_gain > vae_gain
+    assert all(t[k][2] < t[k][0] for k in (5, 50))
+    for m, c in zip(runs, control):  # the same directions here, in every seed
+        assert m["1"]["bound"][0] < m["5"]["bound"][0] < m["50"]["bound"][0]
+        ours_iwae, ours_vae = m["50"]["bound_minus_k1"][0], c["50"]["bound_minus_k1"][0]
+        assert ours_iwae > ours_vae > 0
+        assert all(c[k]["iwae_minus_vae"]["bound"][0] > 0 for k in ("5", "50"))
+        # the sizes: both gains more than five times theirs
+        assert ours_iwae > 5 * iwae_gain and ours_vae > 5 * vae_gain
+        # every model more than 90 nats below their bounds (L_1000 here, L_5000 there)
+        worst_theirs = max(v for row in t.values() for v in (row[0], row[2]))  # 86.76
+        best_ours = max(max(m[k]["bound"][0] for k in K), max(c[k]["bound"][0] for k in K))
+        assert -best_ours - min(v for row in t.values() for v in (row[0], row[2])) > 90
+        assert worst_theirs < -best_ours
+    # active units at their threshold: 19 to 25 of 50 there, 41 to 50 here
+    ours = [x[k]["active"]["0.01"] for x in runs + control for k in K]
+    assert min(ours) == 41 and max(ours) == 50, ours
+    assert min(row[i] for row in t.values() for i in (1, 3)) == 19
+    assert max(row[i] for row in t.values() for i in (1, 3)) == 25
+
+
 def test_a_one_thread_retrain_of_seed_0_gives_the_same_numbers():
     """onethread/seed0.json: seed 0 re-trained from an empty model cache with --threads 1."""
     again = _load("onethread/seed0.json")["models"]
@@ -312,3 +345,79 @@ def test_the_iwae_encoders_q_is_wider_and_a_better_proposal(gaps):
         for g in gaps
     )
     assert abs(z[0]) < 1 and z[1] > 7 and z[2] > 7, z
+
+
+# ---- the amortized flow (flow_seed*.json, flow_e10_n60000_seed*.json), the chapter's section
+# "A flow inside the encoder"
+
+
+@pytest.fixture(scope="module")
+def flow():
+    return [_load(f"flow_seed{s}.json") for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def flow_long():
+    return [_load(f"flow_e10_n60000_seed{s}.json") for s in SEEDS]
+
+
+def test_the_flow_files_are_the_chapters_recipe_and_models(runs, flow, flow_long):
+    for s, m, f, fl in zip(SEEDS, runs, flow, flow_long):
+        assert f["seed"] == fl["seed"] == s
+        assert f["settings"]["flow_steps"] == 2 and f["settings"]["flow_hidden"] == 100
+        assert (f["settings"]["epochs"], f["settings"]["n_train"]) == (2, 10000)
+        assert (fl["settings"]["epochs"], fl["settings"]["n_train"]) == (10, 60000)
+        for k in ("1", "50"):  # the models without the flow are the seed's IWAE models
+            assert f["models"][k]["base"]["bound"][0] == pytest.approx(m[k]["bound"][0], abs=1e-9)
+            assert f["models"][k]["base"]["elbo"][0] == pytest.approx(m[k]["elbo"][0], abs=1e-9)
+
+
+def _flow_range(files, k, key, digits=1):
+    v = [f["models"][k][key][0] for f in files]
+    return round(min(v), digits), round(max(v), digits)
+
+
+def test_the_flow_raises_bound_and_elbo_and_shrinks_the_total_gap_at_k1(flow):
+    rows = [f["models"]["1"] for f in flow]
+    assert all(_z(r["bound"]) > 12 and _z(r["elbo"]) > 13 and _z(r["total_gap"]) < -9 for r in rows)
+    assert all(r["elbo"][0] > r["bound"][0] for r in rows)  # "higher by more"
+    assert _flow_range(flow, "1", "bound") == (4.2, 8.1)
+    assert _flow_range(flow, "1", "elbo") == (7.8, 13.5)
+    assert _flow_range(flow, "1", "total_gap") == (-5.4, -3.6)
+    assert _flow_range(flow, "1", "log_det", 0) == (-12, -10)  # it narrows q_0 ...
+    assert _flow_range(flow, "1", "log_var", 2) == (0.47, 0.59)  # ... which is wider
+    assert all(_z(r["log_var"]) > 20 for r in rows)
+
+
+def test_at_k50_the_flow_adds_little_and_the_elbo_has_no_direction(flow):
+    rows = [f["models"]["50"] for f in flow]
+    bound = [r["bound"] for r in rows]
+    assert [round(b[0], 2) for b in bound] == [1.13, 0.45, 0.08], bound
+    assert [round(_z(b), 1) for b in bound] == [7.9, 3.4, 0.7], bound
+    elbo = [round(r["elbo"][0]) for r in rows]
+    assert elbo == [139, 590, -128], elbo
+    assert all(abs(_z(r["elbo"])) > 2 for r in rows)  # each sign beyond its own noise
+
+
+def test_on_the_longer_schedule_the_gain_shrinks_and_the_total_gap_grows(flow, flow_long):
+    rows = [f["models"]["1"] for f in flow_long]
+    assert _flow_range(flow_long, "1", "bound") == (2.7, 3.0)
+    assert _flow_range(flow_long, "1", "elbo") == (1.9, 2.4)
+    assert all(_z(r["bound"]) > 5 and _z(r["elbo"]) > 5 for r in rows)
+    assert _flow_range(flow_long, "1", "total_gap", 2) == (0.35, 0.74)
+    assert [round(_z(r["total_gap"]), 1) for r in rows] == [4.5, 4.8, 2.1]
+    for short, long in zip(flow, flow_long):  # smaller in every seed
+        assert long["models"]["1"]["bound"][0] < short["models"]["1"]["bound"][0]
+    base = [f["models"]["1"]["base"]["bound"][0] for f in flow_long]
+    assert all(-106 < b < -104 for b in base), base  # "about -105"
+    assert all(-205 < f["models"]["1"]["base"]["bound"][0] < -199 for f in flow)  # "-200"
+
+
+def test_the_flows_training_cost(flow, flow_long):
+    ratios = [
+        f["models"][k]["train_cpu_s"]["2"] / f["models"][k]["train_cpu_s"]["0"]
+        for files, ks in ((flow, ("1", "50")), (flow_long, ("1",)))
+        for f in files
+        for k in ks
+    ]
+    assert round(min(ratios), 2) == 0.96 and round(max(ratios), 1) == 1.6, ratios

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .data import check_images
-from .errors import check_positive_int
+from .errors import CourseError, check_positive_int
 from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
 from .gradients import standard_normal, transform
 from .losses import kl_std_normal
@@ -31,11 +31,14 @@ def _log_weights(vae, x, z_mean, z_log_var, eps):
     """log w for eps (c, b, d) -> (c, b)."""
     c, b, d = eps.shape
     z = transform(eps, z_mean, torch.exp(0.5 * z_log_var))
+    if getattr(vae, "flow", None) is None:
+        log_qz = diag_gaussian_log_prob(z, z_mean, z_log_var)
+    else:  # an amortized flow after the Gaussian draw (vae_course.iwae_training.IWAE)
+        z, log_qz = vae.propose(z_mean, z_log_var, z)
     out = vae.decoder(z.reshape(c * b, d))
     x_rep = x.unsqueeze(0).expand((c,) + tuple(x.shape)).reshape((c * b,) + tuple(x.shape[1:]))
     log_px_z = vae.log_likelihood(x_rep, out).reshape(c, b)
     log_pz = std_normal_log_prob(z)
-    log_qz = diag_gaussian_log_prob(z, z_mean, z_log_var)
     return log_px_z + log_pz - log_qz
 
 
@@ -75,6 +78,11 @@ def _log_weight_chunks(vae, x, num_samples, batch_size, max_rows, seed, posterio
     :func:`log_importance_weights` see the same draws.
     """
     if posterior is not None:
+        if getattr(vae, "flow", None) is not None:
+            raise CourseError(
+                "posterior: this model's q has a flow after the Gaussian, so a Gaussian "
+                "(z_mean, z_log_var) is not its q. Fix: leave posterior out (the model's own q)."
+            )
         posterior = _check_posterior(posterior, len(x), vae.latent_dim)
     gen = None
     with torch.no_grad():
@@ -300,6 +308,11 @@ def active_units(vae, x, threshold=0.01, batch_size=500):
     shape (latent_dim,) and an int.
     """
     x = check_images(x, "x", vae.image_shape)
+    if getattr(vae, "flow", None) is not None:
+        raise CourseError(
+            "active_units: this model's q has a flow after the Gaussian, so the encoder's mean is "
+            "not E_q[z]. Fix: use a model without a flow (flow_steps=0)."
+        )
     if len(x) < 2:
         raise ValueError(f"x: {len(x)} image(s); a variance over images needs at least 2.")
     with torch.no_grad():

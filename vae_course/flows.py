@@ -11,7 +11,10 @@ coordinates before i. The Jacobian of a step is therefore triangular with diagon
 
 Every other step reverses the order of the coordinates. The last layer of each network starts
 at zero, so a new flow is exactly the identity and q_T = q_0. ``num_sets`` > 1 gives each of
-that many images its own flow parameters (a per-image fit, as chapter 8's q*).
+that many images its own flow parameters (a per-image fit, as chapter 8's q*). A ``context``
+(Kingma et al.'s h; here the encoder's (mu, log sigma^2)) enters every step's hidden layer, so
+that an encoder amortizes the flow too: its steps differ from image to image, while each
+step's Jacobian stays triangular, since the context does not depend on z.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 from keras import ops
 
-from .errors import check_positive_int
+from .errors import CourseError, check_positive_int
 from .gaussian import diag_gaussian_log_prob
 from .gradients import standard_normal, transform
 
@@ -42,20 +45,26 @@ def made_masks(latent_dim, hidden_units):
 
 @keras.saving.register_keras_serializable(package="vae_course")
 class IAFStep(keras.layers.Layer):
-    """One affine autoregressive step z' = z * exp(s(z)) + m(z); ``call(z)`` -> ``(z', log|det|)``.
+    """One affine autoregressive step z' = z * exp(s(z, h)) + m(z, h); ``call(z, context=None)``
+    -> ``(z', log|det|)``.
 
     z: (..., num_sets, latent_dim) (or (..., latent_dim) with num_sets = 1); log|det| has z's
     shape without the last axis. ``reverse=True`` reverses the coordinates before the step and
-    restores their order after it, so the autoregressive order runs backwards. Both outputs
-    come back on z's device.
+    restores their order after it, so the autoregressive order runs backwards. With
+    ``context_dim`` > 0, ``context`` h (..., context_dim), broadcast against z's leading axes,
+    is added to the hidden layer through a weight of its own (no mask: h does not depend on z).
+    Both outputs come back on z's device.
     """
 
-    def __init__(self, latent_dim, hidden_units=16, num_sets=1, reverse=False, **kwargs):
+    def __init__(
+        self, latent_dim, hidden_units=16, num_sets=1, reverse=False, context_dim=0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim", 2)
         self.hidden_units = check_positive_int(hidden_units, "hidden_units", 16)
         self.num_sets = check_positive_int(num_sets, "num_sets", 1)
         self.reverse = bool(reverse)
+        self.context_dim = _check_context_dim(context_dim)
         self.mask1, self.mask2 = made_masks(self.latent_dim, self.hidden_units)
         n, d, h = self.num_sets, self.latent_dim, self.hidden_units
         self.w1 = self.add_weight(
@@ -64,21 +73,39 @@ class IAFStep(keras.layers.Layer):
         self.b1 = self.add_weight(shape=(n, h), initializer="zeros", name="b1")
         self.w2 = self.add_weight(shape=(n, h, 2 * d), initializer="zeros", name="w2")
         self.b2 = self.add_weight(shape=(n, 2 * d), initializer="zeros", name="b2")
+        if self.context_dim:
+            c = self.context_dim
+            self.wc = self.add_weight(
+                shape=(n, c, h),
+                initializer=keras.initializers.RandomNormal(0.0, c**-0.5),
+                name="wc",
+            )
+        self.built = True  # every weight exists now: nothing is left for build() to make
 
-    def shift_and_log_scale(self, z):
-        """(m(z), s(z)), each of z's shape, from the masked network."""
+    def shift_and_log_scale(self, z, context=None):
+        """(m(z, h), s(z, h)), each of z's shape, from the masked network."""
         mask1 = ops.convert_to_tensor(self.mask1)
         mask2 = ops.convert_to_tensor(np.concatenate([self.mask2, self.mask2], axis=1))
-        hidden = ops.tanh(ops.squeeze(ops.expand_dims(z, -2) @ (self.w1 * mask1), -2) + self.b1)
-        out = ops.squeeze(ops.expand_dims(hidden, -2) @ (self.w2 * mask2), -2) + self.b2
+        pre = self._matmul(z, self.w1 * mask1) + self.b1
+        if self.context_dim:
+            pre = pre + self._matmul(context, self.wc)
+        out = self._matmul(ops.tanh(pre), self.w2 * mask2) + self.b2
         return out[..., : self.latent_dim], out[..., self.latent_dim :]
 
-    def call(self, z):
+    def _matmul(self, x, w):
+        """x (..., num_sets, i) @ w (num_sets, i, o), set by set; one shared matrix when num_sets
+        is 1 (a plain product: a batched one would copy w for every row)."""
+        if self.num_sets == 1:
+            return x @ w[0]
+        return ops.squeeze(ops.expand_dims(x, -2) @ w, -2)
+
+    def call(self, z, context=None):
         device = getattr(z, "device", None)  # the caller's; Keras's ops work on Keras's device
         z = ops.convert_to_tensor(z)
+        context = _check_context(context, self.context_dim, type(self).__name__)
         if self.reverse:
             z = ops.flip(z, axis=-1)
-        m, s = self.shift_and_log_scale(z)
+        m, s = self.shift_and_log_scale(z, context)
         z_new, log_det = z * ops.exp(s) + m, ops.sum(s, axis=-1)
         if self.reverse:  # back to the input's order (a permutation: no change of volume)
             z_new = ops.flip(z_new, axis=-1)
@@ -93,28 +120,42 @@ class IAFStep(keras.layers.Layer):
             "hidden_units": self.hidden_units,
             "num_sets": self.num_sets,
             "reverse": self.reverse,
+            "context_dim": self.context_dim,
         }
 
 
 @keras.saving.register_keras_serializable(package="vae_course")
 class IAF(keras.layers.Layer):
-    """``num_steps`` :class:`IAFStep` s, the autoregressive order reversed every other step; ``call(z)`` -> ``(z_T, sum of the steps' log|det|)``. Exactly the identity when new."""
+    """``num_steps`` :class:`IAFStep` s, the autoregressive order reversed every other step;
+    ``call(z, context=None)`` -> ``(z_T, sum of the steps' log|det|)``. Exactly the identity
+    when new. ``context_dim`` > 0: every step also sees the context (see :class:`IAFStep`)."""
 
-    def __init__(self, latent_dim, num_steps=2, hidden_units=16, num_sets=1, **kwargs):
+    def __init__(
+        self, latent_dim, num_steps=2, hidden_units=16, num_sets=1, context_dim=0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim", 2)
         self.num_steps = check_positive_int(num_steps, "num_steps", 2)
         self.hidden_units = check_positive_int(hidden_units, "hidden_units", 16)
         self.num_sets = check_positive_int(num_sets, "num_sets", 1)
+        self.context_dim = _check_context_dim(context_dim)
         self.steps = [
-            IAFStep(latent_dim, hidden_units, num_sets, reverse=t % 2 == 1, name=f"iaf_step_{t}")
+            IAFStep(
+                latent_dim,
+                hidden_units,
+                num_sets,
+                reverse=t % 2 == 1,
+                context_dim=self.context_dim,
+                name=f"iaf_step_{t}",
+            )
             for t in range(self.num_steps)
         ]
+        self.built = True
 
-    def call(self, z):
+    def call(self, z, context=None):
         log_det = 0.0
         for step in self.steps:
-            z, ld = step(z)
+            z, ld = step(z, context)
             log_det = log_det + ld
         return z, log_det
 
@@ -125,7 +166,36 @@ class IAF(keras.layers.Layer):
             "num_steps": self.num_steps,
             "hidden_units": self.hidden_units,
             "num_sets": self.num_sets,
+            "context_dim": self.context_dim,
         }
+
+
+def _check_context_dim(context_dim):
+    if isinstance(context_dim, bool) or not isinstance(context_dim, (int, np.integer)):
+        raise CourseError(
+            f"context_dim must be a whole number >= 0, got {context_dim!r}. Fix: 0 (no context) "
+            "or the size of the context's last axis, e.g. 2 * latent_dim for (mu, log sigma^2)."
+        )
+    if context_dim < 0:
+        raise CourseError(f"context_dim must be >= 0, got {context_dim}. Fix: e.g. context_dim=0.")
+    return int(context_dim)
+
+
+def _check_context(context, context_dim, name):
+    if (context is None) != (context_dim == 0):
+        raise CourseError(
+            f"{name}: context is {'missing' if context is None else 'given'} but context_dim is "
+            f"{context_dim}. Fix: pass a context (..., context_dim) exactly when context_dim > 0."
+        )
+    if context is None:
+        return None
+    context = ops.convert_to_tensor(context)
+    if context.shape[-1] != context_dim:
+        raise CourseError(
+            f"{name}: context's last axis is {context.shape[-1]}, expected context_dim = "
+            f"{context_dim}. Fix: pass a context of shape (..., {context_dim})."
+        )
+    return context
 
 
 def flow_log_weights(log_joint, eps, mean, log_var, flow):

@@ -10,6 +10,9 @@ With ``num_samples=1`` it is, step for step, a ``VAE(..., kl="mc")``: the VAE tr
 one-sample Monte Carlo log weight log p(x|z) + log p(z) - log q(z|x), Burda et al.'s VAE at
 k = 1 (they also train VAEs on the k-draw ELBO, ``VAE(kl="mc", num_mc_samples=k)``, for k = 5
 and 50). Its network, likelihood, saving and evaluation are the VAE's; only the loss differs.
+With ``flow_steps`` > 0 the encoder's Gaussian is the base q_0 of an inverse autoregressive
+flow (:class:`~vae_course.flows.IAF`) whose steps also see the encoder's (mu, log sigma^2): an
+amortized flow, trained with the rest; :meth:`IWAE.propose` gives its draws and log q.
 Importing this module registers the class with Keras (``tools.checkpoints.load_vae`` loads it).
 """
 
@@ -19,8 +22,10 @@ import keras
 from keras import ops
 
 from .errors import CourseError, check_positive_int
+from .flows import IAF
 from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
 from .iwae import ESTIMATORS, iwae_objective
+from .losses import get_likelihood
 from .models import VAE, build_networks
 
 
@@ -42,9 +47,23 @@ class IWAE(VAE):
     ``estimator="dreg"`` keeps that loss's value and the decoder's gradient and gives the
     encoder the doubly reparameterized gradient instead (:meth:`dreg_losses`; Tucker et al.
     2019's IWAE-DReG).
+
+    ``flow_steps`` > 0 puts an amortized IAF of that many steps (``flow_hidden_units`` hidden
+    units each) after the Gaussian draw: q(z|x) is then the flow's q_T, and log w uses its
+    density (:meth:`propose`). It starts as the identity, so a new model with a flow has the
+    same loss as one without. Not with ``estimator="dreg"``.
     """
 
-    def __init__(self, encoder, decoder, num_samples=5, estimator="iwae", **kwargs):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        num_samples=5,
+        estimator="iwae",
+        flow_steps=0,
+        flow_hidden_units=100,
+        **kwargs,
+    ):
         for key, plain in (("num_mc_samples", 1), ("kl", "mc"), ("kl_weight", 1.0)):
             if kwargs.pop(key, plain) != plain:
                 raise CourseError(
@@ -59,6 +78,42 @@ class IWAE(VAE):
                 "estimator='iwae' (the gradient of -L̂_k) or 'dreg' (DReG's for the encoder)."
             )
         self.estimator = estimator
+        if isinstance(flow_steps, bool) or not isinstance(flow_steps, int) or flow_steps < 0:
+            raise CourseError(
+                f"IWAE: flow_steps must be a whole number >= 0, got {flow_steps!r}. Fix: 0 (the "
+                "Gaussian q) or the number of IAF steps, e.g. 2."
+            )
+        if flow_steps and estimator == "dreg":
+            raise CourseError(
+                "IWAE: estimator='dreg' is not implemented with a flow (flow_steps > 0). Fix: "
+                "estimator='iwae', or flow_steps=0."
+            )
+        self.flow_steps = flow_steps
+        self.flow_hidden_units = check_positive_int(flow_hidden_units, "flow_hidden_units", 100)
+        self.flow = None
+        if flow_steps:
+            d = self.latent_dim
+            self.flow = IAF(d, flow_steps, self.flow_hidden_units, context_dim=2 * d, name="flow")
+
+    def propose(self, z_mean, z_log_var, z0):
+        r"""``(z, log q(z|x))`` for draws z0 (..., batch, d) of the encoder's Gaussian q_0.
+
+        Without a flow, z = z0 and log q is q_0's density. With one, z = f(z0; h) for the context
+        h = (mu, log sigma^2) and log q(z|x) = log q_0(z0) - log|det df/dz0| (eq. flow-density).
+        """
+        z, log_det = self._through_flow(z_mean, z_log_var, z0)
+        return z, self._log_q(z0, z_mean, z_log_var, log_det)
+
+    def _through_flow(self, z_mean, z_log_var, z0):
+        """(z, log|det|): the flow's output for context (mu, log sigma^2), or (z0, None)."""
+        if self.flow is None:
+            return z0, None
+        return self.flow(z0, ops.concatenate([z_mean, z_log_var], axis=-1))
+
+    @staticmethod
+    def _log_q(z0, z_mean, z_log_var, log_det):
+        log_q = diag_gaussian_log_prob(z0, z_mean, z_log_var)
+        return log_q if log_det is None else log_q - log_det
 
     def log_weights(self, x, training=False, seed=None):
         r"""``(nll, kl)``, each (k, batch): -log p(x|z_i) and log q(z_i|x) - log p(z_i).
@@ -68,12 +123,20 @@ class IWAE(VAE):
         """
         z_mean, z_log_var = self.encoder(x, training=training)
         k = self.num_samples
-        z = self.reparameterize(z_mean, z_log_var, k, seed=seed)  # (k, batch, d)
+        z0 = self.reparameterize(z_mean, z_log_var, k, seed=seed)  # (k, batch, d)
+        z, log_det = self._through_flow(z_mean, z_log_var, z0)  # z = z0 without a flow
         out = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
         x_rep = ops.tile(x, (k,) + (1,) * (len(ops.shape(x)) - 1))
         nll = -ops.reshape(self.log_likelihood(x_rep, out), (k, -1))
-        kl = diag_gaussian_log_prob(z, z_mean, z_log_var) - std_normal_log_prob(z)
+        # log q after the decoder, as the VAE adds its terms: k = 1 trains bit for bit as it
+        kl = self._log_q(z0, z_mean, z_log_var, log_det) - std_normal_log_prob(z)
         return nll, kl
+
+    def call(self, x, training=False):
+        """A reconstruction of x through one draw z ~ q(z|x) (through the flow, if any)."""
+        z_mean, z_log_var = self.encoder(x, training=training)
+        z, _ = self.propose(z_mean, z_log_var, self.reparameterize(z_mean, z_log_var))
+        return get_likelihood(self.likelihood).mean(self.decoder(z, training=training))
 
     def compute_losses(self, x, training=False, seed=None):
         """Per-example (loss, nll, kl), each (batch,): loss = -L̂_k; nll, kl averaged over draws."""
@@ -119,7 +182,13 @@ class IWAE(VAE):
         config = super().get_config()
         for key in ("num_mc_samples", "kl", "kl_weight"):
             del config[key]
-        return {**config, "num_samples": self.num_samples, "estimator": self.estimator}
+        return {
+            **config,
+            "num_samples": self.num_samples,
+            "estimator": self.estimator,
+            "flow_steps": self.flow_steps,
+            "flow_hidden_units": self.flow_hidden_units,
+        }
 
 
 def build_iwae(
@@ -130,16 +199,21 @@ def build_iwae(
     hidden_units=(200, 200),
     activation="tanh",
     estimator="iwae",
+    flow_steps=0,
+    flow_hidden_units=100,
 ):
     """An :class:`IWAE` with ``build_vae``'s networks; the defaults are Burda et al.'s 200-200
     tanh networks with 50 latents and a Bernoulli likelihood. ``estimator``: ``"iwae"`` or
-    ``"dreg"`` (the encoder's gradient; the initial weights do not depend on it)."""
+    ``"dreg"`` (the encoder's gradient; the initial weights do not depend on it). ``flow_steps``
+    > 0 adds an amortized IAF; the encoder and decoder start from the same weights as without."""
     encoder, decoder = build_networks(latent_dim, likelihood, image_shape, hidden_units, activation)
     model = IWAE(
         encoder,
         decoder,
         num_samples=num_samples,
         estimator=estimator,
+        flow_steps=flow_steps,
+        flow_hidden_units=flow_hidden_units,
         likelihood=likelihood,
         name="iwae",
     )

@@ -45,6 +45,8 @@ SNR_K = (1, 10, 100)  # k of the gradient SNR at a trained encoder's output
 SNR_IMAGES = 6  # the first 6 of chapter 8's 200 test images
 SNR_DRAWS = 400  # gradient draws per image, estimator and k
 GAP_STEPS = 400  # Adam steps of each per-image fit (chapter 8's protocol)
+FLOW_STEPS = 2  # IAF steps of the amortized flow
+FLOW_HIDDEN = 100  # hidden units of each step's masked network
 
 
 def eval_rows():
@@ -52,22 +54,32 @@ def eval_rows():
     return np.random.default_rng(10).permutation(10000)[:N_EVAL]
 
 
-def get_iwae(k, seed=0, estimator="iwae"):
+def get_iwae(k, seed=0, estimator="iwae", flow_steps=0, epochs=EPOCHS, n_train=N_TRAIN):
     """``(model, loaded)``: the :class:`~vae_course.iwae_training.IWAE` trained with k = ``k``;
     ``estimator="dreg"`` trains the same model (seed, schedule, data order, initial weights)
-    with DReG's gradient for the encoder."""
+    with DReG's gradient for the encoder; ``flow_steps`` > 0 the same model with an amortized
+    IAF of FLOW_HIDDEN units after the encoder's Gaussian. ``epochs`` and ``n_train`` (the
+    first n_train training images) change the schedule; the default is the chapter's."""
 
     def train():
         keras.utils.set_random_seed(seed)
         model = build_iwae(
-            k, LATENT, hidden_units=HIDDEN, activation=ACTIVATION, estimator=estimator
+            k,
+            LATENT,
+            hidden_units=HIDDEN,
+            activation=ACTIVATION,
+            estimator=estimator,
+            flow_steps=flow_steps,
+            flow_hidden_units=FLOW_HIDDEN,
         )
         train_vae_dynamic(
-            model, mnist()[0][:N_TRAIN], epochs=EPOCHS, seed=seed, verbose=0, batch_size=BATCH
+            model, mnist()[0][:n_train], epochs=epochs, seed=seed, verbose=0, batch_size=BATCH
         )
         return model
 
-    return load_or_train(f"ch09_{estimator}_k{k}_{EPOCHS}ep_seed{seed}", train)
+    flow = f"_flow{flow_steps}" if flow_steps else ""
+    n = "" if n_train == N_TRAIN else f"_n{n_train}"
+    return load_or_train(f"ch09_{estimator}{flow}_k{k}_{epochs}ep{n}_seed{seed}", train)
 
 
 def get_kvae(k, seed=0):
@@ -109,6 +121,56 @@ def measure(model, eval_seed=0):
         "bound": iwae_objective(torch.from_numpy(log_w)).numpy(),
         "elbo": log_w.mean(0),
         "activity": activity,
+    }
+
+
+def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100):
+    """A model with an amortized flow against the same seed's model without, per test image of
+    :func:`eval_rows`, paired over the images (``[mean, se]``), the draws of eps shared:
+
+    * ``bound``, ``elbo``: L_1000 and the ELBO (as :func:`measure`), flow minus no flow;
+    * ``total_gap``: the change of L_1000 - ELBO, flow minus no flow;
+    * ``log_det``: the flow's mean log|det df/dz0| over ``num_det_draws`` draws (below 0: the
+      flow narrows its Gaussian q_0);
+    * ``log_var``: the mean log sigma^2 of the flow model's q_0 minus the other model's q;
+
+    and ``flow``/``base``: each model's mean L_1000, ELBO and L_1000 - ELBO (``[mean, se]``).
+    """
+    x = eval_images()
+    res = {}
+    for name, model in (("base", base), ("flow", flowed)):
+        log_w = log_importance_weights(model, x, K_EVAL, seed=eval_seed)
+        res[name] = {
+            "bound": iwae_objective(torch.from_numpy(log_w)).numpy(),
+            "elbo": log_w.mean(0),
+        }
+        res[name]["gap"] = res[name]["bound"] - res[name]["elbo"]
+        with torch.no_grad():
+            res[name]["log_var"] = (
+                np.concatenate(
+                    [keras.ops.convert_to_numpy(model.encode(x[i : i + 100])[1]) for i in (0, 100)]
+                )
+                .mean(axis=1)
+                .astype(np.float64)
+            )
+    with torch.no_grad():
+        mean, log_var = flowed.encode(x)
+        gen = torch.Generator().manual_seed(int(eval_seed))
+        eps = torch.randn((num_det_draws, *mean.shape), generator=gen)
+        _, log_det = flowed.flow(
+            mean + torch.exp(0.5 * log_var) * eps, torch.cat([mean, log_var], -1)
+        )
+    log_det = log_det.mean(0).to(torch.float64).numpy()
+    f, b = res["flow"], res["base"]
+    out = {key: paired_difference(f[key], b[key]) for key in ("bound", "elbo")}
+    out["total_gap"] = paired_difference(f["gap"], b["gap"])
+    out["log_det"] = mean_and_se(log_det)
+    out["log_var"] = paired_difference(f["log_var"], b["log_var"])
+    out["flow"] = {key: mean_and_se(f[key]) for key in ("bound", "elbo", "gap")}
+    out["base"] = {key: mean_and_se(b[key]) for key in ("bound", "elbo", "gap")}
+    return {
+        k: _plain(v) if isinstance(v, tuple) else {n: _plain(a) for n, a in v.items()}
+        for k, v in out.items()
     }
 
 
