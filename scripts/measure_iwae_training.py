@@ -25,7 +25,9 @@ ELBO, on the same 200 images and the same draws) and the difference in active un
 With ``--flow`` it trains the models of the same seed with an amortized flow
 (``iwae_runs.get_iwae(k, seed, flow_steps=iwae_runs.FLOW_STEPS)``: same schedule, data order and
 encoder and decoder initial weights) at k_train = 1 and 50 and writes ``<out>/flow_seed<S>.json``:
-``iwae_runs.flow_comparison`` against the same seed's model without the flow. With ``--flow
+``iwae_runs.flow_comparison`` against the same seed's model without the flow, and at k_train = 1
+the same for the control (a Gaussian encoder with ``iwae_runs.WIDE_ENCODER`` hidden units, about
+as many weights as the encoder and the flow together). With ``--flow
 --epochs E --n-train N`` it does so at k_train = 1 on a longer schedule (E epochs of the first N
 training images) and writes ``<out>/flow_e<E>_n<N>_seed<S>.json``.
 
@@ -172,8 +174,19 @@ def measure_flow(seed, out, epochs=None, n_train=None):
             )
             old_cpu = old.get(str(k), {}).get("train_cpu_s", {}).get(str(flow))
             cpu[str(flow)] = old_cpu if loaded else round(time.process_time() - start, 1)
+        if k == 1:  # the control: a Gaussian encoder with about as many weights as the flow's
+            start = time.process_time()
+            models["wide"], loaded = iwae_runs.get_iwae(
+                k, seed, epochs=epochs, n_train=n_train, encoder_units=iwae_runs.WIDE_ENCODER
+            )
+            old_cpu = old.get(str(k), {}).get("train_cpu_s", {}).get("wide")
+            cpu["wide"] = old_cpu if loaded else round(time.process_time() - start, 1)
         start = time.process_time()
-        row[str(k)] = iwae_runs.flow_comparison(models[0], models[iwae_runs.FLOW_STEPS])
+        flowed = models[iwae_runs.FLOW_STEPS]
+        row[str(k)] = iwae_runs.flow_comparison(models[0], flowed)
+        if k == 1:
+            row[str(k)]["wide"] = iwae_runs.flow_comparison(models[0], models["wide"])
+            row[str(k)]["flow_minus_wide"] = iwae_runs.flow_comparison(models["wide"], flowed)
         row[str(k)]["measure_cpu_s"] = round(time.process_time() - start, 1)
         row[str(k)]["train_cpu_s"] = cpu
         print(k, json.dumps(row[str(k)]), flush=True)
@@ -181,6 +194,7 @@ def measure_flow(seed, out, epochs=None, n_train=None):
         "seed": seed,
         "settings": {
             **_settings(),
+            "k_train": [1] if long else list(FLOW_K),
             "epochs": epochs,
             "n_train": n_train,
             "flow_steps": iwae_runs.FLOW_STEPS,
@@ -189,8 +203,12 @@ def measure_flow(seed, out, epochs=None, n_train=None):
         "models": row,
         "note": "models[k]: iwae_runs.flow_comparison, the model with the amortized flow minus "
         "the same seed's model without it ([mean, se] paired over the images; flow and base: "
-        "each model's own means); train_cpu_s: CPU seconds of the run that trained each model "
-        "('0': without the flow), null when loaded from the cache and not carried over",
+        "each model's own means); at k = 1 also 'wide': the same comparison for the control, a "
+        f"Gaussian encoder of {list(iwae_runs.WIDE_ENCODER)} hidden units (about the weights of "
+        "encoder and flow together; its own initial encoder weights and draws) against the "
+        "model without the flow, and 'flow_minus_wide': the flow's model against the control; "
+        "train_cpu_s: CPU seconds of the run that trained each model ('0': without the flow, "
+        "'wide': the control), null when loaded from the cache and not carried over",
     }
 
 

@@ -74,15 +74,16 @@ def _first_epoch_batches(model, x):
 
 
 def test_runs_with_different_k_share_initial_weights_and_batches():
-    """Chapter 9's fairness claim: k_train = 1 and 5 (and the k-draw VAE control, and the model
-    trained with DReG) start from the same weights and see the same binarized batches in the
-    same order."""
+    """Chapter 9's fairness claim: k_train = 1 and 5 (and the k-draw VAE control, the model
+    trained with DReG and the model with an amortized flow) start from the same weights and the
+    same state of the generator of eps, and see the same binarized batches in the same order."""
     x = _images()
     models = []
     builds = (
         lambda: build_iwae(1, **SMALL),
         lambda: build_iwae(5, **SMALL),
         lambda: build_iwae(5, estimator="dreg", **SMALL),
+        lambda: build_iwae(1, flow_steps=2, flow_hidden_units=6, **SMALL),
     )
     for build in builds:
         keras.utils.set_random_seed(0)
@@ -92,8 +93,10 @@ def test_runs_with_different_k_share_initial_weights_and_batches():
         build_vae(likelihood="bernoulli", kl="mc", num_mc_samples=5, activation="tanh", **SMALL)
     )
     inits = [_weights(m) for m in models]
-    for other in inits[1:]:
+    for other in inits[1:]:  # (the flow's own weights come after the networks')
         assert all(np.array_equal(a, b) for a, b in zip(inits[0], other))
+    states = [keras.ops.convert_to_numpy(m.seed_generator.state) for m in models]
+    assert all(np.array_equal(states[0], other) for other in states[1:]), states
     batches = [_first_epoch_batches(m, x) for m in models]
     assert len(batches[0]) == 5
     assert not np.array_equal(batches[0][0], (x[:8] > 0.5))  # shuffled (and binarized afresh)

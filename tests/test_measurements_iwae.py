@@ -146,21 +146,25 @@ def test_burda_table1_directions_hold_and_the_short_run_gains_are_larger(runs, c
     t = BURDA_TABLE1
     iwae_gain, vae_gain = t[1][2] - t[50][2], t[1][0] - t[50][0]
     assert round(iwae_gain, 2) == 1.98 and round(vae_gain, 2) == 0.41  # the chapter's numbers
-    # their directions: the bound rises with k, more for the IWAE; at equal k the IWAE is above
-    assert t[1][2] > t[5][2] > t[50][2] and iwae_gain > vae_gain
-    assert all(t[k][2] < t[k][0] for k in (5, 50))
-    for m, c in zip(runs, control):  # the same directions here, in every seed
+    # their directions: the IWAE's bound rises at each step, the VAE's less (at both steps);
+    # at equal k the IWAE is above the VAE
+    assert t[1][2] > t[5][2] > t[50][2] and t[1][0] > t[5][0] > t[50][0]
+    assert iwae_gain > vae_gain and all(t[k][2] < t[k][0] for k in (5, 50))
+    for m, c in zip(runs, control):  # here, in every seed: the same, except the VAE's 1 -> 5
         assert m["1"]["bound"][0] < m["5"]["bound"][0] < m["50"]["bound"][0]
         ours_iwae, ours_vae = m["50"]["bound_minus_k1"][0], c["50"]["bound_minus_k1"][0]
         assert ours_iwae > ours_vae > 0
         assert all(c[k]["iwae_minus_vae"]["bound"][0] > 0 for k in ("5", "50"))
         # the sizes: both gains more than five times theirs
         assert ours_iwae > 5 * iwae_gain and ours_vae > 5 * vae_gain
-        # every model more than 90 nats below their bounds (L_1000 here, L_5000 there)
-        worst_theirs = max(v for row in t.values() for v in (row[0], row[2]))  # 86.76
-        best_ours = max(max(m[k]["bound"][0] for k in K), max(c[k]["bound"][0] for k in K))
-        assert -best_ours - min(v for row in t.values() for v in (row[0], row[2])) > 90
-        assert worst_theirs < -best_ours
+    # ... the exception: in one seed the 5-draw VAE is below the one-draw VAE, by 4.4 nats
+    vae5 = [c["5"]["bound_minus_k1"][0] for c in control]
+    assert sum(d < 0 for d in vae5) == 1 and round(min(vae5), 1) == -4.4, vae5
+    # every model here more than 90 nats below their worst number (86.76; L_1000 on 200 images
+    # here, L_5000 on the whole test set there)
+    worst_theirs = max(v for row in t.values() for v in (row[0], row[2]))
+    best_ours = max(x[k]["bound"][0] for x in runs + control for k in K)
+    assert worst_theirs == 86.76 and -best_ours - worst_theirs > 90, best_ours
     # active units at their threshold: 19 to 25 of 50 there, 41 to 50 here
     ours = [x[k]["active"]["0.01"] for x in runs + control for k in K]
     assert min(ours) == 41 and max(ours) == 50, ours
@@ -367,13 +371,14 @@ def test_the_flow_files_are_the_chapters_recipe_and_models(runs, flow, flow_long
         assert f["settings"]["flow_steps"] == 2 and f["settings"]["flow_hidden"] == 100
         assert (f["settings"]["epochs"], f["settings"]["n_train"]) == (2, 10000)
         assert (fl["settings"]["epochs"], fl["settings"]["n_train"]) == (10, 60000)
+        assert f["settings"]["k_train"] == [1, 50] and fl["settings"]["k_train"] == [1]
         for k in ("1", "50"):  # the models without the flow are the seed's IWAE models
             assert f["models"][k]["base"]["bound"][0] == pytest.approx(m[k]["bound"][0], abs=1e-9)
             assert f["models"][k]["base"]["elbo"][0] == pytest.approx(m[k]["elbo"][0], abs=1e-9)
 
 
-def _flow_range(files, k, key, digits=1):
-    v = [f["models"][k][key][0] for f in files]
+def _flow_range(files, k, key, digits=1, sub=None):
+    v = [(f["models"][k][sub] if sub else f["models"][k])[key][0] for f in files]
     return round(min(v), digits), round(max(v), digits)
 
 
@@ -382,30 +387,55 @@ def test_the_flow_raises_bound_and_elbo_and_shrinks_the_total_gap_at_k1(flow):
     assert all(_z(r["bound"]) > 12 and _z(r["elbo"]) > 13 and _z(r["total_gap"]) < -9 for r in rows)
     assert all(r["elbo"][0] > r["bound"][0] for r in rows)  # "higher by more"
     assert _flow_range(flow, "1", "bound") == (4.2, 8.1)
-    assert _flow_range(flow, "1", "elbo") == (7.8, 13.5)
+    assert _flow_range(flow, "1", "elbo", 0) == (8, 14)  # "7.8 to 14"
+    assert round(min(r["elbo"][0] for r in rows), 1) == 7.8
     assert _flow_range(flow, "1", "total_gap") == (-5.4, -3.6)
     assert _flow_range(flow, "1", "log_det", 0) == (-12, -10)  # it narrows q_0 ...
     assert _flow_range(flow, "1", "log_var", 2) == (0.47, 0.59)  # ... which is wider
     assert all(_z(r["log_var"]) > 20 for r in rows)
+    assert _flow_range(flow, "1", "entropy") == (1.5, 2.5)  # on balance q_T is wider
+    assert all(_z(r["entropy"]) > 19 for r in rows)
+
+
+def test_a_wider_gaussian_encoder_does_not_give_the_flows_gain(flow):
+    wide = [round(f["models"]["1"]["wide"]["bound"][0], 1) for f in flow]
+    assert wide == [-1.5, -5.4, 0.9], wide
+    fw = [f["models"]["1"]["flow_minus_wide"]["bound"] for f in flow]
+    assert _flow_range(flow, "1", "bound", sub="flow_minus_wide") == (6.2, 9.7)
+    assert all(_z(d) > 12 for d in fw), fw
+    for f in flow:  # "more weights than the encoder and the flow's unmasked weights together"
+        assert f["settings"]["flow_hidden"] == 100 and f["settings"]["flow_steps"] == 2
+    d, h, enc = 50, 100, lambda a, b: 784 * a + a + a * b + b + b * 2 * d + 2 * d
+    unmasked_per_step = d * h + h + h * 2 * d + 2 * d + 2 * d * h  # an upper bound
+    assert enc(240, 240) > enc(200, 200) + 2 * unmasked_per_step
 
 
 def test_at_k50_the_flow_adds_little_and_the_elbo_has_no_direction(flow):
     rows = [f["models"]["50"] for f in flow]
     bound = [r["bound"] for r in rows]
-    assert [round(b[0], 2) for b in bound] == [1.13, 0.45, 0.08], bound
+    assert [round(b[0], 1) for b in bound] == [1.1, 0.4, 0.1], bound
     assert [round(_z(b), 1) for b in bound] == [7.9, 3.4, 0.7], bound
-    elbo = [round(r["elbo"][0]) for r in rows]
-    assert elbo == [139, 590, -128], elbo
+    elbo = [round(r["elbo"][0], -1) for r in rows]
+    assert elbo == [140, 590, -130], elbo
     assert all(abs(_z(r["elbo"])) > 2 for r in rows)  # each sign beyond its own noise
 
 
-def test_on_the_longer_schedule_the_gain_shrinks_and_the_total_gap_grows(flow, flow_long):
+def test_on_the_longer_schedule_the_gain_shrinks_and_a_wider_encoder_gets_most(flow, flow_long):
     rows = [f["models"]["1"] for f in flow_long]
     assert _flow_range(flow_long, "1", "bound") == (2.7, 3.0)
     assert _flow_range(flow_long, "1", "elbo") == (1.9, 2.4)
     assert all(_z(r["bound"]) > 5 and _z(r["elbo"]) > 5 for r in rows)
-    assert _flow_range(flow_long, "1", "total_gap", 2) == (0.35, 0.74)
+    assert _flow_range(flow_long, "1", "bound", sub="wide") == (1.7, 2.0)
+    assert all(_z(r["wide"]["bound"]) > 5 for r in rows)
+    assert all(r["wide"]["bound"][0] > r["bound"][0] / 2 for r in rows)  # "most of it"
+    fw = [r["flow_minus_wide"]["bound"] for r in rows]
+    assert _flow_range(flow_long, "1", "bound", sub="flow_minus_wide") == (0.6, 1.2)
+    assert round(min(_z(d) for d in fw), 1) == 2.5 and round(max(_z(d) for d in fw), 1) == 5.1
+    fwe = [_z(r["flow_minus_wide"]["elbo"]) for r in rows]  # two seeds above, one within 1 se
+    assert sorted(round(z, 1) for z in fwe) == [-0.3, 2.2, 3.0], fwe
+    assert _flow_range(flow_long, "1", "total_gap") == (0.4, 0.7)  # now larger with the flow
     assert [round(_z(r["total_gap"]), 1) for r in rows] == [4.5, 4.8, 2.1]
+    assert _flow_range(flow_long, "1", "entropy") == (-1.3, -0.9)  # and q_T the narrower
     for short, long in zip(flow, flow_long):  # smaller in every seed
         assert long["models"]["1"]["bound"][0] < short["models"]["1"]["bound"][0]
     base = [f["models"]["1"]["base"]["bound"][0] for f in flow_long]
@@ -420,4 +450,4 @@ def test_the_flows_training_cost(flow, flow_long):
         for f in files
         for k in ks
     ]
-    assert round(min(ratios), 2) == 0.96 and round(max(ratios), 1) == 1.6, ratios
+    assert round(min(ratios), 1) == 1.2 and round(max(ratios), 1) == 1.7, ratios

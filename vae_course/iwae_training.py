@@ -26,7 +26,7 @@ from .flows import IAF
 from .gaussian import diag_gaussian_log_prob, std_normal_log_prob
 from .iwae import ESTIMATORS, iwae_objective
 from .losses import get_likelihood
-from .models import VAE, build_networks
+from .models import VAE, build_encoder, build_networks
 
 
 @keras.saving.register_keras_serializable(package="vae_course")
@@ -201,12 +201,19 @@ def build_iwae(
     estimator="iwae",
     flow_steps=0,
     flow_hidden_units=100,
+    encoder_hidden_units=None,
 ):
     """An :class:`IWAE` with ``build_vae``'s networks; the defaults are Burda et al.'s 200-200
     tanh networks with 50 latents and a Bernoulli likelihood. ``estimator``: ``"iwae"`` or
     ``"dreg"`` (the encoder's gradient; the initial weights do not depend on it). ``flow_steps``
-    > 0 adds an amortized IAF; the encoder and decoder start from the same weights as without."""
+    > 0 adds an amortized IAF; the encoder and decoder start from the same weights as without.
+    ``encoder_hidden_units``: the encoder's hidden layers, if not ``hidden_units`` (the decoder
+    then still starts from the same weights as without; the encoder, a new one, does not)."""
     encoder, decoder = build_networks(latent_dim, likelihood, image_shape, hidden_units, activation)
+    if encoder_hidden_units is not None:
+        encoder = build_encoder(
+            latent_dim, image_shape, encoder_hidden_units, activation=activation
+        )
     model = IWAE(
         encoder,
         decoder,

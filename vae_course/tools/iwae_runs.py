@@ -47,6 +47,7 @@ SNR_DRAWS = 400  # gradient draws per image, estimator and k
 GAP_STEPS = 400  # Adam steps of each per-image fit (chapter 8's protocol)
 FLOW_STEPS = 2  # IAF steps of the amortized flow
 FLOW_HIDDEN = 100  # hidden units of each step's masked network
+WIDE_ENCODER = (240, 240)  # a Gaussian encoder with about as many weights as encoder + flow
 
 
 def eval_rows():
@@ -54,12 +55,16 @@ def eval_rows():
     return np.random.default_rng(10).permutation(10000)[:N_EVAL]
 
 
-def get_iwae(k, seed=0, estimator="iwae", flow_steps=0, epochs=EPOCHS, n_train=N_TRAIN):
+def get_iwae(
+    k, seed=0, estimator="iwae", flow_steps=0, epochs=EPOCHS, n_train=N_TRAIN, encoder_units=None
+):
     """``(model, loaded)``: the :class:`~vae_course.iwae_training.IWAE` trained with k = ``k``;
     ``estimator="dreg"`` trains the same model (seed, schedule, data order, initial weights)
     with DReG's gradient for the encoder; ``flow_steps`` > 0 the same model with an amortized
     IAF of FLOW_HIDDEN units after the encoder's Gaussian. ``epochs`` and ``n_train`` (the
-    first n_train training images) change the schedule; the default is the chapter's."""
+    first n_train training images) change the schedule; the default is the chapter's.
+    ``encoder_units`` (e.g. WIDE_ENCODER) gives the Gaussian encoder other hidden layers: the
+    control for the flow's extra weights."""
 
     def train():
         keras.utils.set_random_seed(seed)
@@ -71,6 +76,7 @@ def get_iwae(k, seed=0, estimator="iwae", flow_steps=0, epochs=EPOCHS, n_train=N
             estimator=estimator,
             flow_steps=flow_steps,
             flow_hidden_units=FLOW_HIDDEN,
+            encoder_hidden_units=encoder_units,
         )
         train_vae_dynamic(
             model, mnist()[0][:n_train], epochs=epochs, seed=seed, verbose=0, batch_size=BATCH
@@ -79,7 +85,8 @@ def get_iwae(k, seed=0, estimator="iwae", flow_steps=0, epochs=EPOCHS, n_train=N
 
     flow = f"_flow{flow_steps}" if flow_steps else ""
     n = "" if n_train == N_TRAIN else f"_n{n_train}"
-    return load_or_train(f"ch09_{estimator}{flow}_k{k}_{epochs}ep{n}_seed{seed}", train)
+    enc = "" if encoder_units is None else "_enc" + "x".join(str(u) for u in encoder_units)
+    return load_or_train(f"ch09_{estimator}{flow}{enc}_k{k}_{epochs}ep{n}_seed{seed}", train)
 
 
 def get_kvae(k, seed=0):
@@ -131,7 +138,9 @@ def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100):
     * ``bound``, ``elbo``: L_1000 and the ELBO (as :func:`measure`), flow minus no flow;
     * ``total_gap``: the change of L_1000 - ELBO, flow minus no flow;
     * ``log_det``: the flow's mean log|det df/dz0| over ``num_det_draws`` draws (below 0: the
-      flow narrows its Gaussian q_0);
+      flow narrows its Gaussian q_0); left out when ``flowed`` has no flow (a control);
+    * ``entropy``: the entropy of the flow's q (q_0's plus E log|det|) minus that of the other
+      model's Gaussian q, paired (left out with ``log_det``);
     * ``log_var``: the mean log sigma^2 of the flow model's q_0 minus the other model's q;
 
     and ``flow``/``base``: each model's mean L_1000, ELBO and L_1000 - ELBO (``[mean, se]``).
@@ -148,23 +157,29 @@ def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100):
         with torch.no_grad():
             res[name]["log_var"] = (
                 np.concatenate(
-                    [keras.ops.convert_to_numpy(model.encode(x[i : i + 100])[1]) for i in (0, 100)]
+                    [
+                        keras.ops.convert_to_numpy(model.encode(x[i : i + 100])[1])
+                        for i in range(0, len(x), 100)
+                    ]
                 )
                 .mean(axis=1)
                 .astype(np.float64)
             )
-    with torch.no_grad():
-        mean, log_var = flowed.encode(x)
-        gen = torch.Generator().manual_seed(int(eval_seed))
-        eps = torch.randn((num_det_draws, *mean.shape), generator=gen)
-        _, log_det = flowed.flow(
-            mean + torch.exp(0.5 * log_var) * eps, torch.cat([mean, log_var], -1)
-        )
-    log_det = log_det.mean(0).to(torch.float64).numpy()
     f, b = res["flow"], res["base"]
     out = {key: paired_difference(f[key], b[key]) for key in ("bound", "elbo")}
     out["total_gap"] = paired_difference(f["gap"], b["gap"])
-    out["log_det"] = mean_and_se(log_det)
+    if getattr(flowed, "flow", None) is not None:
+        with torch.no_grad():
+            mean, log_var = flowed.encode(x)
+            gen = torch.Generator().manual_seed(int(eval_seed))
+            eps = torch.randn((num_det_draws, *mean.shape), generator=gen)
+            z0 = mean + torch.exp(0.5 * log_var) * eps
+            _, log_det = flowed.flow(z0, torch.cat([mean, log_var], -1))
+        log_det = log_det.mean(0).to(torch.float64).numpy()
+        out["log_det"] = mean_and_se(log_det)
+        # entropy of q_T = entropy of q_0 + E log|det|; against the Gaussian model's q
+        d_entropy = 0.5 * LATENT * (f["log_var"] - b["log_var"]) + log_det
+        out["entropy"] = mean_and_se(d_entropy)
     out["log_var"] = paired_difference(f["log_var"], b["log_var"])
     out["flow"] = {key: mean_and_se(f[key]) for key in ("bound", "elbo", "gap")}
     out["base"] = {key: mean_and_se(b[key]) for key in ("bound", "elbo", "gap")}
