@@ -426,3 +426,18 @@ def test_flow_model_trains_saves_and_refuses_what_does_not_apply(tmp_path):
         build_iwae(5, estimator="dreg", flow_steps=1, **SMALL)
     with pytest.raises(CourseError, match="flow_steps"):
         build_iwae(5, flow_steps=-1, **SMALL)
+
+
+def test_a_wider_encoder_keeps_the_decoders_initial_weights():
+    """The flow's control in chapter 9: with encoder_hidden_units the decoder still starts from
+    the weights it has without, and the encoder has the layers asked for."""
+    keras.utils.set_random_seed(5)
+    plain = build_iwae(1, **SMALL)
+    keras.utils.set_random_seed(5)
+    wide = build_iwae(1, encoder_hidden_units=(12, 10), **SMALL)
+    dec = [keras.ops.convert_to_numpy(w) for w in plain.decoder.weights]
+    assert all(
+        np.array_equal(a, keras.ops.convert_to_numpy(b)) for a, b in zip(dec, wide.decoder.weights)
+    )
+    kernels = [tuple(w.shape) for w in wide.encoder.weights if len(w.shape) == 2]
+    assert kernels == [(16, 12), (12, 10), (10, 6)], kernels  # 4x4 images, 3 latents
