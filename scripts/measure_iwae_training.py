@@ -183,10 +183,13 @@ def measure_flow(seed, out, epochs=None, n_train=None):
             cpu["wide"] = old_cpu if loaded else round(time.process_time() - start, 1)
         start = time.process_time()
         flowed = models[iwae_runs.FLOW_STEPS]
-        row[str(k)] = iwae_runs.flow_comparison(models[0], flowed)
         if k == 1:
-            row[str(k)]["wide"] = iwae_runs.flow_comparison(models[0], models["wide"])
-            row[str(k)]["flow_minus_wide"] = iwae_runs.flow_comparison(models["wide"], flowed)
+            fl, wide, flow_minus_wide = iwae_runs.flow_and_control(
+                models[0], flowed, models["wide"]
+            )
+            row[str(k)] = {**fl, "wide": wide, "flow_minus_wide": flow_minus_wide}
+        else:
+            row[str(k)] = iwae_runs.flow_comparison(models[0], flowed)
         row[str(k)]["measure_cpu_s"] = round(time.process_time() - start, 1)
         row[str(k)]["train_cpu_s"] = cpu
         print(k, json.dumps(row[str(k)]), flush=True)

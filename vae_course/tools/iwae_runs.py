@@ -131,7 +131,7 @@ def measure(model, eval_seed=0):
     }
 
 
-def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100):
+def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100, evaluated=None):
     """A model with an amortized flow against the same seed's model without, per test image of
     :func:`eval_rows`, paired over the images (``[mean, se]``), the draws of eps shared:
 
@@ -144,33 +144,19 @@ def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100):
     * ``log_var``: the mean log sigma^2 of the flow model's q_0 minus the other model's q;
 
     and ``flow``/``base``: each model's mean L_1000, ELBO and L_1000 - ELBO (``[mean, se]``).
+    ``evaluated``: ``{name: per_image(model)}`` already computed (``"base"``, ``"flow"``), to
+    reuse.
     """
-    x = eval_images()
-    res = {}
+    res = dict(evaluated or {})
     for name, model in (("base", base), ("flow", flowed)):
-        log_w = log_importance_weights(model, x, K_EVAL, seed=eval_seed)
-        res[name] = {
-            "bound": iwae_objective(torch.from_numpy(log_w)).numpy(),
-            "elbo": log_w.mean(0),
-        }
-        res[name]["gap"] = res[name]["bound"] - res[name]["elbo"]
-        with torch.no_grad():
-            res[name]["log_var"] = (
-                np.concatenate(
-                    [
-                        keras.ops.convert_to_numpy(model.encode(x[i : i + 100])[1])
-                        for i in range(0, len(x), 100)
-                    ]
-                )
-                .mean(axis=1)
-                .astype(np.float64)
-            )
+        if name not in res:
+            res[name] = per_image(model, eval_seed)
     f, b = res["flow"], res["base"]
     out = {key: paired_difference(f[key], b[key]) for key in ("bound", "elbo")}
     out["total_gap"] = paired_difference(f["gap"], b["gap"])
     if getattr(flowed, "flow", None) is not None:
         with torch.no_grad():
-            mean, log_var = flowed.encode(x)
+            mean, log_var = flowed.encode(eval_images())
             gen = torch.Generator().manual_seed(int(eval_seed))
             eps = torch.randn((num_det_draws, *mean.shape), generator=gen)
             z0 = mean + torch.exp(0.5 * log_var) * eps
@@ -187,6 +173,32 @@ def flow_comparison(base, flowed, eval_seed=0, num_det_draws=100):
         k: _plain(v) if isinstance(v, tuple) else {n: _plain(a) for n, a in v.items()}
         for k, v in out.items()
     }
+
+
+def per_image(model, eval_seed=0):
+    """Per test image of :func:`eval_rows`: ``bound`` (L_1000), ``elbo``, ``gap`` (their
+    difference) from the same 1000 draws, and ``log_var``, the mean log sigma^2 of the encoder's
+    Gaussian (q_0 for a model with a flow). float64 arrays."""
+    x = eval_images()
+    log_w = log_importance_weights(model, x, K_EVAL, seed=eval_seed)
+    out = {"bound": iwae_objective(torch.from_numpy(log_w)).numpy(), "elbo": log_w.mean(0)}
+    out["gap"] = out["bound"] - out["elbo"]
+    with torch.no_grad():
+        log_var = [model.encode(x[i : i + 100])[1] for i in range(0, len(x), 100)]
+    out["log_var"] = np.concatenate([keras.ops.convert_to_numpy(v) for v in log_var])
+    out["log_var"] = out["log_var"].mean(axis=1).astype(np.float64)
+    return out
+
+
+def flow_and_control(base, flowed, wide, eval_seed=0):
+    """``(flow - base, wide - base, flow - wide)``: :func:`flow_comparison` for the flow, for the
+    control with a wider Gaussian encoder, and between the two, each model evaluated once."""
+    ev = {name: per_image(m, eval_seed) for name, m in (("b", base), ("f", flowed), ("w", wide))}
+    return (
+        flow_comparison(base, flowed, eval_seed, evaluated={"base": ev["b"], "flow": ev["f"]}),
+        flow_comparison(base, wide, eval_seed, evaluated={"base": ev["b"], "flow": ev["w"]}),
+        flow_comparison(wide, flowed, eval_seed, evaluated={"base": ev["w"], "flow": ev["f"]}),
+    )
 
 
 def eval_images():
