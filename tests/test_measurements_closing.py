@@ -21,11 +21,30 @@ def _values(rows, key):
     return [r[key][0] for r in rows]
 
 
-def test_the_files_are_the_chapters_protocol(flow50):
+def test_the_files_are_the_chapters_protocol_on_chapter_8s_models(flow50):
+    gaps = Path(__file__).resolve().parents[1] / "measurements" / "gaps"
+    exact = Path(__file__).resolve().parents[1] / "measurements" / "exact2d"
     for s, r in zip(SEEDS, flow50):
         record = json.loads((DIR / f"flow50_seed{s}.json").read_text())
         assert record["seed"] == s
-        assert r["n_images"] == 200 and r["k_flow"] == 1000
+        assert r["n_images"] == 200 and r["k_bound"] == 5000
+        p = r["protocol"]
+        assert p["gauss_steps"] == [400, 800] and p["flow_from_gauss_steps"] == 400
+        assert (p["flow_steps"], p["flow_num_steps"], p["flow_hidden_units"]) == (400, 2, 100)
+        assert (p["learning_rate"], p["flow_learning_rate"], p["draws_per_step"]) == (
+            0.02,
+            0.005,
+            5,
+        )
+        assert p["elbo_draws"] == 1000
+    # chapter 8's estimate of log p(x) on chapter 8's models: L_5000 under q* as committed there
+    ch8 = [json.loads((exact / "exact2d_seed0.json").read_text())["latent50"]["L5000_star"]]
+    ch8 += [
+        json.loads((gaps / f"gaps_seed{s}.json").read_text())["ch8_gaps50"]["L5000_star"]
+        for s in (1, 2)
+    ]
+    for r, want in zip(flow50, ch8):
+        assert r["mean_l5000"] == pytest.approx(want, abs=1e-5)
 
 
 def test_the_fitted_gaussians_gap_is_1_8_to_1_9_nats(flow50):
@@ -35,21 +54,25 @@ def test_the_fitted_gaussians_gap_is_1_8_to_1_9_nats(flow50):
 
 def test_the_flow_raises_the_elbo_by_far_more_than_twice_the_gaussians_steps(flow50):
     gain = [r["flow_minus_gauss800"] for r in flow50]
-    assert [round(g[0], 2) for g in gain] == [0.49, 0.47, 0.41], gain
+    assert round(min(g[0] for g in gain), 2) == 0.58 and round(max(g[0] for g in gain), 2) == 0.65
     assert all(g[0] > 25 * g[1] for g in gain), gain
     steps = _values(flow50, "gauss800_minus_400")
-    assert all(0 < d < 0.01 for d in steps), steps  # "moved it by less than 0.01"
+    assert round(min(steps), 3) == 0.005 and round(max(steps), 3) == 0.008, steps
     assert min(g[0] for g in gain) > 40 * max(steps)
 
 
-def test_the_flow_closes_22_to_27_percent_of_the_gap(flow50):
+def test_the_flow_closes_31_to_35_percent_of_the_gap(flow50):
     share = [r["share_closed"] for r in flow50]
-    assert round(min(share), 2) == 0.22 and round(max(share), 2) == 0.27, share
+    assert round(min(share), 2) == 0.31 and round(max(share), 2) == 0.35, share
     for r in flow50:  # the share is the gain over the gap, as the text computes it
         gap = r["approx_gauss800"][0]
         assert r["share_closed"] == pytest.approx(r["flow_minus_gauss800"][0] / gap, rel=1e-9)
 
 
-def test_the_flow_as_proposal_finds_no_missed_mass(flow50):
+def test_the_flow_as_proposal_barely_moves_the_bound(flow50):
     d = [r["lflow_minus_l5000"] for r in flow50]
-    assert all(abs(x[0]) < x[1] for x in d), d  # within one standard error in every seed
+    assert all(x[0] + 2 * x[1] < 0.1 for x in d), d  # at most about 0.1 nats, every seed
+    above = [x for x in d if x[0] > 3 * x[1]]
+    assert len(above) == 1 and round(above[0][0], 2) == 0.05, d  # one seed: 0.05, 4.4 se
+    assert round(above[0][0] / above[0][1], 1) == 4.4
+    assert all(abs(x[0]) < 0.5 * x[1] for x in d if x not in above), d  # within half an se

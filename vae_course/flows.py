@@ -33,7 +33,8 @@ def made_masks(latent_dim, hidden_units):
     """The two 0/1 masks of a one-hidden-layer MADE: ``(input->hidden (d, h), hidden->out (h, d))``.
 
     Hidden unit j sees inputs 1..deg_j (deg_j cycles through 1..d-1); output i sees the hidden
-    units with deg_j < i, so output i depends on inputs 1..i-1 only (output 1 on none).
+    units with deg_j < i, so output i depends on inputs 1..i-1 only (output 1 on none). With
+    fewer than d - 1 hidden units only the degrees 1..h occur, and inputs h+1..d feed nothing.
     """
     d, h = latent_dim, hidden_units
     deg_in = np.arange(1, d + 1)
