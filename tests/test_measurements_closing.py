@@ -76,3 +76,24 @@ def test_the_flow_as_proposal_barely_moves_the_bound(flow50):
     assert len(above) == 1 and round(above[0][0], 2) == 0.05, d  # one seed: 0.05, 4.4 se
     assert round(above[0][0] / above[0][1], 1) == 4.4
     assert all(abs(x[0]) < 0.5 * x[1] for x in d if x not in above), d  # within half an se
+
+
+def test_chapter_8s_numbers_the_paragraph_cites(flow50):
+    root = Path(__file__).resolve().parents[1] / "measurements"
+    exact = json.loads((root / "exact2d" / "exact2d_seed0.json").read_text())["latent50"]
+    ess = exact["ess_star_quantiles"]
+    assert round(ess["0.5"], -1) == 140 and round(ess["0"], 1) == 1.8, ess
+    rise = [
+        json.loads((root / "gaps" / f"gaps_seed{s}.json").read_text())["ch8_gaps50"][
+            "L5000_star_minus_L1000_star"
+        ]["mean"]
+        for s in SEEDS
+    ]
+    assert min(rise) > 0 and round(max(rise), 2) == 0.06, rise  # "at most 0.06 nats"
+    # the stronger tie of the files to chapter 8's protocol: the same Gaussian fits, bit for bit
+    for s, r in zip((1, 2), flow50[1:]):
+        g = json.loads((root / "gaps" / f"gaps_seed{s}.json").read_text())["ch8_gaps50"]
+        assert r["approx_gauss800"][0] == pytest.approx(g["approximation_800"]["mean"], abs=1e-9)
+        assert r["gauss800_minus_400"][0] == pytest.approx(
+            g["elbo_star_800_minus_400"]["mean"], abs=1e-9
+        )
