@@ -200,17 +200,14 @@ def main():
     result = {"seed": args.seed, "threads": args.threads}
     if args.latent50:
         result["flow50"] = flow_gaps50(args.seed)
-        result["seconds"] = round(time.time() - start, 1)
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"flow50_seed{args.seed}.json"
-        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {path} in {result['seconds']} s")
-        return
-    result["linear_gaussian"] = linear_gaussian(args.seed)
-    result["flow"] = flow_gaps(args.seed)
+        name = f"flow50_seed{args.seed}.json"
+    else:
+        result["linear_gaussian"] = linear_gaussian(args.seed)
+        result["flow"] = flow_gaps(args.seed)
+        name = f"closing_seed{args.seed}.json"
     result["seconds"] = round(time.time() - start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"closing_seed{args.seed}.json"
+    path = args.out / name
     path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"wrote {path} in {result['seconds']} s")
 
