@@ -65,7 +65,7 @@ class IAFStep(keras.layers.Layer):
         self.hidden_units = check_positive_int(hidden_units, "hidden_units", 16)
         self.num_sets = check_positive_int(num_sets, "num_sets", 1)
         self.reverse = bool(reverse)
-        self.context_dim = _check_context_dim(context_dim)
+        self.context_dim = check_positive_int(context_dim, "context_dim", 0, minimum=0)
         self.mask1, self.mask2 = made_masks(self.latent_dim, self.hidden_units)
         n, d, h = self.num_sets, self.latent_dim, self.hidden_units
         self.w1 = self.add_weight(
@@ -139,7 +139,7 @@ class IAF(keras.layers.Layer):
         self.num_steps = check_positive_int(num_steps, "num_steps", 2)
         self.hidden_units = check_positive_int(hidden_units, "hidden_units", 16)
         self.num_sets = check_positive_int(num_sets, "num_sets", 1)
-        self.context_dim = _check_context_dim(context_dim)
+        self.context_dim = check_positive_int(context_dim, "context_dim", 0, minimum=0)
         self.steps = [
             IAFStep(
                 latent_dim,
@@ -169,17 +169,6 @@ class IAF(keras.layers.Layer):
             "num_sets": self.num_sets,
             "context_dim": self.context_dim,
         }
-
-
-def _check_context_dim(context_dim):
-    if isinstance(context_dim, bool) or not isinstance(context_dim, (int, np.integer)):
-        raise CourseError(
-            f"context_dim must be a whole number >= 0, got {context_dim!r}. Fix: 0 (no context) "
-            "or the size of the context's last axis, e.g. 2 * latent_dim for (mu, log sigma^2)."
-        )
-    if context_dim < 0:
-        raise CourseError(f"context_dim must be >= 0, got {context_dim}. Fix: e.g. context_dim=0.")
-    return int(context_dim)
 
 
 def _check_context(context, context_dim, name):

@@ -78,11 +78,7 @@ class IWAE(VAE):
                 "estimator='iwae' (the gradient of -L̂_k) or 'dreg' (DReG's for the encoder)."
             )
         self.estimator = estimator
-        if isinstance(flow_steps, bool) or not isinstance(flow_steps, int) or flow_steps < 0:
-            raise CourseError(
-                f"IWAE: flow_steps must be a whole number >= 0, got {flow_steps!r}. Fix: 0 (the "
-                "Gaussian q) or the number of IAF steps, e.g. 2."
-            )
+        flow_steps = check_positive_int(flow_steps, "flow_steps", 2, minimum=0)
         if flow_steps and estimator == "dreg":
             raise CourseError(
                 "IWAE: estimator='dreg' is not implemented with a flow (flow_steps > 0). Fix: "
