@@ -9,7 +9,14 @@ import pytest
 import torch
 
 import vae_course  # noqa: F401  (sets the torch backend)
-from vae_course.flows import IAF, flow_elbo, flow_log_weights, made_masks
+from vae_course.flows import (
+    IAF,
+    fit_local_flow,
+    flow_elbo,
+    flow_log_weights,
+    made_masks,
+    per_image_flow,
+)
 from vae_course.iwae import (
     dreg_surrogate,
     encoder_gradients,
@@ -271,3 +278,45 @@ def test_context_mismatch_names_the_argument():
         IAF(3, num_steps=1, hidden_units=4)(torch.randn(2, 3), torch.randn(2, 2))
     with pytest.raises(ValueError, match="context_dim"):
         IAF(3, context_dim=-1)
+
+
+def test_per_image_flow_maps_each_image_as_the_flow_with_its_context():
+    keras.utils.set_random_seed(0)
+    flow = IAF(4, num_steps=3, hidden_units=8, context_dim=2)
+    _randomise_context(flow)
+    z, h = torch.randn(5, 3, 4), torch.randn(3, 2)  # (k, images, d) draws, (images, c)
+    want, want_det = flow(z, h)
+    copy = per_image_flow(flow, h)
+    assert (copy.num_sets, copy.context_dim, copy.num_steps) == (3, 0, 3)
+    got, got_det = copy(z)
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got_det, want_det, atol=1e-5)
+    # each image's set is its own: changing image 1's leaves images 0 and 2 as they were
+    copy.steps[0].b1.assign(copy.steps[0].b1 + torch.tensor([[0.0], [1.0], [0.0]]))
+    moved, _ = copy(z)
+    assert torch.equal(moved[:, [0, 2]], got[:, [0, 2]]) and not torch.equal(moved[:, 1], got[:, 1])
+    with pytest.raises(ValueError, match="num_sets = 1 and a context"):
+        per_image_flow(IAF(4, num_steps=1, hidden_units=8), h)
+    with pytest.raises(ValueError, match="expected context_dim = 2"):
+        per_image_flow(flow, torch.randn(3, 5))
+
+
+def test_fit_local_flow_starts_from_a_given_flow_and_checks_it():
+    keras.utils.set_random_seed(0)
+    flow = IAF(2, num_steps=2, hidden_units=4, context_dim=4)
+    _randomise_context(flow)
+    mean, log_var = torch.zeros(3, 2), torch.zeros(3, 2)
+    start = per_image_flow(flow, torch.cat([mean, log_var], -1))
+    before = [keras.ops.convert_to_numpy(w).copy() for w in start.weights]
+
+    def log_joint(z):  # the linear-Gaussian posterior N(1, 0.5^2) in each of 2 latents
+        return -2.0 * ((z - 1.0) ** 2).sum(-1)
+
+    m, lv, fitted = fit_local_flow(log_joint, mean, log_var, steps=50, flow=start)
+    assert fitted is start  # fitted in place, from its own weights
+    after = [keras.ops.convert_to_numpy(w) for w in fitted.weights]
+    assert not any(np.array_equal(a, b) for a, b in zip(before, after))
+    elbo = flow_elbo(log_joint, m, lv, fitted, num_samples=2000, seed=1)
+    elbo0 = flow_elbo(log_joint, mean, log_var, per_image_flow(flow, torch.zeros(3, 4)), 2000, 1)
+    assert np.all(elbo > elbo0)  # it climbed from where it started
+    with pytest.raises(ValueError, match="num_sets = 3"):
+        fit_local_flow(log_joint, mean, log_var, steps=1, flow=IAF(2, num_sets=2))

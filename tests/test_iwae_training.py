@@ -441,3 +441,26 @@ def test_a_wider_encoder_keeps_the_decoders_initial_weights():
     )
     kernels = [tuple(w.shape) for w in wide.encoder.weights if len(w.shape) == 2]
     assert kernels == [(16, 12), (12, 10), (10, 6)], kernels  # 4x4 images, 3 latents
+
+
+@pytest.mark.parametrize("flow_steps", [0, 2])
+def test_family_gaps_evaluates_the_models_own_q(flow_steps):
+    """iwae_runs.family_gaps' ``enc`` q (the encoder's flow folded into per-image flows) has the
+    ELBO of the model's own log weights, drawn by the model; every q has all its numbers."""
+    from vae_course.tools import iwae_runs
+
+    keras.utils.set_random_seed(4)
+    model = build_iwae(400, flow_steps=flow_steps, flow_hidden_units=6, **SMALL)
+    rng = np.random.default_rng(0)
+    for v in getattr(model.flow, "weights", []):  # a trained-looking flow
+        v.assign(0.3 * rng.normal(size=v.shape).astype("float32"))
+    x = (_images(4) > 0.5).astype("float32")
+    r = iwae_runs.family_gaps(model, x, steps=(3,))
+    names = ("enc", "gauss_3", "flow_3")
+    assert set(r) == {f"{a}_{q}" for a in ("elbo", "bound") for q in names}
+    assert all(v.shape == (4,) and np.isfinite(v).all() for v in r.values())
+    with torch.no_grad():
+        nll, kl = model.log_weights(x, seed=keras.random.SeedGenerator(5))
+    log_w = -(nll + kl).double()  # (400, 4): the model's own draws through its own flow
+    se = np.hypot(log_w.std(0).numpy() / 20, log_w.std(0).numpy() / 1000**0.5)
+    assert np.all(np.abs(r["elbo_enc"] - log_w.mean(0).numpy()) < 4 * se), (r["elbo_enc"], se)

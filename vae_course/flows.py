@@ -188,6 +188,27 @@ def _check_context(context, context_dim, name):
     return context
 
 
+def per_image_flow(flow, context):
+    """A copy of an encoder's ``flow`` (an :class:`IAF` with one set of weights and a context)
+    with one set of weights per image and no context: image j's hidden biases are
+    b1 + h_j W_c for its context h_j (b, context_dim), so the copy maps image j's z as
+    ``flow(z, context)`` does (up to rounding), and each image's set can be fitted by itself
+    (:func:`fit_local_flow`'s ``flow``)."""
+    if not (isinstance(flow, IAF) and flow.num_sets == 1 and flow.context_dim):
+        raise CourseError(
+            f"per_image_flow: flow must be an IAF with num_sets = 1 and a context, got {flow!r}. "
+            "Fix: pass an encoder's flow (an IWAE's .flow) and its context (mu, log sigma^2)."
+        )
+    context = _check_context(context, flow.context_dim, "per_image_flow")
+    b = int(context.shape[0])
+    out = IAF(flow.latent_dim, flow.num_steps, flow.hidden_units, num_sets=b)
+    for new, old in zip(out.steps, flow.steps):
+        for name in ("w1", "w2", "b2"):
+            getattr(new, name).assign(ops.repeat(getattr(old, name), b, axis=0))
+        new.b1.assign(old.b1 + context @ old.wc[0])
+    return out
+
+
 def flow_log_weights(log_joint, eps, mean, log_var, flow):
     r"""log w = log p(x, z_T) - log q_T(z_T) for z_0 = mean + exp(log_var / 2) eps through ``flow``.
 
@@ -230,6 +251,7 @@ def fit_local_flow(
     flow_learning_rate=0.005,
     num_samples=5,
     seed=0,
+    flow=None,
 ):
     r"""The best Gaussian-plus-IAF q for each of b images by itself: maximise its ELBO.
 
@@ -237,13 +259,28 @@ def fit_local_flow(
     parameters for each image, and takes ``steps`` Adam steps on all of them at once, with the
     learning rate falling linearly to 0 and ``num_samples`` fresh draws a step: the protocol of
     :func:`vae_course.evaluate.fit_local_posterior`, with the flow's parameters added.
-    Returns ``(mean, log_var, flow)``; reproducible for a given ``seed``.
+    ``flow``: start from this per-image :class:`IAF` instead (num_sets = b, no context, e.g.
+    :func:`per_image_flow` of an encoder's flow; ``num_steps`` and ``hidden_units`` are then
+    its own); its weights are fitted in place. Returns ``(mean, log_var, flow)``; reproducible
+    for a given ``seed``.
     """
     steps = check_positive_int(steps, "steps", 400)
     num_samples = check_positive_int(num_samples, "num_samples", 5)
     b, d = mean.shape
-    keras.utils.set_random_seed(int(seed))  # the flow's first-layer weights
-    flow = IAF(d, num_steps, hidden_units, num_sets=b)
+    if flow is None:
+        keras.utils.set_random_seed(int(seed))  # the flow's first-layer weights
+        flow = IAF(d, num_steps, hidden_units, num_sets=b)
+    elif not (
+        isinstance(flow, IAF)
+        and flow.num_sets == b
+        and flow.latent_dim == d
+        and not flow.context_dim
+    ):
+        raise CourseError(
+            f"fit_local_flow: flow must be an IAF with num_sets = {b} (one set per image), "
+            f"latent_dim = {d} and no context; got {flow!r}. Fix: pass per_image_flow(flow, "
+            "context) of an encoder's flow, or flow=None for an identity flow."
+        )
     m = mean.detach().clone().requires_grad_(True)
     lv = log_var.detach().clone().requires_grad_(True)
     flow_params = [v.value for v in flow.trainable_weights]
@@ -268,6 +305,7 @@ __all__ = [
     "made_masks",
     "IAFStep",
     "IAF",
+    "per_image_flow",
     "flow_log_weights",
     "flow_elbo",
     "fit_local_flow",

@@ -22,7 +22,9 @@ from ..evaluate import (
     iwae_bound,
     log_importance_weights,
 )
-from ..iwae import ESTIMATORS, iwae_objective, snr_against_k
+from ..flows import fit_local_flow, flow_log_weights, per_image_flow
+from ..gradients import standard_normal
+from ..iwae import ESTIMATORS, gaussian_log_weights, iwae_objective, snr_against_k, vae_log_joint
 from ..iwae_training import build_iwae
 from ..models import build_vae
 from ..montecarlo import mean_and_se, paired_difference
@@ -229,6 +231,54 @@ def gaps(model, x, steps=(GAP_STEPS,)):
     # how wide each q is: the mean over the latents of log sigma^2, per image
     out["log_var_enc"] = q_enc[1].mean(axis=1).astype(np.float64)
     out["log_var_star"] = q_star[1].mean(axis=1).astype(np.float64)
+    return out
+
+
+def family_gaps(model, x, steps=(GAP_STEPS,), seed=1):
+    """The two gaps in two families of q, per image of ``x`` (n, H, W), for a model with or
+    without an amortized flow. The q's:
+
+    * ``enc``: the model's own q (its encoder's Gaussian, and its flow if it has one);
+    * ``gauss_<s>``: the Gaussian fitted to each image alone for s steps (chapter 8's
+      ``fit_local_posterior``, from the encoder's Gaussian q_0);
+    * ``flow_<s>``: the Gaussian and a FLOW_STEPS-step IAF of FLOW_HIDDEN units fitted to each
+      image alone for s steps (``fit_local_flow``) from the model's own q: its flow with each
+      image's context folded in (``per_image_flow``), or an identity flow without one.
+
+    For each q: ``elbo_<q>`` (the mean of K_EVAL log weights) and ``bound_<q>`` (their
+    log-mean-exp: L_1000 with q as the proposal), from the same draws of eps for every q.
+    Returns float64 arrays.
+    """
+    log_joint = vae_log_joint(model, x)
+    with torch.no_grad():
+        mean, log_var = (torch.as_tensor(keras.ops.convert_to_numpy(a)) for a in model.encode(x))
+    context = torch.cat([mean, log_var], -1)
+
+    def own_flow():
+        return None if model.flow is None else per_image_flow(model.flow, context)
+
+    def weights(m, lv, flow):
+        gen, chunks = torch.Generator().manual_seed(seed), []
+        with torch.no_grad():
+            for _ in range(K_EVAL // 100):  # 100 draws at a time
+                eps = standard_normal((100, *m.shape), m, gen)
+                if flow is None:
+                    chunks.append(gaussian_log_weights(log_joint, eps, m, lv))
+                else:
+                    chunks.append(flow_log_weights(log_joint, eps, m, lv, flow))
+        log_w = torch.cat(chunks).to(torch.float64)
+        return log_w.mean(0).numpy(), iwae_objective(log_w).numpy()
+
+    qs = {"enc": (mean, log_var, own_flow())}
+    for s in steps:
+        fit = fit_local_posterior(model, x, steps=s, learning_rate=0.02, num_samples=5)
+        qs[f"gauss_{s}"] = (*(torch.as_tensor(a) for a in fit), None)
+        qs[f"flow_{s}"] = fit_local_flow(
+            log_joint, mean, log_var, FLOW_STEPS, FLOW_HIDDEN, steps=s, flow=own_flow()
+        )
+    out = {}
+    for name, q in qs.items():
+        out[f"elbo_{name}"], out[f"bound_{name}"] = weights(*q)
     return out
 
 
