@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import keras
 import numpy as np
 import torch
 
@@ -120,8 +121,10 @@ def flow_gaps50(seed, n_images=200, k_bound=5000, chunk=100):
     images: the Gaussian q* (400 and 800 steps, chapter 8's protocol), the per-image IAF of
     FLOW50_HIDDEN hidden units from the 400-step q* (400 steps more), every ELBO from 1000 draws,
     chapter 8's log p(x) estimate L_5000 under q*, and L_5000 with the fitted flow as the
-    proposal (the flow's q_T, exact density, so again a bound in expectation). The fits' and the
-    draws' seeds are fixed (as chapter 8's); only the model changes with ``seed``."""
+    proposal (the flow's q_T, exact density, so again a bound in expectation), and the control
+    for the flow fit's restart of Adam: the same fit with the flow's learning rate at 0 (only
+    the Gaussian moves). The fits' and the draws' seeds are fixed (as chapter 8's); only the
+    model changes with ``seed``."""
     x_test = course_models.mnist()[1]
     subset = np.random.default_rng(0).permutation(len(x_test))[:200]
     x8 = course_models.binary_test_images()[subset][:n_images]
@@ -143,6 +146,21 @@ def flow_gaps50(seed, n_images=200, k_bound=5000, chunk=100):
     )
     fit_flow_s = time.process_time() - start
     elbo_f = flow_elbo(log_joint, fm, flv, flow, num_samples=1000, seed=1)
+    # the control: the same restart from the 400-step q* (Adam anew, the same draws), the flow's
+    # learning rate 0, so that it stays the identity and only the Gaussian moves
+    rm, rlv, rflow = fit_local_flow(
+        log_joint,
+        mean4,
+        log_var4,
+        hidden_units=FLOW50_HIDDEN,
+        steps=400,
+        flow_learning_rate=0.0,
+        seed=0,
+    )
+    elbo_r = flow_elbo(log_joint, rm, rlv, rflow, num_samples=1000, seed=1)
+    restart_identity = all(
+        not np.any(keras.ops.convert_to_numpy(w)) for st in rflow.steps for w in (st.w2, st.b2)
+    )
     l5000 = iwae_bound(vae50, x8, k_bound, seed=2, posterior=q_star[400])  # chapter 8's estimate
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():  # L_k with the flow as the proposal, the same k, in chunks
@@ -169,6 +187,8 @@ def flow_gaps50(seed, n_images=200, k_bound=5000, chunk=100):
             "draws_per_step": 5,
             "fit_seed": 0,
             "elbo_draws": 1000,
+            "restart_control": "the flow's fit with flow_learning_rate 0 (the flow stays the "
+            "identity; the same draws)",
         },
     }
     for name, a, b in (
@@ -177,9 +197,12 @@ def flow_gaps50(seed, n_images=200, k_bound=5000, chunk=100):
         ("approx_gauss800", l5000, elbo_g[800]),  # the fitted Gaussian's gap to L_5000
         ("approx_flow", l5000, elbo_f),
         ("lflow_minus_l5000", l_flow, l5000),
+        ("restart_minus_gauss800", elbo_r, elbo_g[800]),  # the restart alone
+        ("flow_minus_restart", elbo_f, elbo_r),  # the flow beyond the restart
     ):
         out[name] = list(paired_difference(a, b))
     out["share_closed"] = float(np.mean(elbo_f - elbo_g[800]) / np.mean(l5000 - elbo_g[800]))
+    out["restart_flow_stayed_identity"] = bool(restart_identity)
     out["mean_l5000"] = float(l5000.mean())
     out["fit_gauss_cpu_s"] = round(fit_gauss_s, 1)
     out["fit_flow_cpu_s"] = round(fit_flow_s, 1)

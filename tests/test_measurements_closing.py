@@ -97,3 +97,24 @@ def test_chapter_8s_numbers_the_paragraph_cites(flow50):
         assert r["gauss800_minus_400"][0] == pytest.approx(
             g["elbo_star_800_minus_400"]["mean"], abs=1e-9
         )
+
+
+def test_the_restart_alone_does_not_give_the_flows_gain(flow50):
+    """The control: the flow's fit with the flow's learning rate at 0 (Adam restarted from the
+    400-step q*, the same draws): its Gaussian ends slightly *below* the 800-step one, and the
+    flow is above it by about as much as above the 800-step Gaussian."""
+    for r in flow50:
+        assert r["restart_flow_stayed_identity"]  # the flow's weights that make m, s stayed 0
+        assert "learning_rate 0" in r["protocol"]["restart_control"]
+    restart = [r["restart_minus_gauss800"] for r in flow50]
+    assert all(x[0] < -4 * x[1] for x in restart), restart  # below, by more than 4 se
+    assert (round(min(x[0] for x in restart), 2), round(max(x[0] for x in restart), 2)) == (
+        -0.04,
+        -0.04,
+    )
+    beyond = [r["flow_minus_restart"] for r in flow50]
+    assert all(x[0] > 25 * x[1] for x in beyond), beyond
+    assert (round(min(x[0] for x in beyond), 2), round(max(x[0] for x in beyond), 2)) == (
+        0.61,
+        0.68,
+    )
