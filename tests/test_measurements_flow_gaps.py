@@ -1,0 +1,280 @@
+"""Every three-seed statement of chapter 9's "The two gaps with the flow", asserted on the
+committed measurements (measurements/iwae_gaps/flow_gaps*_seed*.json, written by
+scripts/measure_flow_gaps.py), so that a statement the files stop supporting fails here. The
+files' summaries are recomputed from their per-image values, and their models are tied to the
+flow section's files (measurements/iwae_training/flow*_seed*.json)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "measurements"
+DIR = ROOT / "iwae_gaps"
+SEEDS = (0, 1, 2)
+OWN = {"gauss": "gauss", "flow": "flow", "wide": "gauss"}  # each model's own family of q
+
+
+def _load(name):
+    return json.loads((DIR / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def short():
+    return [_load(f"flow_gaps_seed{s}.json") for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def long():
+    return [_load(f"flow_gaps_e10_n60000_seed{s}.json") for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def short1600():
+    return [_load(f"flow_gaps_fit1600_seed{s}.json") for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def long1600():
+    return [_load(f"flow_gaps_e10_n60000_fit1600_seed{s}.json") for s in SEEDS]
+
+
+def _merged(first, second, model):
+    """A model's per-image values from the 400/800-step file and the 1600-step file."""
+    return {
+        k: np.asarray(v)
+        for k, v in {**first["per_image"][model], **second["per_image"][model]}.items()
+    }
+
+
+def _gaps_merged(first, second, model, steps):
+    """:func:`_gaps` over both files' q's (log p(x): the highest L_1000 of all of them)."""
+    return _gaps({model: _merged(first, second, model)}, model, steps)
+
+
+def _z(d):
+    """A paired difference in standard errors."""
+    return d[0] / d[1]
+
+
+def _se(v):
+    return float(np.std(v, ddof=1) / np.sqrt(len(v)))
+
+
+def _gaps(per_image, model, steps):
+    """One model's gaps per image, computed here from the per-image values: log p(x) is the
+    highest (by its mean) L_1000 of the file's q's."""
+    r = {k: np.asarray(v) for k, v in per_image[model].items()}
+    log_px = max((v for k, v in r.items() if k.startswith("bound_")), key=np.mean)
+    return {
+        "total": log_px - r["elbo_enc"],
+        "amortization": r[f"elbo_{OWN[model]}_{steps}"] - r["elbo_enc"],
+        "approx_gauss": log_px - r[f"elbo_gauss_{steps}"],
+        "approx_flow": log_px - r[f"elbo_flow_{steps}"],
+    }
+
+
+def test_the_summaries_are_the_per_image_values(short, long, short1600, long1600):
+    for files in (short, long, short1600, long1600):
+        for f in files:
+            for steps, summary in f["summary"].items():
+                for model, row in summary.items():
+                    if "_minus_" in model:
+                        a, b = model.split("_minus_")
+                        ga, gb = _gaps(f["per_image"], a, steps), _gaps(f["per_image"], b, steps)
+                        for gap in ga:
+                            d = ga[gap] - gb[gap]
+                            assert row[gap][0] == pytest.approx(d.mean(), abs=2e-3)
+                            assert row[gap][1] == pytest.approx(_se(d), rel=0.01)
+                        continue
+                    assert row["log_px"].startswith("bound_flow_")  # a per-image flow's L_1000
+                    for gap, v in _gaps(f["per_image"], model, steps).items():
+                        assert row[gap][0] == pytest.approx(v.mean(), abs=2e-3), (model, gap)
+                        assert row[gap][1] == pytest.approx(_se(v), rel=0.01), (model, gap)
+
+
+def test_the_files_are_the_flow_sections_models(short, long, short1600, long1600):
+    for s, f, fl, f16, fl16 in zip(SEEDS, short, long, short1600, long1600):
+        assert f["seed"] == fl["seed"] == f16["seed"] == fl16["seed"] == s
+        for rec, schedule in (
+            (f, (2, 10000)),
+            (fl, (10, 60000)),
+            (f16, (2, 10000)),
+            (fl16, (10, 60000)),
+        ):
+            st = rec["settings"]
+            assert (st["epochs"], st["n_train"], st["k_train"]) == (*schedule, 1)
+            assert (st["images"], st["k_eval"], st["flow_steps"]) == (200, 1000, 2)
+            assert (st["flow_hidden_units"], st["wide_encoder"]) == (100, [240, 240])
+        for rec in (f, fl):
+            assert rec["settings"]["fit_steps"] == {
+                "gauss": [400, 800],
+                "flow": [400, 800],
+                "wide": [400],
+            }
+        assert f16["settings"]["fit_steps"] == {"gauss": [1600], "flow": [1600]}
+        assert fl16["settings"]["fit_steps"] == {"flow": [1600]}
+        # the 1600-step files draw the same eps: the encoder's q has the same numbers, per image
+        for first, second in ((f, f16), (fl, fl16)):
+            for model in second["per_image"]:
+                for key in ("elbo_enc", "bound_enc"):
+                    assert second["per_image"][model][key] == first["per_image"][model][key]
+        # the models are the flow section's (its ELBO and L_1000, each from other draws of eps)
+        for rec, name in ((f, "flow"), (fl, "flow_e10_n60000")):
+            sec = json.loads((ROOT / "iwae_training" / f"{name}_seed{s}.json").read_text())
+            m = sec["models"]["1"]
+            for model, want in (
+                ("gauss", m["base"]),
+                ("flow", m["flow"]),
+                ("wide", m["wide"]["flow"]),
+            ):
+                got = rec["per_image"][model]
+                assert np.mean(got["elbo_enc"]) == pytest.approx(want["elbo"][0], abs=0.25)
+                assert np.mean(got["bound_enc"]) == pytest.approx(want["bound"][0], abs=0.25)
+
+
+def _rows(files, steps, row, gap):
+    return [f["summary"][str(steps)][row][gap] for f in files]
+
+
+def _range(rows, digits=1):
+    return round(min(r[0] for r in rows), digits), round(max(r[0] for r in rows), digits)
+
+
+def test_the_flow_trained_decoders_posteriors_are_further_from_gaussian(short, long):
+    # the Gaussian family's approximation gap, flow model minus Gaussian model
+    for files, lo in ((short, 2.0), (long, 10.0)):
+        for steps in (400, 800):
+            rows = _rows(files, steps, "flow_minus_gauss", "approx_gauss")
+            assert all(r[0] > lo and _z(r) > 10 for r in rows), (steps, rows)
+    assert _range(_rows(short, 400, "flow_minus_gauss", "approx_gauss")) == (2.8, 3.5)
+    assert _range(_rows(short, 800, "flow_minus_gauss", "approx_gauss")) == (2.5, 2.9)
+    assert _range(_rows(long, 400, "flow_minus_gauss", "approx_gauss"), 0) == (12, 19)
+    assert _range(_rows(long, 800, "flow_minus_gauss", "approx_gauss"), 0) == (11, 18)
+    # in the flow family the two decoders' gaps are close: the flow model's larger by < 0.4
+    for files in (short, long):
+        for steps in (400, 800):
+            rows = _rows(files, steps, "flow_minus_gauss", "approx_flow")
+            assert all(0 < r[0] < 0.4 for r in rows), (steps, rows)
+    # the Gaussian model's Gaussian fit has stopped moving far more than the flow model's
+    for files in (short, long):
+        for f in files:
+            m = f["moves_800_minus_400"]
+            assert m["gauss"]["gauss"][0] < 0.35 and m["flow"]["gauss"][0] > 0.35, m
+
+
+def test_the_amortization_gap_with_the_flow_is_smaller_early_and_larger_later(short, long):
+    for steps, lo, hi in ((400, -2.7, -1.0), (800, -2.3, -0.4)):
+        rows = _rows(short, steps, "flow_minus_gauss", "amortization")
+        assert all(_z(r) < -3 for r in rows), rows
+        assert _range(rows) == (lo, hi), (steps, rows)
+    # the difference shrinks as the fits lengthen, in every seed
+    a4 = _rows(short, 400, "flow_minus_gauss", "amortization")
+    a8 = _rows(short, 800, "flow_minus_gauss", "amortization")
+    assert all(x[0] < y[0] for x, y in zip(a4, a8)), (a4, a8)
+    # the wider Gaussian encoder's: smaller in two seeds, larger in the third
+    w = _rows(short, 400, "wide_minus_gauss", "amortization")
+    assert sorted(_z(r) < -5 for r in w) == [False, True, True] and max(_z(r) for r in w) > 5, w
+    assert sorted(round(r[0], 1) for r in w) == [-2.2, -1.2, 1.6], w
+    # after 4,690 steps larger with the flow, more so with longer fits; the wider encoder's as the
+    # Gaussian model's
+    for steps, lo, hi in ((400, 0.6, 0.7), (800, 0.9, 1.1)):
+        rows = _rows(long, steps, "flow_minus_gauss", "amortization")
+        assert all(_z(r) > 2.5 for r in rows) and _range(rows) == (lo, hi), (steps, rows)
+    assert all(abs(r[0]) < r[1] for r in _rows(long, 400, "wide_minus_gauss", "amortization"))
+
+
+def test_the_total_gap_is_smaller_with_the_flow_early_and_larger_later(short, long):
+    rows = _rows(short, 400, "flow_minus_gauss", "total")
+    assert all(_z(r) < -10 for r in rows) and _range(rows) == (-6.3, -3.7), rows
+    rows = _rows(long, 400, "flow_minus_gauss", "total")
+    assert all(r[0] > 0 for r in rows) and _range(rows) == (0.4, 0.7), rows
+    assert sorted(round(_z(r), 1) for r in rows) == [1.8, 2.9, 4.2]
+
+
+def test_a_per_image_flow_closes_most_of_the_gaussian_models_approximation_gap(short, long):
+    for files, steps, lo, hi in (
+        (short, 400, 0.58, 0.67),
+        (short, 800, 0.77, 0.82),
+        (long, 400, 0.19, 0.22),
+        (long, 800, 0.50, 0.52),
+    ):
+        share = [
+            f["summary"][str(steps)]["gauss"]["flow_fit_minus_gauss_fit"][0]
+            / f["summary"][str(steps)]["gauss"]["approx_gauss"][0]
+            for f in files
+        ]
+        assert (round(min(share), 2), round(max(share), 2)) == (lo, hi), (steps, share)
+    for files in (short, long):  # the flow family's fit is above the Gaussian's, > 8 paired se
+        assert all(_z(r) > 8 for r in _rows(files, 400, "gauss", "flow_fit_minus_gauss_fit"))
+
+
+def test_with_1600_step_fits_on_the_longer_schedule(long, long1600):
+    for f, f16 in zip(long, long1600):
+        m = _merged(f, f16, "flow")
+        # the flow's model's Gaussian fits have stopped moving; its flow fits still move
+        assert np.mean(m["elbo_gauss_1600"] - m["elbo_gauss_800"]) < 0.15
+        assert 0.2 < np.mean(m["elbo_flow_1600"] - m["elbo_flow_800"]) < 0.3
+        # its Gaussian family's approximation gap still exceeds the Gaussian model's by > 10
+        approx = _gaps_merged(f, f16, "flow", 1600)["approx_gauss"]
+        assert np.mean(approx) - f["summary"]["800"]["gauss"]["approx_gauss"][0] > 10
+    # the amortization gap, the flow's 1600-step fits against the Gaussian model's 800-step ones
+    diff = []
+    for f, f16 in zip(long, long1600):
+        d = (
+            _gaps_merged(f, f16, "flow", 1600)["amortization"]
+            - _gaps(f["per_image"], "gauss", 800)["amortization"]
+        )
+        diff.append((d.mean(), _se(d)))
+    assert all(_z(d) > 4 for d in diff) and _range(diff) == (1.2, 1.3), diff
+
+
+def test_with_1600_step_fits_on_the_chapters_schedule(short, short1600):
+    ag, am, share, apf, apg = [], [], [], [], []
+    for f, f16 in zip(short, short1600):
+        g, fl = (_gaps_merged(f, f16, m, 1600) for m in ("gauss", "flow"))
+        d = fl["approx_gauss"] - g["approx_gauss"]
+        ag.append((d.mean(), _se(d)))
+        d = fl["amortization"] - g["amortization"]
+        am.append((d.mean(), _se(d)))
+        d = fl["approx_flow"] - g["approx_flow"]
+        assert 0 < d.mean() < 0.4 and _z((d.mean(), _se(d))) > 3, d.mean()
+        gm = _merged(f, f16, "gauss")
+        share.append(
+            np.mean(gm["elbo_flow_1600"] - gm["elbo_gauss_1600"]) / g["approx_gauss"].mean()
+        )
+        apf.append(fl["approx_flow"].mean())
+        apg.append(g["approx_gauss"].mean())
+        # the amortization gap's difference shrinks with every doubling of the fits
+        a4, a8 = (f["summary"][s]["flow_minus_gauss"]["amortization"][0] for s in ("400", "800"))
+        assert a4 < a8 < am[-1][0], (a4, a8, am[-1])
+    # the Gaussian family's approximation gap: larger for the flow's decoder at every length
+    assert all(_z(d) > 10 for d in ag), ag
+    every = ag + _rows(short, 400, "flow_minus_gauss", "approx_gauss")
+    every += _rows(short, 800, "flow_minus_gauss", "approx_gauss")
+    assert _range(every) == (2.4, 3.5), every
+    # the amortization gap with 1600-step fits: smaller with the flow in one seed only
+    assert round(am[0][0], 1) == -2.0 and _z(am[0]) < -3, am
+    assert all(abs(_z(d)) < 1 for d in am[1:]), am
+    assert (round(min(share), 2), round(max(share), 2)) == (0.87, 0.90), share
+    assert (round(min(apf), 1), round(max(apf), 1)) == (0.7, 0.8), apf
+    assert (round(min(apg), 1), round(max(apg), 1)) == (4.4, 5.0), apg
+
+
+def test_the_fits_still_move_from_800_to_1600_steps(short, long, short1600, long1600):
+    flows, gaussians = [], []
+    for first, second in zip(short + long, short1600 + long1600):
+        for model in second["per_image"]:
+            m = _merged(first, second, model)
+            flows.append(np.mean(m["elbo_flow_1600"] - m["elbo_flow_800"]))
+            gaussians.append(np.mean(m["elbo_gauss_1600"] - m["elbo_gauss_800"]))
+    assert (round(min(flows), 1), round(max(flows), 1)) == (0.2, 0.6), flows
+    assert (round(min(gaussians), 2), round(max(gaussians), 2)) == (0.02, 0.35), gaussians
+
+
+def test_with_the_longest_fits_the_flows_own_approximation_gap_is_the_smaller(long, long1600):
+    for f, f16 in zip(long, long1600):
+        own = _gaps_merged(f, f16, "flow", 1600)["approx_flow"].mean()
+        gauss = f["summary"]["800"]["gauss"]["approx_gauss"][0]
+        assert 0.7 <= round(own, 1) <= 0.8 and 1.4 <= round(gauss, 1) <= 1.5, (own, gauss)
