@@ -157,11 +157,9 @@ def test_the_flow_trained_decoders_posteriors_are_further_from_gaussian(short, l
         for steps in (400, 800):
             rows = _rows(files, steps, "flow_minus_gauss", "approx_flow")
             assert all(0 < r[0] < 0.4 for r in rows), (steps, rows)
-    # the Gaussian model's Gaussian fit has stopped moving far more than the flow model's
+    # with 800-step fits and longer, the flow model's larger by more than 6 paired se
     for files in (short, long):
-        for f in files:
-            m = f["moves_800_minus_400"]
-            assert m["gauss"]["gauss"][0] < 0.35 and m["flow"]["gauss"][0] > 0.35, m
+        assert all(_z(r) > 6 for r in _rows(files, 800, "flow_minus_gauss", "approx_flow"))
 
 
 def test_the_amortization_gap_with_the_flow_is_smaller_early_and_larger_later(short, long):
@@ -207,7 +205,9 @@ def test_a_per_image_flow_closes_most_of_the_gaussian_models_approximation_gap(s
         ]
         assert (round(min(share), 2), round(max(share), 2)) == (lo, hi), (steps, share)
     for files in (short, long):  # the flow family's fit is above the Gaussian's, > 8 paired se
-        assert all(_z(r) > 8 for r in _rows(files, 400, "gauss", "flow_fit_minus_gauss_fit"))
+        for steps in (400, 800):
+            rows = _rows(files, steps, "gauss", "flow_fit_minus_gauss_fit")
+            assert all(_z(r) > 8 for r in rows), rows
 
 
 def test_with_1600_step_fits_on_the_longer_schedule(long, long1600):
@@ -257,6 +257,7 @@ def test_with_1600_step_fits_on_the_chapters_schedule(short, short1600):
     # the amortization gap with 1600-step fits: smaller with the flow in one seed only
     assert round(am[0][0], 1) == -2.0 and _z(am[0]) < -3, am
     assert all(abs(_z(d)) < 1 for d in am[1:]), am
+    assert (round(am[1][0], 1), round(am[2][0], 2)) == (-0.1, 0.04), am
     assert (round(min(share), 2), round(max(share), 2)) == (0.87, 0.90), share
     assert (round(min(apf), 1), round(max(apf), 1)) == (0.7, 0.8), apf
     assert (round(min(apg), 1), round(max(apg), 1)) == (4.4, 5.0), apg
@@ -278,3 +279,88 @@ def test_with_the_longest_fits_the_flows_own_approximation_gap_is_the_smaller(lo
         own = _gaps_merged(f, f16, "flow", 1600)["approx_flow"].mean()
         gauss = f["summary"]["800"]["gauss"]["approx_gauss"][0]
         assert 0.7 <= round(own, 1) <= 0.8 and 1.4 <= round(gauss, 1) <= 1.5, (own, gauss)
+
+
+def test_the_gaussian_familys_difference_shrinks_and_the_fits_start_below_the_flows_q(
+    short, long, short1600, long1600
+):
+    for f, f16 in zip(short, short1600):
+        d16 = (
+            _gaps_merged(f, f16, "flow", 1600)["approx_gauss"]
+            - _gaps_merged(f, f16, "gauss", 1600)["approx_gauss"]
+        ).mean()
+        d4, d8 = (f["summary"][s]["flow_minus_gauss"]["approx_gauss"][0] for s in ("400", "800"))
+        assert d4 > d8 > d16, (d4, d8, d16)
+        d = (
+            _gaps_merged(f, f16, "flow", 1600)["approx_flow"]
+            - _gaps_merged(f, f16, "gauss", 1600)["approx_flow"]
+        )
+        assert _z((d.mean(), _se(d))) > 6
+    # the flow model's 1600-step Gaussian fit ends below the ELBO of its encoder's own flow q
+    below = {}
+    for name, files, files16 in (("short", short, short1600), ("long", long, long1600)):
+        below[name] = []
+        for f, f16 in zip(files, files16):
+            m = _merged(f, f16, "flow")
+            below[name].append(np.mean(m["elbo_enc"] - m["elbo_gauss_1600"]))
+    assert (round(min(below["short"]), 1), round(max(below["short"]), 1)) == (3.6, 4.0), below
+    assert (round(min(below["long"]), 1), round(max(below["long"]), 1)) == (6.4, 12.5), below
+
+
+def test_the_two_files_log_px_and_the_total_gap_against_the_tables(
+    short, long, short1600, long1600
+):
+    moves = []
+    for files, files16 in ((short, short1600), (long, long1600)):
+        for f, f16 in zip(files, files16):
+            for model in f16["per_image"]:
+                first = {k: np.asarray(v) for k, v in f["per_image"][model].items()}
+                merged = _merged(f, f16, model)
+
+                def best(r):
+                    return max(np.mean(v) for k, v in r.items() if k.startswith("bound_"))
+
+                moves.append(best(merged) - best(first))
+    assert min(moves) >= 0 and max(moves) < 0.06, moves  # "by at most 0.06 nats"
+    # this total gap exceeds the table's L_1000 - L_1 (L-hat is the highest of the L_1000, the
+    # encoder's own among them: that it is at least as large holds by construction) by 0.9 nats
+    # for seed 0's model without the flow
+    r = short[0]["per_image"]["gauss"]
+    lp = max((np.asarray(v) for k, v in r.items() if k.startswith("bound_")), key=np.mean)
+    assert round(float(np.mean(lp - np.asarray(r["bound_enc"]))), 1) == 0.9
+
+
+def test_the_total_after_158_steps_is_mostly_the_approximation_gap(short, short1600):
+    for f, f16 in zip(short, short1600):
+        parts = [
+            (
+                f["summary"][s]["gauss"]["approx_gauss"][0]
+                - f["summary"][s]["flow"]["approx_flow"][0],
+                -f["summary"][s]["flow_minus_gauss"]["amortization"][0],
+            )
+            for s in ("400", "800")
+        ]
+        g, fl = (_gaps_merged(f, f16, m, 1600) for m in ("gauss", "flow"))
+        parts.append(
+            (
+                g["approx_gauss"].mean() - fl["approx_flow"].mean(),
+                g["amortization"].mean() - fl["amortization"].mean(),
+            )
+        )
+        assert all(a > b for a, b in parts), parts
+
+
+def test_on_the_longer_schedule_the_own_family_approximation_gap(long, long1600):
+    """Below the Gaussian model's with 800-step fits and longer; not with 400 in one seed."""
+    d4 = [
+        f["summary"]["400"]["flow"]["approx_flow"][0]
+        - f["summary"]["400"]["gauss"]["approx_gauss"][0]
+        for f in long
+    ]
+    d8 = [
+        f["summary"]["800"]["flow"]["approx_flow"][0]
+        - f["summary"]["800"]["gauss"]["approx_gauss"][0]
+        for f in long
+    ]
+    assert all(d < 0 for d in d8), d8
+    assert sum(d > 0 for d in d4) == 1, d4
