@@ -241,6 +241,12 @@ def test_with_1600_step_fits_on_the_chapters_schedule(short, short1600):
         d = fl["approx_flow"] - g["approx_flow"]
         assert 0 < d.mean() < 0.4 and _z((d.mean(), _se(d))) > 3, d.mean()
         gm = _merged(f, f16, "gauss")
+        gain = gm["elbo_flow_1600"] - gm["elbo_gauss_1600"]  # > 8 paired se at 1600 steps too
+        assert _z((gain.mean(), _se(gain))) > 8
+        for m in ("gauss", "flow"):  # log p(x) is a per-image flow's L_1000 with these fits too
+            r = _merged(f, f16, m)
+            best = max((k for k in r if k.startswith("bound_")), key=lambda k: r[k].mean())
+            assert best.startswith("bound_flow_"), best
         share.append(
             np.mean(gm["elbo_flow_1600"] - gm["elbo_gauss_1600"]) / g["approx_gauss"].mean()
         )
@@ -257,7 +263,7 @@ def test_with_1600_step_fits_on_the_chapters_schedule(short, short1600):
     # the amortization gap with 1600-step fits: smaller with the flow in one seed only
     assert round(am[0][0], 1) == -2.0 and _z(am[0]) < -3, am
     assert all(abs(_z(d)) < 1 for d in am[1:]), am
-    assert (round(am[1][0], 1), round(am[2][0], 2)) == (-0.1, 0.04), am
+    assert [f"{d[0]:.1f} +- {d[1]:.1f}" for d in am[1:]] == ["-0.1 +- 0.2", "0.0 +- 0.1"], am
     assert (round(min(share), 2), round(max(share), 2)) == (0.87, 0.90), share
     assert (round(min(apf), 1), round(max(apf), 1)) == (0.7, 0.8), apf
     assert (round(min(apg), 1), round(max(apg), 1)) == (4.4, 5.0), apg
@@ -321,13 +327,14 @@ def test_the_two_files_log_px_and_the_total_gap_against_the_tables(
                     return max(np.mean(v) for k, v in r.items() if k.startswith("bound_"))
 
                 moves.append(best(merged) - best(first))
-    assert min(moves) >= 0 and max(moves) < 0.06, moves  # "by at most 0.06 nats"
-    # this total gap exceeds the table's L_1000 - L_1 (L-hat is the highest of the L_1000, the
-    # encoder's own among them: that it is at least as large holds by construction) by 0.9 nats
-    # for seed 0's model without the flow
-    r = short[0]["per_image"]["gauss"]
-    lp = max((np.asarray(v) for k, v in r.items() if k.startswith("bound_")), key=np.mean)
-    assert round(float(np.mean(lp - np.asarray(r["bound_enc"]))), 1) == 0.9
+    assert min(moves) >= 0, moves  # a sanity check: the merge keeps the first file's bounds
+    assert max(moves) < 0.06, moves  # "by at most 0.06 nats"
+    # the split's total exceeds the table's L_1000 - L_1 (on the same draws it could not be
+    # smaller; the table used other draws) by 0.9 nats for seed 0's model without the flow
+    table = json.loads((ROOT / "iwae_training" / "flow_seed0.json").read_text())
+    table_gap = table["models"]["1"]["base"]["gap"][0]  # L_1000 - L_1, the table's other draws
+    split = short[0]["summary"]["400"]["gauss"]["total"][0]
+    assert round(split - table_gap, 1) == 0.9, (split, table_gap)
 
 
 def test_the_total_after_158_steps_is_mostly_the_approximation_gap(short, short1600):
@@ -348,6 +355,36 @@ def test_the_total_after_158_steps_is_mostly_the_approximation_gap(short, short1
             )
         )
         assert all(a > b for a, b in parts), parts
+
+
+def test_on_the_longer_schedule_the_gaussian_models_gaussian_fits_had_stopped_moving(long):
+    moves = [f["moves_800_minus_400"]["gauss"]["gauss"][0] for f in long]
+    assert all(m < 0.01 for m in moves) and (round(min(moves), 3), round(max(moves), 3)) == (
+        0.005,
+        0.008,
+    ), moves
+    for steps in ("400", "800"):  # "where that gap is 1.4 to 1.5 nats"
+        gap = [f["summary"][steps]["gauss"]["approx_gauss"][0] for f in long]
+        assert (round(min(gap), 1), round(max(gap), 1)) == (1.4, 1.5), gap
+
+
+def test_the_gaussian_family_difference_after_4690_steps_with_1600_step_fits(long, long1600):
+    d = [
+        _gaps_merged(f, f16, "flow", 1600)["approx_gauss"].mean()
+        - f["summary"]["800"]["gauss"]["approx_gauss"][0]
+        for f, f16 in zip(long, long1600)
+    ]
+    assert round(min(d)) >= 11 and round(max(d)) <= 19, d  # within "11 to 19"
+
+
+def test_a_per_image_flow_has_about_30000_weights():
+    import keras  # noqa: F401  (the package needs a backend)
+
+    from vae_course.flows import IAF
+    from vae_course.tools import iwae_runs
+
+    flow = IAF(iwae_runs.LATENT, iwae_runs.FLOW_STEPS, iwae_runs.FLOW_HIDDEN)
+    assert sum(int(np.prod(w.shape)) for w in flow.weights) == 30400
 
 
 def test_on_the_longer_schedule_the_own_family_approximation_gap(long, long1600):
