@@ -540,3 +540,96 @@ def test_a_metric_that_changes_the_update_keeps_its_own(images):
     with fast.enabled(vae) as on:
         assert not on["metrics"]
         assert "update_state" not in vars(vae.elbo_metrics)
+
+
+class StopAt(keras.callbacks.Callback):
+    """Stops training after optimizer step ``n`` (a batch hook, as the command line's NaN check)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.batches = n, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append((batch, round(float(logs["loss"]), 4)))
+        if int(self.model.optimizer.iterations) == self.n:
+            self.model.stop_training = True
+
+
+@pytest.mark.parametrize("validation", [False, True])
+@pytest.mark.parametrize("stop", [None, 7])
+def test_the_lean_loop_is_keras_fit_bit_for_bit(images, validation, stop, monkeypatch):
+    """``fast.fit`` (what train_vae runs) against ``vae.fit``, both with the fast path on: the same
+    batches (Keras's shuffle), so the same weights, history, batch hooks and global torch RNG state."""
+    x = images[:90]  # 3 batches of 32, the last of 26
+    x_val = images[:40] if validation else None
+    dataloaders = []
+    iter_ = torch.utils.data.DataLoader.__iter__
+    monkeypatch.setattr(
+        torch.utils.data.DataLoader,
+        "__iter__",
+        lambda self: dataloaders.append(1) or iter_(self),
+    )
+    runs = []
+    for lean in (True, False):
+        vae = tiny_vae(seed=3)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        keras.utils.set_random_seed(5)
+        cbs = [StopAt(stop)] if stop else []
+        dataloaders.clear()
+        with fast.enabled(vae):
+            if lean:
+                h = fast.fit(
+                    vae,
+                    x,
+                    epochs=4,
+                    initial_epoch=1,
+                    batch_size=32,
+                    x_val=x_val,
+                    callbacks=cbs,
+                    verbose=0,
+                )
+            else:
+                h = vae.fit(
+                    x,
+                    epochs=4,
+                    initial_epoch=1,
+                    batch_size=32,
+                    validation_data=(x_val,) if validation else None,
+                    shuffle=True,
+                    callbacks=cbs,
+                    verbose=0,
+                )
+        runs.append((vae, h, cbs, torch.rand(3), len(dataloaders)))
+    (a, ha, ca, ra, da), (b, hb, cb, rb, db) = runs
+    assert da == (3 * 2 if validation else 0) and db > da  # no DataLoader for the training batches
+    for u, v in zip(a.weights, b.weights):
+        assert torch.equal(u.value, v.value)
+    assert ha.history == hb.history and ha.epoch == hb.epoch == [1, 2, 3]
+    assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == (stop or 9)
+    if stop:
+        assert ca[0].batches == cb[0].batches and len(ca[0].batches) == stop
+    assert torch.equal(ra, rb)  # the same draws taken from torch's global generator
+
+
+def test_the_lean_loop_hands_other_input_to_keras_fit(images, monkeypatch):
+    """A torch tensor is not the float32 NumPy array the lean loop slices: Keras's fit trains on it."""
+    dataloaders = []
+    iter_ = torch.utils.data.DataLoader.__iter__
+    monkeypatch.setattr(
+        torch.utils.data.DataLoader, "__iter__", lambda self: dataloaders.append(1) or iter_(self)
+    )
+    vae = tiny_vae()
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    with fast.enabled(vae):
+        h = fast.fit(
+            vae,
+            torch.from_numpy(images[:64]),
+            epochs=1,
+            initial_epoch=0,
+            batch_size=32,
+            x_val=None,
+            callbacks=[],
+            verbose=0,
+        )
+    assert int(vae.optimizer.iterations) == 2 and len(h.history["loss"]) == 1
+    assert dataloaders  # Keras's own batches

@@ -201,11 +201,13 @@ def check_images(x, name: str = "x", image_shape: tuple[int, ...] | None = None)
             f"{tuple(image_shape)}. Fix: reshape the data, or build the model "
             f"with image_shape={tuple(x.shape[1:])}."
         )
+    lo, hi = float(x.min()), float(x.max())  # NaN if any is, +-inf if any is
+    if lo >= 0.0 and hi <= 1.0:
+        return x.astype("float32", copy=False)
     finite = np.isfinite(x)
     if not finite.all():
         bad = int((~finite).sum())
         raise DataError(f"{name}: {bad} values are NaN or infinite; clean the data first.")
-    lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         hint = " It looks unscaled: divide by 255." if hi > 1.0 else ""
         raise DataError(f"{name}: pixel values span [{lo:g}, {hi:g}], expected [0, 1].{hint}")

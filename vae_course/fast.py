@@ -60,6 +60,7 @@ import functools
 import inspect
 import math
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import keras
@@ -192,6 +193,10 @@ def _chain_call(chain: list[keras.layers.Layer]):
     return call
 
 
+# network -> (its chain's layers, the check's result): each network and chain is checked once.
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
 def _chained(model: keras.Model, what: str) -> Iterator[object]:
     """Run ``model`` as a chain of its layers inside the block.
@@ -204,7 +209,11 @@ def _chained(model: keras.Model, what: str) -> Iterator[object]:
         _warn(f"the {what} {getattr(model, 'name', '')!r}", f"not a plain chain of layers: {why}")
         yield None
         return
-    ok, why = _chain_works(model, chain)
+    key = tuple((id(layer), type(layer), getattr(layer, "activation", None)) for layer in chain)
+    checked = _CHECKED.get(model)
+    if checked is None or checked[0] != key:
+        checked = _CHECKED[model] = (key, _chain_works(model, chain))
+    ok, why = checked[1]
     if not ok:
         _warn(f"the {what} {model.name!r}", why)
         yield None
@@ -621,6 +630,121 @@ def _lean_apply(optimizer, update):
             optimizer.iterations.value.add_(1)
 
     return apply
+
+
+# ----------------------------------------------------------------- epoch loop
+def _lean_fit_why_not(vae: keras.Model, x) -> str:
+    """Why :func:`fit` hands ``x`` to Keras's ``fit`` ('' if it runs its own loop)."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        return "the images are not a float32 NumPy array"
+    if not vae.built or (vae.optimizer is not None and not vae.compiled):
+        return "the model is not built and compiled"
+    if vae.jit_compile is True or vae.steps_per_execution != 1:
+        return "the model is compiled with jit_compile or steps_per_execution"
+    if keras.config.max_epochs():
+        return "keras.config.max_epochs is set"
+    return ""
+
+
+def _overridden(callbacks, *hooks) -> bool:
+    """Whether any callback in the ``CallbackList`` has its own version of one of ``hooks``."""
+    base = keras.callbacks.Callback
+    return any(
+        getattr(type(cb), hook) is not getattr(base, hook)
+        for cb in callbacks.callbacks
+        for hook in hooks
+    )
+
+
+def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose):
+    """``vae.fit(x, ..., shuffle=True)`` on a float32 NumPy array ``x``, in a leaner loop.
+
+    Keras's ``fit`` loop (``backend/torch/trainer.py``) for this one kind of call,
+    with the same calls in the same order: a ``keras.callbacks.CallbackList`` (with
+    Keras's ``History`` and, unless ``verbose=0``, its progress bar), ``train_step``
+    once per batch, the epoch's metrics, ``evaluate`` on ``x_val``. What it leaves
+    out is the torch ``DataLoader`` that Keras builds over the array, which per batch
+    turns 64 indices into a Python list, slices the NumPy array with it and converts
+    the slice: here the array is one tensor (the same memory) sliced by a slice of
+    the epoch's permutation. The permutation is the one Keras's ``RandomSampler``
+    draws (``torch.randperm`` on a generator seeded from torch's global generator,
+    after the draw each new ``DataLoader`` iterator makes), so the batches, and so
+    the weights and logs, are ``vae.fit``'s bit for bit (``tests/test_fast.py``).
+    Any other call (not a float32 array, a model not built and compiled,
+    ``jit_compile``, ``steps_per_execution``) goes to ``vae.fit``.
+    """
+    validation = (x_val,) if x_val is not None else None
+    if _lean_fit_why_not(vae, x):
+        return vae.fit(
+            x,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            batch_size=batch_size,
+            validation_data=validation,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    images = torch.as_tensor(x, device=_device_of(vae))  # on the CPU, the array's own memory
+    n = len(x)
+    steps = -(-n // batch_size)
+    callbacks = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps,
+        model=vae,
+    )
+
+    # Batch hooks only where a callback has them (Keras's History has none; the progress bar and
+    # the command line's NaN check do): the others' are Callback's no-ops.
+    begin = _overridden(callbacks, "on_train_batch_begin", "on_batch_begin")
+    end = _overridden(callbacks, "on_train_batch_end", "on_batch_end")
+
+    def global_draw():  # what each new DataLoader iterator, and its RandomSampler, take
+        return int(torch.empty((), dtype=torch.int64).random_().item())
+
+    vae.stop_training = False
+    training_logs = {}
+    callbacks.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        vae.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        vae.train()
+        global_draw()  # the epoch's DataLoader iterator
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(global_draw()))
+        order = order.to(images.device)
+        train_step, logs = vae.train_step, {}
+        for step in range(steps):
+            if begin:
+                callbacks.on_train_batch_begin(step)
+            logs = train_step((images[order[step * batch_size : (step + 1) * batch_size]],))
+            if end:
+                callbacks.on_train_batch_end(step, logs)
+            if vae.stop_training:
+                break
+        else:
+            global_draw()  # the iterator Keras makes at the end of a full epoch
+        metric_logs = vae.get_metrics_result()
+        epoch_logs = dict(
+            metric_logs if isinstance(logs, dict) and set(logs) == set(metric_logs) else logs
+        )
+        vae.eval()
+        if validation is not None:
+            val_logs = vae.evaluate(
+                x_val, batch_size=batch_size, callbacks=callbacks, return_dict=True
+            )
+            epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
+        callbacks.on_epoch_end(epoch, epoch_logs)
+        training_logs = epoch_logs
+        if vae.stop_training:
+            break
+    if epochs > 0:
+        vae.optimizer.finalize_variable_values(vae.trainable_weights)
+    callbacks.on_train_end(logs=training_logs)
+    return vae.history
 
 
 # --------------------------------------------------------------------- switch

@@ -268,9 +268,10 @@ class VAE(keras.Model):
         else:
             objective = loss if self.kl_weight == 1.0 else nll + self.kl_weight * kl
         ops.mean(objective).backward()
-        gradients = [v.value.grad for v in self.trainable_weights]
+        weights = self.trainable_weights
+        gradients = [v.value.grad for v in weights]
         with torch.no_grad():
-            self.optimizer.apply(gradients, self.trainable_weights)
+            self.optimizer.apply(gradients, weights)
             self.elbo_metrics.update_state(loss, nll, kl)
         return self.elbo_metrics.result()
 

@@ -36,7 +36,6 @@ the loss is the negative ELBO again, and the model is an ordinary VAE.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import keras
@@ -75,9 +74,11 @@ def train_vae(
     its rate follows a schedule), and ``None`` leaves its rate as it is.
     ``VAE.fit`` checks the images (float, in [0, 1], the model's shape).
 
-    ``fast=True`` runs ``fit`` inside :func:`vae_course.fast.enabled`, which
-    computes the same steps in fewer torch calls; ``fast=False`` runs Keras's
-    own code (the same weights to float32 rounding, slower), for comparisons.
+    ``fast=True`` trains inside :func:`vae_course.fast.enabled`, which
+    computes the same steps in fewer torch calls, with :func:`vae_course.fast.fit`,
+    Keras's ``fit`` loop without its per-batch ``DataLoader`` (the same batches);
+    ``fast=False`` runs Keras's own ``fit`` (the same weights to float32 rounding,
+    slower), for comparisons.
 
     Returns the Keras ``History``: per-epoch ``loss``, ``nll``, ``kl`` and,
     with validation data, ``val_loss``, ``val_nll``, ``val_kl``.
@@ -103,19 +104,22 @@ def train_vae(
         vae.compile(optimizer=keras.optimizers.Adam(rate))
     elif learning_rate is not None:
         _set_learning_rate(vae.optimizer, float(learning_rate))
-    with (
-        fast_path.enabled(vae) if fast else contextlib.nullcontext()
-    ):  # the speed-ups of vae_course/fast.py: same math, fewer torch calls
-        return vae.fit(
-            x_train,
-            epochs=initial_epoch + epochs,
-            initial_epoch=initial_epoch,
-            batch_size=batch_size,
-            validation_data=(x_val,) if x_val is not None else None,
-            shuffle=True,
-            callbacks=list(callbacks or []),
-            verbose=verbose,
-        )
+    if isinstance(x_train, np.ndarray):  # the checks of VAE.fit, for both loops
+        x_train = check_images(x_train, "x", vae.image_shape)
+    if isinstance(x_val, np.ndarray):
+        x_val = check_images(x_val, "validation_data", vae.image_shape)
+    run = dict(
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        batch_size=batch_size,
+        callbacks=list(callbacks or []),
+        verbose=verbose,
+    )
+    if not fast:  # Keras's own code
+        validation = (x_val,) if x_val is not None else None
+        return vae.fit(x_train, validation_data=validation, shuffle=True, **run)
+    with fast_path.enabled(vae):  # vae_course/fast.py: the same math, fewer torch calls
+        return fast_path.fit(vae, x_train, x_val=x_val, **run)
 
 
 def _set_learning_rate(optimizer, learning_rate):
