@@ -130,6 +130,7 @@ def test_same_function_and_gradients_inside_and_outside(images):
             "decoder": True,
             "adam": True,
             "draws": True,
+            "ops": True,
             "metrics": True,
         }
         got = [*vae.encoder(x), vae.decoder(z)]
@@ -336,6 +337,7 @@ def test_the_public_switches(images, monkeypatch):
             "decoder": False,
             "adam": True,
             "draws": True,
+            "ops": True,
             "metrics": True,
         }
         assert "call" not in vars(vae.encoder)
@@ -345,6 +347,7 @@ def test_the_public_switches(images, monkeypatch):
             "decoder": True,
             "adam": False,
             "draws": True,
+            "ops": True,
             "metrics": True,
         }
         assert "_parallel_update_step" not in vars(vae.optimizer)
@@ -451,6 +454,56 @@ def test_the_steps_draws_are_keras_own(images):
         fast.direct_normal_works.cache_clear()
 
 
+class OpsRecorder(VAE):
+    """A VAE that notes which ``keras.ops.sum`` a step's losses are computed with."""
+
+    seen = []
+
+    def compute_losses(self, x, training=False, seed=None):
+        OpsRecorder.seen.append(keras.ops.sum)
+        return super().compute_losses(x, training=training, seed=seed)
+
+
+def test_the_steps_keras_ops_are_keras_own_bit_for_bit():
+    """Inside a step, keras.ops.convert_to_tensor, shape, sum, mean and exp on float32 tensors are
+    the torch calls Keras ends in (the same bits); other arguments go to Keras; outside, Keras's."""
+    assert fast.direct_ops_work("cpu") == ""
+    ours = fast._direct_ops("cpu")
+    x = torch.randn(6, 5, 4)
+    for axis in (None, 1, (0, 2), -1):
+        for name in ("sum", "mean"):
+            a, b = ours[name](x, axis=axis), getattr(keras.ops, name)(x, axis=axis)
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    assert ours["convert_to_tensor"](x) is x and torch.equal(ours["exp"](x), torch.exp(x))
+    # Anything else is Keras's: an int8 sum becomes int32, a float64 tensor asked for float32.
+    small = torch.tensor([100, 100], dtype=torch.int8)
+    assert ours["sum"](small).dtype == torch.int32 and int(ours["sum"](small)) == 200
+    assert ours["convert_to_tensor"](x.double(), dtype="float32").dtype == torch.float32
+    assert ours["exp"](torch.tensor([0, 1])).dtype == torch.float32
+    # Only inside a step.
+    keras.utils.set_random_seed(0)
+    vae = OpsRecorder(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,)))
+    OpsRecorder.seen.clear()
+    original = keras.ops.sum
+    images = np.random.default_rng(0).random((64, *SHAPE), dtype=np.float32)
+    train_vae(vae, images, images[:32], epochs=1, batch_size=32, verbose=0)
+    assert len(OpsRecorder.seen) == 3 and all(f is not original for f in OpsRecorder.seen)
+    assert keras.ops.sum is original
+    # A replica that differs from Keras is caught and named; the steps keep Keras's ops.
+    fast.direct_ops_work.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            broken = dict(ours, sum=lambda x, axis=None, keepdims=False: torch.sum(x) + 1)
+            mp.setattr(fast, "_direct_ops", lambda device: broken)
+            with (
+                pytest.warns(fast.FastPathWarning, match="keras.ops in the steps falls back"),
+                fast.enabled(vae) as on,
+            ):
+                assert not on["ops"]
+    finally:
+        fast.direct_ops_work.cache_clear()
+
+
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")  # Keras's, for the None gradient
 @pytest.mark.parametrize("call", ["subset", "reordered", "no variables", "a None gradient"])
 def test_an_apply_other_than_the_plain_one_is_keras_own(call, monkeypatch):
@@ -503,6 +556,23 @@ def test_the_plain_apply_skips_keras_apply(monkeypatch):
             ours[0].apply(g, ours[1])
     assert keras_calls == [] and int(ours[0].iterations.numpy()) == 3
     assert "apply" not in vars(ours[0])  # put back
+
+
+def test_train_vae_steps_skip_keras_apply_from_the_first_step(images, monkeypatch):
+    """A new model's optimizer is built before the first step (as Keras's fit builds it), so
+    every step, the first included, takes the plain apply, not Keras's."""
+    vae = tiny_vae()
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert not vae.optimizer.built
+    keras_calls = []
+    keras_apply = type(vae.optimizer).apply
+    monkeypatch.setattr(
+        type(vae.optimizer),
+        "apply",
+        lambda self, *a, **k: keras_calls.append(1) or keras_apply(self, *a, **k),
+    )
+    train_vae(vae, images, epochs=2, batch_size=32, verbose=0)
+    assert keras_calls == [] and int(vae.optimizer.iterations) == 6
 
 
 def test_the_metrics_as_torch_calls_give_keras_numbers(images):

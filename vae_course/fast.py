@@ -1,9 +1,12 @@
 """Faster training steps for the course's VAE on Keras's torch backend: the same math, fewer torch calls.
 
-``train_vae`` switches this on for the length of one ``fit``::
+``train_vae`` switches this on for the length of one training run::
 
     with fast.enabled(vae):
-        vae.fit(...)
+        fast.fit(vae, x, ...)  # Keras's fit loop, leaner: see fit
+
+and :func:`fit` runs Keras's ``fit`` loop for a float32 NumPy array without the
+torch ``DataLoader`` Keras builds around it: the same batches, weights and logs.
 
 Inside the block:
 
@@ -38,19 +41,26 @@ Inside the block:
    variables the optimizer was built on goes straight to the fused update
    and adds one to ``iterations`` (Keras's ``apply`` would first check,
    filter, unscale and clip: no-ops with the allow-listed settings).
+5. **keras.ops in the steps.** Inside a step, ``keras.ops.convert_to_tensor``,
+   ``shape``, ``sum``, ``mean`` and ``exp`` called on a float32 torch tensor
+   are the one torch call Keras's torch backend ends in, without its dispatch
+   (symbolic-tensor check, device and dtype checks, a cast to the same dtype);
+   any other argument goes to Keras.
 
-All four rest on details that Keras and PyTorch do not promise to keep
+All five rest on details that Keras and PyTorch do not promise to keep
 (``Layer.call``'s arguments, a model's attributes, the optimizer's moment
 slots, variable list and ``_parallel_update_step``, a private PyTorch
-kernel, how the torch backend seeds its draws). Each is therefore
-checked against Keras's own result on tiny inputs before it is used: the
-chain on every network when the block starts, the kernel, the draws and
-the metric once per process and device. What fails the check is not used, and a ``FastPathWarning``
+kernel, how the torch backend seeds its draws and ends its ops). Each is
+therefore checked against Keras's own result on tiny inputs before it is
+used: the chain once per network, the kernel, the draws, the metric and the
+ops once per process and device. What fails the check is not used, and a ``FastPathWarning``
 says which part fell back and why. Whatever the network, the fallback is
 Keras's own code, so the result is the same, only slower
 (``tests/test_fast.py`` trains with and without the block and compares
 the weights). The networks are looked up when the block starts: an encoder
-or decoder swapped in before ``fit`` is the one that runs fast.
+or decoder swapped in before ``fit`` is the one that runs fast. :func:`fit` rests
+on how Keras's ``fit`` draws its shuffle from torch's global generator;
+``tests/test_fast.py`` checks that it gives ``vae.fit``'s weights bit for bit.
 """
 
 from __future__ import annotations
@@ -180,12 +190,12 @@ def _chain_call(chain: list[keras.layers.Layer]):
     layers keep their variables (Keras assigns new values in place).
     """
     steps = [_torch_step(layer) for layer in chain]
+    device = next((w.value.device for layer in chain for w in layer.weights), None)
 
     def call(inputs, training=None, mask=None):
         x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-        x = keras.ops.convert_to_tensor(
-            x
-        )  # onto Keras's device, as Keras's own layers would put it
+        if not (torch.is_tensor(x) and x.device == device):  # a step's batch already is
+            x = keras.ops.convert_to_tensor(x)  # onto Keras's device, as Keras's layers put it
         for step in steps:
             x = step(x, training)
         return list(x) if isinstance(x, tuple) else x
@@ -249,32 +259,35 @@ class _StandIn:
 
 
 @contextlib.contextmanager
-def _direct_steps(vae: keras.Model, stand_ins: dict, normal=None) -> Iterator[None]:
+def _direct_steps(vae: keras.Model, stand_ins: dict, functions: dict) -> Iterator[None]:
     """Inside the block, ``vae.train_step`` and ``vae.test_step`` run with the stand-ins.
 
-    ``stand_ins`` maps attribute names ("encoder", "decoder") to stand-ins.
-    Each step puts them in the VAE's instance dict (where attribute lookup
-    finds them before the tracked networks) and, if ``normal`` is given,
-    makes it ``keras.random.normal``; both are put back when the step ends.
+    ``stand_ins`` maps attribute names ("encoder", "decoder") to stand-ins;
+    ``functions`` maps (module, name) to a function, e.g. (keras.random,
+    "normal") to :func:`_direct_normal`'s. Each step puts the stand-ins in the
+    VAE's instance dict (where attribute lookup finds them before the tracked
+    networks) and the functions in their modules; all are put back when the
+    step ends.
     """
     attrs = vars(vae)
-    if (not stand_ins and normal is None) or any(
+    if (not stand_ins and not functions) or any(
         name in attrs for name in ("train_step", "test_step", *stand_ins)
     ):
         yield
         return
-    keras_random = keras.random
+    swaps = [(module, name, fn) for (module, name), fn in functions.items()]
 
     def direct(step):
         def run(data):
             attrs.update(stand_ins)
-            original = keras_random.normal
-            if normal is not None:
-                keras_random.normal = normal
+            originals = [getattr(module, name) for module, name, _ in swaps]
+            for module, name, fn in swaps:
+                setattr(module, name, fn)
             try:
                 return step(data)
             finally:
-                keras_random.normal = original
+                for (module, name, _), original in zip(swaps, originals):
+                    setattr(module, name, original)
                 for name in stand_ins:
                     attrs.pop(name, None)
 
@@ -323,8 +336,8 @@ def _direct_metric(metric):
         sums.add_(torch.stack([loss.sum(), nll.sum(), kl.sum(), n]).to(sums.dtype))
 
     def result():
-        mean = sums[:3] / torch.clamp_min(sums[3], 1.0)
-        return {"loss": mean[0], "nll": mean[1], "kl": mean[2]}
+        loss, nll, kl = (sums[:3] / torch.clamp_min(sums[3], 1.0)).unbind()
+        return {"loss": loss, "nll": nll, "kl": kl}
 
     return update_state, result
 
@@ -395,6 +408,7 @@ def _direct_normal(device: str):
     """
     original = keras.random.normal
     generator = torch.Generator(device=device)
+    increments = {}  # (0, 1) per state dtype and device
     dtypes = {None: keras.config.floatx(), "float32": "float32", torch.float32: "float32"}
 
     def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
@@ -402,8 +416,10 @@ def _direct_normal(device: str):
             return original(shape, mean=mean, stddev=stddev, dtype=dtype, seed=seed)
         state = seed.state.value
         first, second = state.tolist()
-        with torch.no_grad():
-            state[1] += 1
+        key = (state.dtype, state.device)
+        if key not in increments:
+            increments[key] = torch.tensor([0, 1], dtype=state.dtype, device=state.device)
+        state.add_(increments[key])  # the generator's next state: (first, second + 1)
         generator.manual_seed((first + second) & 0xFFFFFFFF)
         return torch.normal(
             mean, stddev, size=tuple(shape), generator=generator, dtype=torch.float32, device=device
@@ -430,6 +446,101 @@ def direct_normal_works(device: str = "cpu") -> str:
                     return "its draws differ from keras.random.normal's"
             if not torch.equal(ours.state.value, theirs.state.value):
                 return "its seed generator's state differs from Keras's"
+        return ""
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------- keras.ops
+_FLOAT32 = (None, "float32", torch.float32)
+
+
+def _direct_ops(device: str) -> dict:
+    """``keras.ops.convert_to_tensor``, ``shape``, ``sum``, ``mean`` and ``exp`` on float32 tensors.
+
+    For a float32 torch tensor on ``device`` each is the one torch call that
+    Keras's torch backend ends in (``convert_to_tensor`` without another dtype
+    returns the tensor itself), without Keras's dispatch around it (a check for
+    symbolic tensors, a device and dtype check, a cast to the same dtype: a few
+    microseconds per call, a dozen calls per step). Any other argument goes to
+    Keras's own function. Returns {name: function}.
+    """
+    where = torch.device(device)
+    keras_ops = {
+        name: getattr(keras.ops, name)
+        for name in ("convert_to_tensor", "shape", "sum", "mean", "exp")
+    }
+
+    def plain(x):
+        return type(x) is torch.Tensor and x.dtype == torch.float32 and x.device == where
+
+    def convert_to_tensor(x, dtype=None, sparse=None, ragged=None):
+        if plain(x) and dtype in _FLOAT32 and not sparse and not ragged:
+            return x
+        return keras_ops["convert_to_tensor"](x, dtype=dtype, sparse=sparse, ragged=ragged)
+
+    def shape(x):
+        return tuple(x.shape) if plain(x) else keras_ops["shape"](x)
+
+    def sum(x, axis=None, keepdims=False):
+        if not plain(x) or axis in ((), []):
+            return keras_ops["sum"](x, axis=axis, keepdims=keepdims)
+        return torch.sum(x) if axis is None else torch.sum(x, axis=axis, keepdim=keepdims)
+
+    def mean(x, axis=None, keepdims=False):
+        if not plain(x) or axis in ((), []):
+            return keras_ops["mean"](x, axis=axis, keepdims=keepdims)
+        return torch.mean(x, (axis,) if isinstance(axis, int) else axis, keepdims)
+
+    def exp(x):
+        return torch.exp(x) if plain(x) else keras_ops["exp"](x)
+
+    return {
+        "convert_to_tensor": convert_to_tensor,
+        "shape": shape,
+        "sum": sum,
+        "mean": mean,
+        "exp": exp,
+    }
+
+
+@functools.cache
+def direct_ops_work(device: str = "cpu") -> str:
+    """Check once per device that :func:`_direct_ops` gives what ``keras.ops`` gives, bit for bit.
+
+    Returns '' if it does (values, dtype, device and shape, for several axes),
+    else why not.
+    """
+    try:
+        with keras.device(device):
+            rng = np.random.default_rng(0)
+            x = keras.ops.convert_to_tensor(rng.normal(size=(4, 3, 5)).astype("float32"))
+            ours = _direct_ops(str(x.device))
+            calls = [
+                ("convert_to_tensor", (x,), {}),
+                ("convert_to_tensor", (x,), {"dtype": "float32"}),
+                ("convert_to_tensor", (x,), {"dtype": torch.float32}),
+                ("convert_to_tensor", (0.5,), {"dtype": torch.float32}),
+                ("exp", (x,), {}),
+                *[
+                    (name, (x,), {"axis": axis, "keepdims": keep})
+                    for name in ("sum", "mean")
+                    for axis in (None, 0, -1, (1, 2), [0, 2], ())
+                    for keep in (False, True)
+                ],
+            ]
+            for name, args, kwargs in calls:
+                a = ours[name](*args, **kwargs)
+                b = getattr(keras.ops, name)(*args, **kwargs)
+                if not (
+                    a.dtype == b.dtype
+                    and a.device == b.device
+                    and a.shape == b.shape
+                    and torch.equal(a, b)
+                ):
+                    return f"keras.ops.{name}{args[1:]} {kwargs} differs from Keras's"
+            if ours["shape"](x) != keras.ops.shape(x):
+                return "keras.ops.shape differs from Keras's"
         return ""
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -616,12 +727,12 @@ def _lean_apply(optimizer, update):
             return keras_apply(grads, trainable_variables)
         variables = list(trainable_variables)
         key = tuple(map(id, variables))
+        if not optimizer.built:  # Keras's apply builds it
+            return keras_apply(grads, variables)
         if key not in plain:
             plain.clear()
-            plain[key] = (
-                optimizer.built
-                and list(key) == [id(v) for v in optimizer._trainable_variables]
-                and all(v.constraint is None and not v.overwrite_with_gradient for v in variables)
+            plain[key] = list(key) == [id(v) for v in optimizer._trainable_variables] and all(
+                v.constraint is None and not v.overwrite_with_gradient for v in variables
             )
         if not plain[key] or len(grads) != len(key) or any(g is None for g in grads):
             return keras_apply(grads, variables)
@@ -706,6 +817,8 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
     def global_draw():  # what each new DataLoader iterator, and its RandomSampler, take
         return int(torch.empty((), dtype=torch.int64).random_().item())
 
+    if vae.optimizer is not None and not vae.optimizer.built:
+        vae.optimizer.build(vae.trainable_variables)  # as Keras's fit does before the first step
     vae.stop_training = False
     training_logs = {}
     callbacks.on_train_begin()
@@ -720,7 +833,10 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
         for step in range(steps):
             if begin:
                 callbacks.on_train_batch_begin(step)
-            logs = train_step((images[order[step * batch_size : (step + 1) * batch_size]],))
+            batch = torch.index_select(
+                images, 0, order[step * batch_size : (step + 1) * batch_size]
+            )
+            logs = train_step((batch,))
             if end:
                 callbacks.on_train_batch_end(step, logs)
             if vae.stop_training:
@@ -755,13 +871,15 @@ def enabled(
     adam: bool = True,
     draws: bool = True,
     metrics: bool = True,
+    ops: bool = True,
 ) -> Iterator[dict[str, bool]]:
     """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
 
     ``vae`` must be compiled. ``networks=False`` leaves the encoder and decoder to Keras,
     ``adam=False`` the update, ``draws=False`` the steps' ``keras.random.normal``,
-    ``metrics=False`` the ELBO metrics (what ``benchmarks/bench_steps.py`` compares). Yields which parts are on, e.g.
-    ``{"encoder": True, "decoder": True, "adam": True, "draws": True, "metrics": True}``; a part asked for
+    ``metrics=False`` the ELBO metrics, ``ops=False`` the steps' ``keras.ops`` (what
+    ``benchmarks/bench_steps.py`` compares). Yields which parts are on, e.g. ``{"encoder": True,
+    "decoder": True, "adam": True, "draws": True, "ops": True, "metrics": True}``; a part asked for
     that is off has said why in a :class:`FastPathWarning`. Everything is
     put back on leaving the block, also after an error.
     """
@@ -771,18 +889,25 @@ def enabled(
             name: stack.enter_context(_chained(getattr(vae, name), name)) if networks else None
             for name in ("encoder", "decoder")
         }
-        normal = None
+        functions = {}
         if draws:
             why = direct_normal_works(device)
             if why:
                 _warn("keras.random.normal in the steps", why)
             else:
-                normal = _direct_normal(device)
+                functions[keras.random, "normal"] = _direct_normal(device)
+        if ops:
+            why = direct_ops_work(device)
+            if why:
+                _warn("keras.ops in the steps", why)
+            else:
+                functions.update(((keras.ops, k), f) for k, f in _direct_ops(device).items())
         stand_ins = {name: net for name, net in nets.items() if net is not None}
-        stack.enter_context(_direct_steps(vae, stand_ins, normal))
+        stack.enter_context(_direct_steps(vae, stand_ins, functions))
         on = {name: net is not None for name, net in nets.items()}
         on["adam"] = adam and stack.enter_context(_fused(vae.optimizer, device))
-        on["draws"] = normal is not None
+        on["draws"] = (keras.random, "normal") in functions
+        on["ops"] = (keras.ops, "sum") in functions
         on["metrics"] = metrics and stack.enter_context(_direct_metrics(vae, device))
         yield on
 
