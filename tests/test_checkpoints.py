@@ -344,19 +344,19 @@ class BatchEndThread(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.threads = set()
+        self.threads, self.calls, self.logs = set(), 0, None
 
     def on_train_batch_end(self, batch, logs=None):
         import threading
 
         self.threads.add(threading.get_ident())
+        self.calls, self.logs = self.calls + 1, logs
 
 
-def test_the_training_callbacks_let_keras_dispatch_batch_ends_off_the_training_thread(
-    tmp_path, images
-):
-    # One callback that is not async-safe makes Keras run every batch end in line, so that each
-    # step waits for the callbacks (the command line was a third slower for it).
+def test_batch_ends_run_in_line_in_train_vae_and_off_the_thread_in_keras_fit(tmp_path, images):
+    # train_vae's loop (vae_course.fast.fit) calls the batch ends of the callbacks that have one
+    # in the training thread, with the logs as floats: about 7 us a step for the command line's,
+    # where CallbackList's hand-over to a thread pool took about 160 us.
     import threading
 
     callbacks, _ = cb.training_callbacks(tmp_path)
@@ -364,10 +364,36 @@ def test_the_training_callbacks_let_keras_dispatch_batch_ends_off_the_training_t
     train_vae(
         tiny_vae(), images, None, epochs=1, batch_size=32, verbose=0, callbacks=callbacks + [spy]
     )
-    assert spy.threads and threading.get_ident() not in spy.threads
-    # the same spy beside a callback that is not async-safe runs in line: the check can fail
+    assert spy.threads == {threading.get_ident()} and spy.calls == 4  # 128 images, batches of 32
+    assert all(type(v) is float for v in spy.logs.values()) and set(spy.logs) == {
+        "loss",
+        "nll",
+        "kl",
+    }
+    # Keras's own fit (fast=False) hands async-safe callbacks to a worker thread (the command
+    # line's callbacks are async-safe for it) ...
     spy = BatchEndThread()
     train_vae(
-        tiny_vae(), images, None, epochs=1, batch_size=32, verbose=0, callbacks=[Interrupt(), spy]
+        tiny_vae(),
+        images,
+        None,
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=callbacks + [spy],
+        fast=False,
+    )
+    assert spy.threads and threading.get_ident() not in spy.threads
+    # ... and runs them in line beside one that is not async-safe: the check can fail
+    spy = BatchEndThread()
+    train_vae(
+        tiny_vae(),
+        images,
+        None,
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[Interrupt(), spy],
+        fast=False,
     )
     assert spy.threads == {threading.get_ident()}

@@ -703,3 +703,17 @@ def test_the_lean_loop_hands_other_input_to_keras_fit(images, monkeypatch):
         )
     assert int(vae.optimizer.iterations) == 2 and len(h.history["loss"]) == 1
     assert dataloaders  # Keras's own batches
+
+
+def test_the_epoch_lines_at_verbose_2_are_keras_fits(images, capsys):
+    """train_vae's loop leaves out the progress bar's batch hook at verbose=2 (it only counts the
+    batches): the printed epoch lines are Keras's fit's, up to the times."""
+    import re
+
+    lines = []
+    for on in (True, False):
+        vae = tiny_vae(seed=3)
+        train_vae(vae, images, images[:32], epochs=2, batch_size=32, seed=5, verbose=2, fast=on)
+        out = capsys.readouterr().out
+        lines.append(re.sub(r"\d+(ms|us|s)(/step)?", "T", out))
+    assert lines[0] == lines[1] and lines[0].count("3/3 - T - T - ") == 2, lines

@@ -757,14 +757,32 @@ def _lean_fit_why_not(vae: keras.Model, x) -> str:
     return ""
 
 
-def _overridden(callbacks, *hooks) -> bool:
-    """Whether any callback in the ``CallbackList`` has its own version of one of ``hooks``."""
+def _with_hook(callbacks, *hooks) -> list:
+    """The callbacks in the ``CallbackList`` with their own version of one of ``hooks``.
+
+    Keras's progress bar at ``verbose=2`` (one line per epoch) is left out: its batch
+    hook only counts the batches, and its epoch line takes the count from ``steps``.
+    """
     base = keras.callbacks.Callback
-    return any(
-        getattr(type(cb), hook) is not getattr(base, hook)
+    return [
+        cb
         for cb in callbacks.callbacks
-        for hook in hooks
-    )
+        if any(getattr(type(cb), hook) is not getattr(base, hook) for hook in hooks)
+        and not (type(cb) is keras.callbacks.ProgbarLogger and cb.verbose == 2)
+    ]
+
+
+def _python_logs(logs) -> dict:
+    """The logs as callbacks see them: each number a Python float (``CallbackList``'s rule)."""
+    out = {}
+    for key, value in sorted((logs or {}).items()):
+        if isinstance(value, dict):
+            out.update(_python_logs(value))
+            continue
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):  # not a number: as it is
+            value = float(value.detach().cpu() if torch.is_tensor(value) else value)
+        out[key] = value
+    return out
 
 
 def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose):
@@ -773,11 +791,13 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
     Keras's ``fit`` loop (``backend/torch/trainer.py``) for this one kind of call,
     with the same calls in the same order: a ``keras.callbacks.CallbackList`` (with
     Keras's ``History`` and, unless ``verbose=0``, its progress bar), ``train_step``
-    once per batch, the epoch's metrics, ``evaluate`` on ``x_val``. What it leaves
-    out is the torch ``DataLoader`` that Keras builds over the array, which per batch
-    turns 64 indices into a Python list, slices the NumPy array with it and converts
-    the slice: here the array is one tensor (the same memory) sliced by a slice of
-    the epoch's permutation. The permutation is the one Keras's ``RandomSampler``
+    once per batch, the epoch's metrics, ``evaluate`` on ``x_val``. It leaves out
+    two per-batch costs. The torch ``DataLoader`` that Keras builds over the array
+    turns each batch's indices into a Python list, slices the NumPy array with it and
+    converts the slice; here the array is one tensor (the same memory) gathered by a
+    slice of the epoch's permutation. And the batch hooks are called only on the
+    callbacks that have them, in this thread, with the logs as Python floats (where
+    ``CallbackList`` would hand them to a thread pool). The permutation is the one Keras's ``RandomSampler``
     draws (``torch.randperm`` on a generator seeded from torch's global generator,
     after the draw each new ``DataLoader`` iterator makes), so the batches, and so
     the weights and logs, are ``vae.fit``'s bit for bit (``tests/test_fast.py``).
@@ -809,10 +829,11 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
         model=vae,
     )
 
-    # Batch hooks only where a callback has them (Keras's History has none; the progress bar and
-    # the command line's NaN check do): the others' are Callback's no-ops.
-    begin = _overridden(callbacks, "on_train_batch_begin", "on_batch_begin")
-    end = _overridden(callbacks, "on_train_batch_end", "on_batch_end")
+    # Batch hooks only for the callbacks that have them (the command line's NaN check does; Keras's
+    # History has none), called in turn in this thread: CallbackList would hand the batch-end
+    # hooks to a thread pool, a cost on two cores rather than a saving.
+    begin = _with_hook(callbacks, "on_train_batch_begin", "on_batch_begin")
+    end = _with_hook(callbacks, "on_train_batch_end", "on_batch_end")
 
     def global_draw():  # what each new DataLoader iterator, and its RandomSampler, take
         return int(torch.empty((), dtype=torch.int64).random_().item())
@@ -831,14 +852,16 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
         order = order.to(images.device)
         train_step, logs = vae.train_step, {}
         for step in range(steps):
-            if begin:
-                callbacks.on_train_batch_begin(step)
+            for cb in begin:
+                cb.on_train_batch_begin(step, logs={})
             batch = torch.index_select(
                 images, 0, order[step * batch_size : (step + 1) * batch_size]
             )
             logs = train_step((batch,))
             if end:
-                callbacks.on_train_batch_end(step, logs)
+                python_logs = _python_logs(logs)
+                for cb in end:
+                    cb.on_train_batch_end(step, logs=python_logs)
             if vae.stop_training:
                 break
         else:
