@@ -479,7 +479,7 @@ def test_the_steps_keras_ops_are_keras_own_bit_for_bit():
     small = torch.tensor([100, 100], dtype=torch.int8)
     assert ours["sum"](small).dtype == torch.int32 and int(ours["sum"](small)) == 200
     assert ours["convert_to_tensor"](x.double(), dtype="float32").dtype == torch.float32
-    assert ours["exp"](torch.tensor([0, 1])).dtype == torch.float32
+    assert ours["exp"](x.double()).dtype == torch.float64  # Keras's exp keeps float64
     # Only inside a step.
     keras.utils.set_random_seed(0)
     vae = OpsRecorder(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,)))
@@ -706,14 +706,96 @@ def test_the_lean_loop_hands_other_input_to_keras_fit(images, monkeypatch):
 
 
 def test_the_epoch_lines_at_verbose_2_are_keras_fits(images, capsys):
-    """train_vae's loop leaves out the progress bar's batch hook at verbose=2 (it only counts the
-    batches): the printed epoch lines are Keras's fit's, up to the times."""
+    """fast.fit leaves out the progress bar's batch hook at verbose=2 (it only counts the
+    batches): the printed epoch lines are vae.fit's (both with the fast path on), up to the times."""
     import re
 
     lines = []
-    for on in (True, False):
+    for lean in (True, False):
         vae = tiny_vae(seed=3)
-        train_vae(vae, images, images[:32], epochs=2, batch_size=32, seed=5, verbose=2, fast=on)
-        out = capsys.readouterr().out
-        lines.append(re.sub(r"\d+(ms|us|s)(/step)?", "T", out))
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        keras.utils.set_random_seed(5)
+        with fast.enabled(vae):
+            if lean:
+                fast.fit(
+                    vae, images, epochs=2, initial_epoch=0, batch_size=32, x_val=images[:32],
+                    callbacks=[], verbose=2,
+                )  # fmt: skip
+            else:
+                vae.fit(images, epochs=2, batch_size=32, validation_data=(images[:32],), verbose=2)
+        lines.append(re.sub(r"\d+(ms|us|s)(/step)?", "T", capsys.readouterr().out))
     assert lines[0] == lines[1] and lines[0].count("3/3 - T - T - ") == 2, lines
+
+
+def test_the_direct_ops_train_to_the_same_bits(images):
+    """Training with the steps' keras.ops as torch calls and with Keras's own: the same weights
+    and history, bit for bit (the same torch calls, without Keras's dispatch)."""
+    runs = []
+    for ops in (True, False):
+        vae = tiny_vae(seed=3)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        keras.utils.set_random_seed(5)
+        with fast.enabled(vae, ops=ops) as on:
+            assert on["ops"] is ops
+            h = fast.fit(
+                vae, images, epochs=2, initial_epoch=0, batch_size=32, x_val=images[:32],
+                callbacks=[], verbose=0,
+            )  # fmt: skip
+        runs.append((vae, h.history))
+    (a, ha), (b, hb) = runs
+    assert ha == hb and all(torch.equal(u.value, v.value) for u, v in zip(a.weights, b.weights))
+
+
+def test_callbacks_that_fit_honours_are_honoured(images, tmp_path):
+    """A LambdaCallback's batch hooks (set on the instance) run; BackupAndRestore resumes at the
+    epoch it saved; both as in vae.fit, bit for bit."""
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("crash after epoch 2")
+
+    runs = []
+    for lean in (True, False):
+        vae = tiny_vae(seed=3)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        begun, dir_ = [], tmp_path / f"backup_{lean}"
+        stop = keras.callbacks.LambdaCallback(
+            on_train_batch_begin=lambda batch, logs, begun=begun: begun.append(batch),
+            on_train_batch_end=lambda batch, logs, vae=vae: setattr(
+                vae, "stop_training", int(vae.optimizer.iterations) == 11
+            ),
+        )
+
+        def train(callbacks, lean=lean, vae=vae):
+            keras.utils.set_random_seed(5)
+            with fast.enabled(vae):
+                if lean:
+                    return fast.fit(
+                        vae, images, epochs=5, initial_epoch=0, batch_size=32, x_val=None,
+                        callbacks=callbacks, verbose=0,
+                    )  # fmt: skip
+                return vae.fit(images, epochs=5, batch_size=32, callbacks=callbacks, verbose=0)
+
+        with pytest.raises(RuntimeError, match="crash"):
+            train([keras.callbacks.BackupAndRestore(str(dir_)), Crash()])
+        h = train([keras.callbacks.BackupAndRestore(str(dir_)), stop])
+        runs.append((vae, h.epoch, begun))
+    (a, ea, ba), (b, eb, bb) = runs
+    assert ea == eb == [2, 3] and ba == bb == [0, 1, 2, 0, 1]  # resumed at 3, stopped at step 11
+    assert all(torch.equal(u.value, v.value) for u, v in zip(a.weights, b.weights))
+
+
+@pytest.mark.filterwarnings("ignore:Limiting steps_per_epoch")  # Keras's, for the cap asked for
+def test_what_the_lean_loop_hands_to_keras_fit(images):
+    """A reversed (negative-stride) array and Keras's max_steps_per_epoch go to vae.fit."""
+    vae = tiny_vae()
+    h = train_vae(vae, images[::-1], epochs=1, batch_size=32, verbose=0)
+    assert int(vae.optimizer.iterations) == 3 and len(h.history["loss"]) == 1
+    keras.config.set_max_steps_per_epoch(1)
+    try:
+        vae = tiny_vae()
+        train_vae(vae, images, epochs=2, batch_size=32, verbose=0)
+        assert int(vae.optimizer.iterations) == 2
+    finally:
+        keras.config.set_max_steps_per_epoch(None)

@@ -58,9 +58,10 @@ says which part fell back and why. Whatever the network, the fallback is
 Keras's own code, so the result is the same, only slower
 (``tests/test_fast.py`` trains with and without the block and compares
 the weights). The networks are looked up when the block starts: an encoder
-or decoder swapped in before ``fit`` is the one that runs fast. :func:`fit` rests
-on how Keras's ``fit`` draws its shuffle from torch's global generator;
-``tests/test_fast.py`` checks that it gives ``vae.fit``'s weights bit for bit.
+or decoder swapped in before ``fit`` is the one that runs fast. :func:`fit` is the
+exception to the checks: it rests on how Keras's ``fit`` draws its shuffle from
+torch's global generator, which ``tests/test_fast.py`` checks at the pinned
+versions (the same weights as ``vae.fit``, bit for bit), not at run time.
 """
 
 from __future__ import annotations
@@ -482,12 +483,12 @@ def _direct_ops(device: str) -> dict:
     def shape(x):
         return tuple(x.shape) if plain(x) else keras_ops["shape"](x)
 
-    def sum(x, axis=None, keepdims=False):
+    def ops_sum(x, axis=None, keepdims=False):
         if not plain(x) or axis in ((), []):
             return keras_ops["sum"](x, axis=axis, keepdims=keepdims)
         return torch.sum(x) if axis is None else torch.sum(x, axis=axis, keepdim=keepdims)
 
-    def mean(x, axis=None, keepdims=False):
+    def ops_mean(x, axis=None, keepdims=False):
         if not plain(x) or axis in ((), []):
             return keras_ops["mean"](x, axis=axis, keepdims=keepdims)
         return torch.mean(x, (axis,) if isinstance(axis, int) else axis, keepdims)
@@ -498,8 +499,8 @@ def _direct_ops(device: str) -> dict:
     return {
         "convert_to_tensor": convert_to_tensor,
         "shape": shape,
-        "sum": sum,
-        "mean": mean,
+        "sum": ops_sum,
+        "mean": ops_mean,
         "exp": exp,
     }
 
@@ -515,7 +516,7 @@ def direct_ops_work(device: str = "cpu") -> str:
         with keras.device(device):
             rng = np.random.default_rng(0)
             x = keras.ops.convert_to_tensor(rng.normal(size=(4, 3, 5)).astype("float32"))
-            ours = _direct_ops(str(x.device))
+            ours = _direct_ops(device)
             calls = [
                 ("convert_to_tensor", (x,), {}),
                 ("convert_to_tensor", (x,), {"dtype": "float32"}),
@@ -538,7 +539,7 @@ def direct_ops_work(device: str = "cpu") -> str:
                     and a.shape == b.shape
                     and torch.equal(a, b)
                 ):
-                    return f"keras.ops.{name}{args[1:]} {kwargs} differs from Keras's"
+                    return f"keras.ops.{name}(x, {kwargs}) differs from Keras's"
             if ours["shape"](x) != keras.ops.shape(x):
                 return "keras.ops.shape differs from Keras's"
         return ""
@@ -748,26 +749,32 @@ def _lean_fit_why_not(vae: keras.Model, x) -> str:
     """Why :func:`fit` hands ``x`` to Keras's ``fit`` ('' if it runs its own loop)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
         return "the images are not a float32 NumPy array"
-    if not vae.built or (vae.optimizer is not None and not vae.compiled):
+    if not (x.flags.c_contiguous and x.flags.writeable):
+        return "the array is not C-contiguous and writeable (torch would copy or warn)"
+    if _device_of(vae) != "cpu":
+        return "the model is not on the CPU (the loop was measured and tested on the CPU only)"
+    if not (vae.built and vae.compiled):  # Keras's fit builds it, or says what is missing
         return "the model is not built and compiled"
     if vae.jit_compile is True or vae.steps_per_execution != 1:
         return "the model is compiled with jit_compile or steps_per_execution"
-    if keras.config.max_epochs():
-        return "keras.config.max_epochs is set"
+    if keras.config.max_epochs() or keras.config.max_steps_per_epoch():
+        return "keras.config.max_epochs or max_steps_per_epoch is set"
     return ""
 
 
-def _with_hook(callbacks, *hooks) -> list:
-    """The callbacks in the ``CallbackList`` with their own version of one of ``hooks``.
+def _hooked(callbacks, *hooks) -> list:
+    """The callbacks in the ``CallbackList`` whose ``hooks`` (any of them) are not Callback's no-op.
 
-    Keras's progress bar at ``verbose=2`` (one line per epoch) is left out: its batch
-    hook only counts the batches, and its epoch line takes the count from ``steps``.
+    Keras's own rule (``CallbackList``'s ``utils.is_default``): a hook counts unless it is the
+    base class's method, marked ``_is_default``; so a hook set on the instance, as
+    ``LambdaCallback`` sets it, counts. Keras's progress bar at ``verbose=2`` (one line per
+    epoch) is left out: its batch hook only counts the batches, and its epoch line takes the
+    count from ``steps``.
     """
-    base = keras.callbacks.Callback
     return [
         cb
         for cb in callbacks.callbacks
-        if any(getattr(type(cb), hook) is not getattr(base, hook) for hook in hooks)
+        if any(not getattr(getattr(cb, hook), "_is_default", False) for hook in hooks)
         and not (type(cb) is keras.callbacks.ProgbarLogger and cb.verbose == 2)
     ]
 
@@ -780,7 +787,7 @@ def _python_logs(logs) -> dict:
             out.update(_python_logs(value))
             continue
         with contextlib.suppress(TypeError, ValueError, RuntimeError):  # not a number: as it is
-            value = float(value.detach().cpu() if torch.is_tensor(value) else value)
+            value = float(value)
         out[key] = value
     return out
 
@@ -796,13 +803,20 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
     turns each batch's indices into a Python list, slices the NumPy array with it and
     converts the slice; here the array is one tensor (the same memory) gathered by a
     slice of the epoch's permutation. And the batch hooks are called only on the
-    callbacks that have them, in this thread, with the logs as Python floats (where
-    ``CallbackList`` would hand them to a thread pool). The permutation is the one Keras's ``RandomSampler``
-    draws (``torch.randperm`` on a generator seeded from torch's global generator,
-    after the draw each new ``DataLoader`` iterator makes), so the batches, and so
-    the weights and logs, are ``vae.fit``'s bit for bit (``tests/test_fast.py``).
-    Any other call (not a float32 array, a model not built and compiled,
-    ``jit_compile``, ``steps_per_execution``) goes to ``vae.fit``.
+    callbacks that have them, in this thread, with the logs as Python floats, where
+    ``CallbackList`` hands the batch ends of "async-safe" callbacks (the command
+    line's) to a thread pool: here they run before the next step, so a callback that
+    stops training stops it at that step.
+
+    The permutation is the one Keras's ``RandomSampler`` draws (``torch.randperm`` on
+    a generator seeded from torch's global generator, after the draw each new
+    ``DataLoader`` iterator makes), so the batches, and so the weights and logs, are
+    ``vae.fit``'s bit for bit. That rests on how Keras 3.15 and torch 2.13 (the
+    pinned versions) seed the shuffle, and is not checked at run time:
+    ``tests/test_fast.py`` checks it at the pinned versions. Any other call (not a
+    C-contiguous, writeable float32 array; a model not on the CPU, not built and
+    compiled, or with ``jit_compile`` or ``steps_per_execution``; Keras's
+    ``max_epochs`` or ``max_steps_per_epoch`` set) goes to ``vae.fit``.
     """
     validation = (x_val,) if x_val is not None else None
     if _lean_fit_why_not(vae, x):
@@ -816,9 +830,9 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
             callbacks=callbacks,
             verbose=verbose,
         )
-    images = torch.as_tensor(x, device=_device_of(vae))  # on the CPU, the array's own memory
+    images = torch.as_tensor(x)  # the array's own memory
     n = len(x)
-    steps = -(-n // batch_size)
+    steps = math.ceil(n / batch_size)
     callbacks = keras.callbacks.CallbackList(
         callbacks,
         add_history=True,
@@ -832,10 +846,13 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
     # Batch hooks only for the callbacks that have them (the command line's NaN check does; Keras's
     # History has none), called in turn in this thread: CallbackList would hand the batch-end
     # hooks to a thread pool, a cost on two cores rather than a saving.
-    begin = _with_hook(callbacks, "on_train_batch_begin", "on_batch_begin")
-    end = _with_hook(callbacks, "on_train_batch_end", "on_batch_end")
+    begin = _hooked(callbacks, "on_train_batch_begin", "on_batch_begin")
+    end = _hooked(callbacks, "on_train_batch_end", "on_batch_end")
 
-    def global_draw():  # what each new DataLoader iterator, and its RandomSampler, take
+    def global_draw():
+        """The draw from torch's global generator that each new DataLoader iterator makes, and
+        its RandomSampler's seed. Keras's EpochIterator._enumerate_iterator makes a new iterator
+        when an epoch starts and another when it has run all its batches."""
         return int(torch.empty((), dtype=torch.int64).random_().item())
 
     if vae.optimizer is not None and not vae.optimizer.built:
@@ -843,20 +860,21 @@ def fit(vae, x, *, epochs, initial_epoch, batch_size, x_val, callbacks, verbose)
     vae.stop_training = False
     training_logs = {}
     callbacks.on_train_begin()
+    # Keras's fit resumes where a callback says (BackupAndRestore sets this in on_train_begin).
+    initial_epoch = getattr(vae, "_initial_epoch", None) or initial_epoch
     for epoch in range(initial_epoch, epochs):
         vae.reset_metrics()
         callbacks.on_epoch_begin(epoch)
         vae.train()
         global_draw()  # the epoch's DataLoader iterator
         order = torch.randperm(n, generator=torch.Generator().manual_seed(global_draw()))
-        order = order.to(images.device)
         train_step, logs = vae.train_step, {}
         for step in range(steps):
-            for cb in begin:
-                cb.on_train_batch_begin(step, logs={})
-            batch = torch.index_select(
+            batch = torch.index_select(  # as Keras's loop, the batch before the batch hooks
                 images, 0, order[step * batch_size : (step + 1) * batch_size]
             )
+            for cb in begin:
+                cb.on_train_batch_begin(step, logs={})
             logs = train_step((batch,))
             if end:
                 python_logs = _python_logs(logs)
@@ -938,6 +956,8 @@ def enabled(
 __all__ = [
     "FastPathWarning",
     "enabled",
+    "fit",
+    "direct_ops_work",
     "chain_of",
     "fused_adam_works",
     "direct_normal_works",
