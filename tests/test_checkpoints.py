@@ -370,30 +370,22 @@ def test_batch_ends_run_in_line_in_train_vae_and_off_the_thread_in_keras_fit(tmp
         "nll",
         "kl",
     }
-    # Keras's own fit (fast=False) hands async-safe callbacks to a worker thread (the command
-    # line's callbacks are async-safe for it) ...
-    spy = BatchEndThread()
-    train_vae(
-        tiny_vae(),
-        images,
-        None,
-        epochs=1,
-        batch_size=32,
-        verbose=0,
-        callbacks=callbacks + [spy],
-        fast=False,
-    )
-    assert spy.threads and threading.get_ident() not in spy.threads
+
+    def keras_fit(others):  # Keras's own fit: train_vae(fast=False)
+        spy = BatchEndThread()
+        train_vae(
+            tiny_vae(),
+            images,
+            epochs=1,
+            batch_size=32,
+            verbose=0,
+            callbacks=others + [spy],
+            fast=False,
+        )
+        return spy.threads
+
+    # Keras's own fit hands async-safe callbacks (the command line's are) to a worker thread ...
+    threads = keras_fit(callbacks)
+    assert threads and threading.get_ident() not in threads
     # ... and runs them in line beside one that is not async-safe: the check can fail
-    spy = BatchEndThread()
-    train_vae(
-        tiny_vae(),
-        images,
-        None,
-        epochs=1,
-        batch_size=32,
-        verbose=0,
-        callbacks=[Interrupt(), spy],
-        fast=False,
-    )
-    assert spy.threads == {threading.get_ident()}
+    assert keras_fit([Interrupt()]) == {threading.get_ident()}
