@@ -625,6 +625,33 @@ class StopAt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def compiled_tiny_vae():
+    vae = tiny_vae(seed=3)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return vae
+
+
+def train_with(lean, vae, x, epochs, initial_epoch=0, x_val=None, callbacks=(), verbose=0, **on):
+    """Train ``vae`` (seed 5, the fast path's parts ``on``) with ``fast.fit`` if ``lean``, else
+    with Keras's ``vae.fit``, on the same arguments. Returns the History."""
+    keras.utils.set_random_seed(5)
+    run = dict(epochs=epochs, initial_epoch=initial_epoch, batch_size=32, verbose=verbose)
+    with fast.enabled(vae, **on):
+        if lean:
+            return fast.fit(vae, x, x_val=x_val, callbacks=list(callbacks), **run)
+        validation = (x_val,) if x_val is not None else None
+        return vae.fit(x, validation_data=validation, callbacks=list(callbacks), **run)
+
+
+def counted_dataloaders(monkeypatch):
+    """A list that gets an entry each time a torch DataLoader starts an iteration."""
+    started, iter_ = [], torch.utils.data.DataLoader.__iter__
+    monkeypatch.setattr(
+        torch.utils.data.DataLoader, "__iter__", lambda self: started.append(1) or iter_(self)
+    )
+    return started
+
+
 @pytest.mark.parametrize("validation", [False, True])
 @pytest.mark.parametrize("stop", [None, 7])
 def test_the_lean_loop_is_keras_fit_bit_for_bit(images, validation, stop, monkeypatch):
@@ -632,43 +659,13 @@ def test_the_lean_loop_is_keras_fit_bit_for_bit(images, validation, stop, monkey
     batches (Keras's shuffle), so the same weights, history, batch hooks and global torch RNG state."""
     x = images[:90]  # 3 batches of 32, the last of 26
     x_val = images[:40] if validation else None
-    dataloaders = []
-    iter_ = torch.utils.data.DataLoader.__iter__
-    monkeypatch.setattr(
-        torch.utils.data.DataLoader,
-        "__iter__",
-        lambda self: dataloaders.append(1) or iter_(self),
-    )
+    dataloaders = counted_dataloaders(monkeypatch)
     runs = []
     for lean in (True, False):
-        vae = tiny_vae(seed=3)
-        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-        keras.utils.set_random_seed(5)
+        vae = compiled_tiny_vae()
         cbs = [StopAt(stop)] if stop else []
         dataloaders.clear()
-        with fast.enabled(vae):
-            if lean:
-                h = fast.fit(
-                    vae,
-                    x,
-                    epochs=4,
-                    initial_epoch=1,
-                    batch_size=32,
-                    x_val=x_val,
-                    callbacks=cbs,
-                    verbose=0,
-                )
-            else:
-                h = vae.fit(
-                    x,
-                    epochs=4,
-                    initial_epoch=1,
-                    batch_size=32,
-                    validation_data=(x_val,) if validation else None,
-                    shuffle=True,
-                    callbacks=cbs,
-                    verbose=0,
-                )
+        h = train_with(lean, vae, x, epochs=4, initial_epoch=1, x_val=x_val, callbacks=cbs)
         runs.append((vae, h, cbs, torch.rand(3), len(dataloaders)))
     (a, ha, ca, ra, da), (b, hb, cb, rb, db) = runs
     assert da == (3 * 2 if validation else 0) and db > da  # no DataLoader for the training batches
@@ -683,24 +680,9 @@ def test_the_lean_loop_is_keras_fit_bit_for_bit(images, validation, stop, monkey
 
 def test_the_lean_loop_hands_other_input_to_keras_fit(images, monkeypatch):
     """A torch tensor is not the float32 NumPy array the lean loop slices: Keras's fit trains on it."""
-    dataloaders = []
-    iter_ = torch.utils.data.DataLoader.__iter__
-    monkeypatch.setattr(
-        torch.utils.data.DataLoader, "__iter__", lambda self: dataloaders.append(1) or iter_(self)
-    )
-    vae = tiny_vae()
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    with fast.enabled(vae):
-        h = fast.fit(
-            vae,
-            torch.from_numpy(images[:64]),
-            epochs=1,
-            initial_epoch=0,
-            batch_size=32,
-            x_val=None,
-            callbacks=[],
-            verbose=0,
-        )
+    dataloaders = counted_dataloaders(monkeypatch)
+    vae = compiled_tiny_vae()
+    h = train_with(True, vae, torch.from_numpy(images[:64]), epochs=1)
     assert int(vae.optimizer.iterations) == 2 and len(h.history["loss"]) == 1
     assert dataloaders  # Keras's own batches
 
@@ -712,17 +694,7 @@ def test_the_epoch_lines_at_verbose_2_are_keras_fits(images, capsys):
 
     lines = []
     for lean in (True, False):
-        vae = tiny_vae(seed=3)
-        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-        keras.utils.set_random_seed(5)
-        with fast.enabled(vae):
-            if lean:
-                fast.fit(
-                    vae, images, epochs=2, initial_epoch=0, batch_size=32, x_val=images[:32],
-                    callbacks=[], verbose=2,
-                )  # fmt: skip
-            else:
-                vae.fit(images, epochs=2, batch_size=32, validation_data=(images[:32],), verbose=2)
+        train_with(lean, compiled_tiny_vae(), images, epochs=2, x_val=images[:32], verbose=2)
         lines.append(re.sub(r"\d+(ms|us|s)(/step)?", "T", capsys.readouterr().out))
     assert lines[0] == lines[1] and lines[0].count("3/3 - T - T - ") == 2, lines
 
@@ -732,15 +704,8 @@ def test_the_direct_ops_train_to_the_same_bits(images):
     and history, bit for bit (the same torch calls, without Keras's dispatch)."""
     runs = []
     for ops in (True, False):
-        vae = tiny_vae(seed=3)
-        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-        keras.utils.set_random_seed(5)
-        with fast.enabled(vae, ops=ops) as on:
-            assert on["ops"] is ops
-            h = fast.fit(
-                vae, images, epochs=2, initial_epoch=0, batch_size=32, x_val=images[:32],
-                callbacks=[], verbose=0,
-            )  # fmt: skip
+        vae = compiled_tiny_vae()
+        h = train_with(True, vae, images, epochs=2, x_val=images[:32], ops=ops)
         runs.append((vae, h.history))
     (a, ha), (b, hb) = runs
     assert ha == hb and all(torch.equal(u.value, v.value) for u, v in zip(a.weights, b.weights))
@@ -757,29 +722,24 @@ def test_callbacks_that_fit_honours_are_honoured(images, tmp_path):
 
     runs = []
     for lean in (True, False):
-        vae = tiny_vae(seed=3)
-        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-        begun, dir_ = [], tmp_path / f"backup_{lean}"
+        vae = compiled_tiny_vae()
+        begun, backup_dir = [], str(tmp_path / f"backup_{lean}")
         stop = keras.callbacks.LambdaCallback(
             on_train_batch_begin=lambda batch, logs, begun=begun: begun.append(batch),
             on_train_batch_end=lambda batch, logs, vae=vae: setattr(
                 vae, "stop_training", int(vae.optimizer.iterations) == 11
             ),
         )
-
-        def train(callbacks, lean=lean, vae=vae):
-            keras.utils.set_random_seed(5)
-            with fast.enabled(vae):
-                if lean:
-                    return fast.fit(
-                        vae, images, epochs=5, initial_epoch=0, batch_size=32, x_val=None,
-                        callbacks=callbacks, verbose=0,
-                    )  # fmt: skip
-                return vae.fit(images, epochs=5, batch_size=32, callbacks=callbacks, verbose=0)
-
         with pytest.raises(RuntimeError, match="crash"):
-            train([keras.callbacks.BackupAndRestore(str(dir_)), Crash()])
-        h = train([keras.callbacks.BackupAndRestore(str(dir_)), stop])
+            train_with(
+                lean,
+                vae,
+                images,
+                epochs=5,
+                callbacks=[keras.callbacks.BackupAndRestore(backup_dir), Crash()],
+            )
+        resume = keras.callbacks.BackupAndRestore(backup_dir)
+        h = train_with(lean, vae, images, epochs=5, callbacks=[resume, stop])
         runs.append((vae, h.epoch, begun))
     (a, ea, ba), (b, eb, bb) = runs
     assert ea == eb == [2, 3] and ba == bb == [0, 1, 2, 0, 1]  # resumed at 3, stopped at step 11

@@ -104,10 +104,6 @@ def train_vae(
         vae.compile(optimizer=keras.optimizers.Adam(rate))
     elif learning_rate is not None:
         _set_learning_rate(vae.optimizer, float(learning_rate))
-    if isinstance(x_train, np.ndarray):  # the checks of VAE.fit, for both loops
-        x_train = check_images(x_train, "x", vae.image_shape)
-    if isinstance(x_val, np.ndarray):
-        x_val = check_images(x_val, "validation_data", vae.image_shape)
     run = dict(
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
@@ -115,9 +111,13 @@ def train_vae(
         callbacks=list(callbacks or []),
         verbose=verbose,
     )
-    if not fast:  # Keras's own code
+    if not fast:  # Keras's own code; VAE.fit checks the images
         validation = (x_val,) if x_val is not None else None
         return vae.fit(x_train, validation_data=validation, shuffle=True, **run)
+    if isinstance(x_train, np.ndarray):  # VAE.fit's checks, for fast.fit's own loop
+        x_train = check_images(x_train, "x", vae.image_shape)
+    if isinstance(x_val, np.ndarray):
+        x_val = check_images(x_val, "validation_data", vae.image_shape)
     with fast_path.enabled(vae):  # vae_course/fast.py: the same math, fewer torch calls
         return fast_path.fit(vae, x_train, x_val=x_val, **run)
 
