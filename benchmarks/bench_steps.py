@@ -2,7 +2,7 @@
 
     python benchmarks/bench_steps.py [--rounds 10]
 
-Seven configurations of the same VAE train 300 steps (19,200 MNIST images,
+Eight configurations of the same VAE train 300 steps (19,200 MNIST images,
 batch 64) in turns, round after round, in forward order in even rounds and
 in reverse order in odd ones; the first round is a warm-up. Prints the
 median milliseconds per step of each and its ratio to the first, paired
@@ -11,15 +11,18 @@ round by round (the number to read on a machine whose speed wanders):
 1. Keras's own code: ``vae.fit``, every layer through ``Layer.__call__``, Keras's Adam;
 2. + the encoder and decoder run as chains of torch calls, each Dense as one
    ``torch.addmm``, called directly in the steps
-   (``vae_course.fast.enabled(vae, adam=False, draws=False, metrics=False, ops=False)``);
+   (``vae_course.fast.enabled(vae, adam=False, draws=False, metrics=False, ops=False,
+   weights=False)``);
 3. + the steps' ``keras.random.normal`` drawn without Keras's per-call
-   wrappers, the same numbers (``adam=False, metrics=False, ops=False``);
+   wrappers, the same numbers (``adam=False, metrics=False, ops=False, weights=False``);
 4. + Keras's Adam update in PyTorch's fused kernel, ``optimizer.apply`` straight to it
-   (``metrics=False, ops=False``);
-5. + the ELBO metrics updated and read with torch calls (``ops=False``);
+   (``metrics=False, ops=False, weights=False``);
+5. + the ELBO metrics updated and read with torch calls (``ops=False, weights=False``);
 6. + the steps' ``keras.ops`` on float32 tensors as the torch calls Keras ends in
-   (``enabled(vae)``, still in ``vae.fit``);
-7. + ``vae_course.fast.fit``, Keras's loop without its per-batch ``DataLoader``:
+   (``weights=False``);
+7. + the steps' weight lookups (``Variable.value``, ``trainable_weights``,
+   ``zero_grad``) without Keras's and torch's walks (``enabled(vae)``, still in ``vae.fit``);
+8. + ``vae_course.fast.fit``, Keras's loop without its per-batch ``DataLoader``:
    what ``train_vae`` runs.
 """
 
@@ -46,14 +49,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     (x_train, _), _ = load_mnist_float()
     x = x_train[:19200]
-    off = dict(adam=False, draws=False, metrics=False, ops=False)
+    off = dict(adam=False, draws=False, metrics=False, ops=False, weights=False)
     parts = {
         "Keras's own code (Layer.__call__, Keras's Adam)": None,
         "+ networks as chains of torch calls": off,
         "+ direct random draws": dict(off, draws=True),
         "+ fused Adam": dict(off, draws=True, adam=True),
-        "+ metrics as torch calls": dict(ops=False),
-        "+ keras.ops as torch calls": {},
+        "+ metrics as torch calls": dict(ops=False, weights=False),
+        "+ keras.ops as torch calls": dict(weights=False),
+        "+ weight lookups without the walks": {},
         "+ fast.fit, no DataLoader (train_vae's path)": {},
     }
     lean = "+ fast.fit, no DataLoader (train_vae's path)"

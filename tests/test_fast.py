@@ -131,6 +131,7 @@ def test_same_function_and_gradients_inside_and_outside(images):
             "adam": True,
             "draws": True,
             "ops": True,
+            "weights": True,
             "metrics": True,
         }
         got = [*vae.encoder(x), vae.decoder(z)]
@@ -338,6 +339,7 @@ def test_the_public_switches(images, monkeypatch):
             "adam": True,
             "draws": True,
             "ops": True,
+            "weights": True,
             "metrics": True,
         }
         assert "call" not in vars(vae.encoder)
@@ -348,6 +350,7 @@ def test_the_public_switches(images, monkeypatch):
             "adam": False,
             "draws": True,
             "ops": True,
+            "weights": True,
             "metrics": True,
         }
         assert "_parallel_update_step" not in vars(vae.optimizer)
@@ -709,6 +712,102 @@ def test_the_direct_ops_train_to_the_same_bits(images):
         runs.append((vae, h.history))
     (a, ha), (b, hb) = runs
     assert ha == hb and all(torch.equal(u.value, v.value) for u, v in zip(a.weights, b.weights))
+
+
+class Freezer(keras.callbacks.Callback):
+    """Freezes the encoder's first layer after the batch ``at`` of each epoch, unfreezes it at the
+    next epoch's start; records ``trainable_weights``' length seen by every step."""
+
+    def __init__(self, at=1):
+        super().__init__()
+        self.at, self.seen = at, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.encoder.get_layer("enc_dense_0").trainable = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.at:
+            self.model.encoder.get_layer("enc_dense_0").trainable = False
+
+
+class WeightCounter(VAE):
+    """Records each training step's (number of trainable weights, class of the model)."""
+
+    seen = []
+
+    def train_step(self, data):
+        WeightCounter.seen.append((len(self.trainable_weights), type(self)))
+        return super().train_step(data)
+
+
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")  # Keras's, for the frozen layer
+def test_the_direct_weight_lookups_train_to_the_same_bits(images):
+    """Training with the steps' weight lookups (Variable.value, trainable_weights, zero_grad)
+    short-cut and with Keras's and torch's own: the same weights and history, bit for bit; also
+    when a callback freezes and unfreezes a layer between steps (Keras's answer then)."""
+    for freeze in (False, True):
+        runs = []
+        for weights in (True, False):
+            keras.utils.set_random_seed(3)
+            vae = WeightCounter(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,)))
+            vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+            WeightCounter.seen.clear()
+            cbs = [Freezer()] if freeze else []
+            h = train_with(
+                True, vae, images, epochs=2, x_val=images[:32], callbacks=cbs, weights=weights
+            )
+            runs.append((vae, h.history, list(WeightCounter.seen)))
+        (a, ha, sa), (b, hb, sb) = runs
+        assert [n for n, _ in sa] == [n for n, _ in sb] == ([8, 8, 6] * 2 if freeze else [8] * 6)
+        assert all(c is not WeightCounter for _, c in sa)  # the lean class in every step
+        assert all(c is WeightCounter for _, c in sb)
+        assert ha == hb and all(torch.equal(u.value, v.value) for u, v in zip(a.weights, b.weights))
+
+
+def test_the_weight_lookups_are_keras_own_and_only_inside_a_step(images):
+    """Variable.value short-cut: the tensor itself outside any scope, Keras's answer inside one;
+    the lean class only inside a step; a model class with its own trainable_weights keeps it."""
+    assert fast.direct_value_works("cpu") == ""
+    v = keras.Variable(np.ones((2, 2), "float32"))
+    owner = fast._value_owner(v)
+    ours = fast._direct_value(owner)
+    assert ours.fget(v) is v._value
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    with StatelessScope(state_mapping=[(v, keras.ops.zeros((2, 2)))]):
+        assert float(ours.fget(v).sum()) == 0.0
+    keras.utils.set_random_seed(3)
+    vae = WeightCounter(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,)))
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    WeightCounter.seen.clear()
+    with fast.enabled(vae) as on:
+        assert on["weights"]
+        fast.fit(
+            vae,
+            images[:64],
+            epochs=1,
+            initial_epoch=0,
+            batch_size=32,
+            x_val=None,
+            callbacks=[],
+            verbose=0,
+        )
+        assert type(vae) is WeightCounter  # outside the steps: the model's own class
+        assert isinstance(owner.__dict__["value"], property) and owner.value is not ours
+    classes = [c for _, c in WeightCounter.seen]
+    assert len(classes) == 2 and all(c is not WeightCounter for c in classes)
+    assert all(issubclass(c, WeightCounter) and c.__name__ == "WeightCounter" for c in classes)
+    assert "value" in vars(owner) and vars(owner)["value"].fget is not ours.fget
+
+    class OwnWeights(VAE):
+        @property
+        def trainable_weights(self):
+            return super().trainable_weights
+
+    assert (
+        fast._lean_class(OwnWeights(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,))))
+        is None
+    )
 
 
 def test_callbacks_that_fit_honours_are_honoured(images, tmp_path):

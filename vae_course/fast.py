@@ -46,14 +46,21 @@ Inside the block:
    are the one torch call Keras's torch backend ends in, without its dispatch
    (symbolic-tensor check, device and dtype checks, a cast to the same dtype);
    any other argument goes to Keras.
+6. **Weight lookups in the steps.** Inside a step, ``Variable.value`` reads
+   Keras's three scope slots itself and returns the variable's tensor when
+   they are empty (as Keras's property does, without its three function
+   calls); the VAE's ``trainable_weights`` is the list kept from the first
+   step while no ``trainable`` flag has changed, and its ``zero_grad()`` sets
+   the kept parameters' gradients to ``None`` (no walk over every layer).
 
-All five rest on details that Keras and PyTorch do not promise to keep
+All six rest on details that Keras and PyTorch do not promise to keep
 (``Layer.call``'s arguments, a model's attributes, the optimizer's moment
 slots, variable list and ``_parallel_update_step``, a private PyTorch
-kernel, how the torch backend seeds its draws and ends its ops). Each is
+kernel, how the torch backend seeds its draws and ends its ops, where it
+keeps its scopes). Each is
 therefore checked against Keras's own result on tiny inputs before it is
-used: the chain once per network, the kernel, the draws, the metric and the
-ops once per process and device. What fails the check is not used, and a ``FastPathWarning``
+used: the chain once per network, the kernel, the draws, the metric, the
+ops and ``Variable.value`` once per process and device. What fails the check is not used, and a ``FastPathWarning``
 says which part fell back and why. Whatever the network, the fallback is
 Keras's own code, so the result is the same, only slower
 (``tests/test_fast.py`` trains with and without the block and compares
@@ -78,6 +85,7 @@ import keras
 import numpy as np
 import torch
 from keras import layers
+from keras.src.backend.common import global_state
 
 
 class FastPathWarning(UserWarning):
@@ -260,35 +268,45 @@ class _StandIn:
 
 
 @contextlib.contextmanager
-def _direct_steps(vae: keras.Model, stand_ins: dict, functions: dict) -> Iterator[None]:
+def _direct_steps(
+    vae: keras.Model, stand_ins: dict, functions: dict, lean: bool = False
+) -> Iterator[None]:
     """Inside the block, ``vae.train_step`` and ``vae.test_step`` run with the stand-ins.
 
     ``stand_ins`` maps attribute names ("encoder", "decoder") to stand-ins;
-    ``functions`` maps (module, name) to a function, e.g. (keras.random,
-    "normal") to :func:`_direct_normal`'s. Each step puts the stand-ins in the
-    VAE's instance dict (where attribute lookup finds them before the tracked
-    networks) and the functions in their modules; all are put back when the
-    step ends.
+    ``functions`` maps (module or class, name) to a replacement, e.g.
+    (keras.random, "normal") to :func:`_direct_normal`'s. Each step puts the
+    stand-ins in the VAE's instance dict (where attribute lookup finds them
+    before the tracked networks) and the replacements in their modules and
+    classes; with ``lean``, it also makes the VAE an instance of
+    :func:`_lean_class`'s subclass of its class, made at the first step (when
+    ``fit`` has built the model). All is put back when the step ends.
     """
     attrs = vars(vae)
-    if (not stand_ins and not functions) or any(
+    if (not stand_ins and not functions and not lean) or any(
         name in attrs for name in ("train_step", "test_step", *stand_ins)
     ):
         yield
         return
-    swaps = [(module, name, fn) for (module, name), fn in functions.items()]
+    swaps = [(owner, name, fn) for (owner, name), fn in functions.items()]
+    own_class = type(vae)
+    step_class = []  # made at the first step
 
     def direct(step):
         def run(data):
+            if not step_class:
+                step_class.append((_lean_class(vae) if lean else None) or own_class)
             attrs.update(stand_ins)
-            originals = [getattr(module, name) for module, name, _ in swaps]
-            for module, name, fn in swaps:
-                setattr(module, name, fn)
+            originals = [getattr(owner, name) for owner, name, _ in swaps]
+            for owner, name, fn in swaps:
+                setattr(owner, name, fn)
+            object.__setattr__(vae, "__class__", step_class[0])  # not Module.__setattr__
             try:
                 return step(data)
             finally:
-                for (module, name, _), original in zip(swaps, originals):
-                    setattr(module, name, original)
+                object.__setattr__(vae, "__class__", own_class)
+                for (owner, name, _), original in zip(swaps, originals):
+                    setattr(owner, name, original)
                 for name in stand_ins:
                     attrs.pop(name, None)
 
@@ -545,6 +563,124 @@ def direct_ops_work(device: str = "cpu") -> str:
         return ""
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------ weight lookups
+def _value_owner(variable: keras.Variable) -> type:
+    """The class in ``variable``'s MRO that defines ``value`` (Keras's torch ``Variable``)."""
+    return next(c for c in type(variable).__mro__ if "value" in vars(c))
+
+
+def _direct_value(owner: type) -> property:
+    """``Variable.value`` that returns the variable's torch tensor itself when Keras's would.
+
+    Keras's torch ``Variable.value`` asks for three scopes on every call
+    (stateless, autocast, device, through a function each) and returns the
+    variable's own tensor when none is set: about 2 microseconds, a dozen
+    calls a step (the train step's ``v.value.grad`` for each weight). This
+    reads the three slots of Keras's global state directly and returns the
+    tensor when all are empty and the variable is initialised; otherwise
+    Keras's own property answers.
+    """
+    keras_value = owner.value
+    state = global_state.GLOBAL_STATE_TRACKER
+
+    def value(self):
+        if (
+            self._value is not None
+            and getattr(state, "stateless_scope", None) is None
+            and getattr(state, "autocast_scope", None) is None
+            and getattr(state, "torch_device", None) is None
+        ):
+            return self._value
+        return keras_value.fget(self)
+
+    return property(value, doc=keras_value.__doc__)
+
+
+@functools.cache
+def direct_value_works(device: str = "cpu") -> str:
+    """Check once per device that :func:`_direct_value` gives what ``Variable.value`` gives.
+
+    Returns '' if it does (the same tensor outside any scope; Keras's answer
+    inside a stateless scope, an autocast scope and a device scope), else why
+    not.
+    """
+    from keras.src.backend.common.stateless_scope import StatelessScope
+    from keras.src.backend.common.variables import AutocastScope
+
+    try:
+        with keras.device(device):
+            variable = keras.Variable(np.arange(6, dtype="float32").reshape(2, 3))
+            other = keras.ops.ones((2, 3))
+        owner = _value_owner(variable)
+        ours = _direct_value(owner).fget
+        if ours(variable) is not owner.value.fget(variable):
+            return "outside any scope it is not Keras's tensor"
+        scopes = {
+            "a stateless scope": lambda: StatelessScope(state_mapping=[(variable, other)]),
+            "an autocast scope": lambda: AutocastScope("float16"),
+            "a device scope": lambda: keras.device(device),
+        }
+        for where, scope in scopes.items():
+            with scope():
+                a, b = ours(variable), owner.value.fget(variable)
+            if not (a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)):
+                return f"inside {where} it differs from Keras's"
+        return ""
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _lean_class(vae: keras.Model) -> type | None:
+    """A subclass of ``type(vae)`` whose ``trainable_weights`` and ``zero_grad`` skip the walks.
+
+    Each step, Keras's ``trainable_weights`` walks every layer's weights (and
+    de-duplicates them) and torch's ``zero_grad`` every module's parameters:
+    tens of microseconds. In a built model neither list can grow (Keras
+    refuses new weights in a built layer); what can change between steps is
+    which weights are trainable. So the subclass keeps, from the block's
+    start, the weights, their ``trainable`` flags and the parameters; its
+    ``trainable_weights`` gives the kept list while the model's and every
+    weight's flag are as they were, and Keras's answer otherwise; its
+    ``zero_grad()`` sets each kept parameter's ``grad`` to ``None``, as
+    torch's does. ``None`` (nothing to gain safely) for a model that is not
+    built or whose class has its own ``trainable_weights`` or ``zero_grad``.
+    """
+    cls = type(vae)
+    keras_weights = keras.layers.Layer.trainable_weights
+    if (
+        cls.trainable_weights is not keras_weights
+        or cls.zero_grad is not torch.nn.Module.zero_grad
+        or not all(layer.built for layer in vae._flatten_layers(include_self=True))
+    ):
+        return None
+    weights = vae.weights
+    flags = [w.trainable for w in weights]
+    trainable = vae.trainable_weights
+    parameters = list(vae.parameters())
+
+    def trainable_weights(self):
+        if self is vae and self.trainable and [w.trainable for w in weights] == flags:
+            return list(trainable)
+        return keras_weights.fget(self)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self is not vae or not set_to_none:
+            return torch.nn.Module.zero_grad(self, set_to_none)
+        for p in parameters:
+            p.grad = None
+
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "trainable_weights": property(trainable_weights, doc=keras_weights.__doc__),
+            "zero_grad": zero_grad,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+        },
+    )
 
 
 # ----------------------------------------------------------------- fused Adam
@@ -913,14 +1049,16 @@ def enabled(
     draws: bool = True,
     metrics: bool = True,
     ops: bool = True,
+    weights: bool = True,
 ) -> Iterator[dict[str, bool]]:
     """Inside the block, ``vae``'s encoder and decoder run as chains and its Adam is fused.
 
     ``vae`` must be compiled. ``networks=False`` leaves the encoder and decoder to Keras,
     ``adam=False`` the update, ``draws=False`` the steps' ``keras.random.normal``,
-    ``metrics=False`` the ELBO metrics, ``ops=False`` the steps' ``keras.ops`` (what
-    ``benchmarks/bench_steps.py`` compares). Yields which parts are on, e.g. ``{"encoder": True,
-    "decoder": True, "adam": True, "draws": True, "ops": True, "metrics": True}``; a part asked for
+    ``metrics=False`` the ELBO metrics, ``ops=False`` the steps' ``keras.ops``,
+    ``weights=False`` the steps' weight lookups (what ``benchmarks/bench_steps.py``
+    compares). Yields which parts are on, e.g. ``{"encoder": True, "decoder": True,
+    "adam": True, "draws": True, "ops": True, "weights": True, "metrics": True}``; a part asked for
     that is off has said why in a :class:`FastPathWarning`. Everything is
     put back on leaving the block, also after an error.
     """
@@ -943,12 +1081,22 @@ def enabled(
                 _warn("keras.ops in the steps", why)
             else:
                 functions.update(((keras.ops, k), f) for k, f in _direct_ops(device).items())
+        value_key = None
+        if weights and isinstance(vae, keras.layers.Layer) and vae.weights:
+            why = direct_value_works(device)
+            if why:
+                _warn("Variable.value in the steps", why)
+            else:
+                owner = _value_owner(vae.weights[0])
+                value_key = (owner, "value")
+                functions[value_key] = _direct_value(owner)
         stand_ins = {name: net for name, net in nets.items() if net is not None}
-        stack.enter_context(_direct_steps(vae, stand_ins, functions))
+        stack.enter_context(_direct_steps(vae, stand_ins, functions, value_key is not None))
         on = {name: net is not None for name, net in nets.items()}
         on["adam"] = adam and stack.enter_context(_fused(vae.optimizer, device))
         on["draws"] = (keras.random, "normal") in functions
         on["ops"] = (keras.ops, "sum") in functions
+        on["weights"] = value_key is not None
         on["metrics"] = metrics and stack.enter_context(_direct_metrics(vae, device))
         yield on
 
@@ -958,6 +1106,7 @@ __all__ = [
     "enabled",
     "fit",
     "direct_ops_work",
+    "direct_value_works",
     "chain_of",
     "fused_adam_works",
     "direct_normal_works",
