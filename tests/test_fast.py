@@ -716,11 +716,11 @@ def test_the_direct_ops_train_to_the_same_bits(images):
 
 class Freezer(keras.callbacks.Callback):
     """Freezes the encoder's first layer after the batch ``at`` of each epoch, unfreezes it at the
-    next epoch's start; records ``trainable_weights``' length seen by every step."""
+    next epoch's start."""
 
     def __init__(self, at=1):
         super().__init__()
-        self.at, self.seen = at, []
+        self.at = at
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.encoder.get_layer("enc_dense_0").trainable = True
@@ -740,7 +740,6 @@ class WeightCounter(VAE):
         return super().train_step(data)
 
 
-@pytest.mark.filterwarnings("ignore:Gradients do not exist")  # Keras's, for the frozen layer
 def test_the_direct_weight_lookups_train_to_the_same_bits(images):
     """Training with the steps' weight lookups (Variable.value, trainable_weights, zero_grad)
     short-cut and with Keras's and torch's own: the same weights and history, bit for bit; also
@@ -766,10 +765,11 @@ def test_the_direct_weight_lookups_train_to_the_same_bits(images):
 
 def test_the_weight_lookups_are_keras_own_and_only_inside_a_step(images):
     """Variable.value short-cut: the tensor itself outside any scope, Keras's answer inside one;
-    the lean class only inside a step; a model class with its own trainable_weights keeps it."""
+    the lean class and the short-cut only inside a step, put back after a step that fails."""
     assert fast.direct_value_works("cpu") == ""
     v = keras.Variable(np.ones((2, 2), "float32"))
     owner = fast._value_owner(v)
+    keras_value = vars(owner)["value"]
     ours = fast._direct_value(owner)
     assert ours.fget(v) is v._value
     from keras.src.backend.common.stateless_scope import StatelessScope
@@ -783,31 +783,89 @@ def test_the_weight_lookups_are_keras_own_and_only_inside_a_step(images):
     with fast.enabled(vae) as on:
         assert on["weights"]
         fast.fit(
-            vae,
-            images[:64],
-            epochs=1,
-            initial_epoch=0,
-            batch_size=32,
-            x_val=None,
-            callbacks=[],
-            verbose=0,
-        )
-        assert type(vae) is WeightCounter  # outside the steps: the model's own class
-        assert isinstance(owner.__dict__["value"], property) and owner.value is not ours
+            vae, images[:64], epochs=1, initial_epoch=0, batch_size=32, x_val=None,
+            callbacks=[], verbose=0,
+        )  # fmt: skip
+        assert type(vae) is WeightCounter  # outside the steps: the model's own class ...
+        assert vars(owner)["value"] is keras_value  # ... and Keras's Variable.value
+        inside = {}
+
+        def failing(data):
+            inside["class"], inside["value"] = type(vae), vars(owner)["value"]
+            raise RuntimeError("a step that fails")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(WeightCounter, "compute_losses", lambda self, *a, **k: failing(None))
+            with pytest.raises(RuntimeError, match="a step that fails"):
+                vae.train_step(images[:32])  # the fast path's wrapper of the model's step
+        assert inside["class"] is not WeightCounter and inside["value"] is not keras_value
+        assert type(vae) is WeightCounter and vars(owner)["value"] is keras_value
     classes = [c for _, c in WeightCounter.seen]
-    assert len(classes) == 2 and all(c is not WeightCounter for c in classes)
+    assert len(classes) == 3 and all(c is not WeightCounter for c in classes)
     assert all(issubclass(c, WeightCounter) and c.__name__ == "WeightCounter" for c in classes)
-    assert "value" in vars(owner) and vars(owner)["value"].fget is not ours.fget
+    assert vars(owner)["value"] is keras_value
+
+
+def test_a_model_class_with_its_own_lookups_keeps_them(images):
+    """The lean class is made only for a built model whose class leaves trainable_weights,
+    weights, zero_grad and parameters to Keras and torch; otherwise a warning says why."""
+
+    def new(cls):
+        return cls(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,)))
 
     class OwnWeights(VAE):
         @property
         def trainable_weights(self):
             return super().trainable_weights
 
-    assert (
-        fast._lean_class(OwnWeights(build_encoder(2, SHAPE, (16,)), build_decoder(2, SHAPE, (16,))))
-        is None
-    )
+    class OwnZeroGrad(VAE):
+        def zero_grad(self, set_to_none=True):
+            return super().zero_grad(set_to_none)
+
+    built = new(VAE)
+    built.build((None, *SHAPE))
+    assert fast._lean_class(built)[0] is not None  # the control
+    assert fast._lean_class(new(VAE))[1] == "a layer of the model is not built"
+    for cls, name in ((OwnWeights, "trainable_weights"), (OwnZeroGrad, "zero_grad")):
+        vae = new(cls)
+        vae.build((None, *SHAPE))
+        vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        assert fast._lean_class(vae) == (None, f"{cls.__name__} has its own {name}")
+        with (
+            pytest.warns(fast.FastPathWarning, match=f"has its own {name}"),
+            fast.enabled(vae) as on,
+        ):
+            assert not on["weights"]
+
+
+def test_a_value_check_that_misses_a_scope_is_caught(monkeypatch):
+    """If Keras renamed a scope slot, the short-cut would answer where Keras would not: the
+    check (here against a short-cut that ignores the device slot) says so."""
+
+    from keras.src.backend.common import global_state
+
+    def ignores_device(owner):
+        keras_value, state = owner.value, global_state.GLOBAL_STATE_TRACKER
+
+        def value(self):
+            if (
+                self._value is not None
+                and getattr(state, "stateless_scope", None) is None
+                and getattr(state, "autocast_scope", None) is None
+            ):
+                return self._value
+            return keras_value.fget(self)
+
+        return property(value)
+
+    fast.direct_value_works.cache_clear()
+    try:
+        monkeypatch.setattr(fast, "_direct_value", ignores_device)
+        assert (
+            fast.direct_value_works("cpu") == "inside a meta-device scope it differs from Keras's"
+        )
+    finally:
+        fast.direct_value_works.cache_clear()
 
 
 def test_callbacks_that_fit_honours_are_honoured(images, tmp_path):

@@ -46,12 +46,17 @@ Inside the block:
    are the one torch call Keras's torch backend ends in, without its dispatch
    (symbolic-tensor check, device and dtype checks, a cast to the same dtype);
    any other argument goes to Keras.
-6. **Weight lookups in the steps.** Inside a step, ``Variable.value`` reads
-   Keras's three scope slots itself and returns the variable's tensor when
-   they are empty (as Keras's property does, without its three function
-   calls); the VAE's ``trainable_weights`` is the list kept from the first
-   step while no ``trainable`` flag has changed, and its ``zero_grad()`` sets
-   the kept parameters' gradients to ``None`` (no walk over every layer).
+6. **Weight lookups in the steps.** While a step runs, ``Variable.value``
+   (of every Keras variable, in every thread) reads Keras's three scope
+   slots itself and returns the variable's tensor when they are empty, as
+   Keras's property does, without its three function calls. If that passes
+   its check, the VAE is also made, for the step, an instance of a subclass
+   of its class whose ``trainable_weights`` is the list kept from the start of
+   ``fit`` while no ``trainable`` flag has changed and whose ``zero_grad()``
+   sets the kept parameters' gradients to ``None`` (no walk over every layer
+   each step); code in another thread during a step (Keras's worker thread
+   for async-safe batch hooks under ``vae.fit``, not :func:`fit`) sees that
+   subclass.
 
 All six rest on details that Keras and PyTorch do not promise to keep
 (``Layer.call``'s arguments, a model's attributes, the optimizer's moment
@@ -268,34 +273,36 @@ class _StandIn:
 
 
 @contextlib.contextmanager
-def _direct_steps(
-    vae: keras.Model, stand_ins: dict, functions: dict, lean: bool = False
-) -> Iterator[None]:
+def _direct_steps(vae: keras.Model, stand_ins: dict, functions: dict, lean=None) -> Iterator[None]:
     """Inside the block, ``vae.train_step`` and ``vae.test_step`` run with the stand-ins.
 
     ``stand_ins`` maps attribute names ("encoder", "decoder") to stand-ins;
     ``functions`` maps (module or class, name) to a replacement, e.g.
-    (keras.random, "normal") to :func:`_direct_normal`'s. Each step puts the
-    stand-ins in the VAE's instance dict (where attribute lookup finds them
-    before the tracked networks) and the replacements in their modules and
-    classes; with ``lean``, it also makes the VAE an instance of
-    :func:`_lean_class`'s subclass of its class, made at the first step (when
-    ``fit`` has built the model). All is put back when the step ends.
+    (keras.random, "normal") to :func:`_direct_normal`'s; ``lean`` is
+    :func:`_lean_class`'s subclass of the VAE's class, or a function that
+    makes it at the first step (for a model that ``fit`` builds), or ``None``.
+    Each step puts the stand-ins in the VAE's instance dict (where attribute
+    lookup finds them before the tracked networks) and the replacements in
+    their modules and classes, and makes the VAE an instance of the lean
+    class; all is put back when the step ends, also after an error. Not for
+    steps of two models running at once in two threads: each step puts back
+    what it found.
     """
     attrs = vars(vae)
-    if (not stand_ins and not functions and not lean) or any(
+    if (not stand_ins and not functions and lean is None) or any(
         name in attrs for name in ("train_step", "test_step", *stand_ins)
     ):
         yield
         return
     swaps = [(owner, name, fn) for (owner, name), fn in functions.items()]
     own_class = type(vae)
-    step_class = []  # made at the first step
+    step_class = [lean] if lean is None or isinstance(lean, type) else []
 
     def direct(step):
         def run(data):
-            if not step_class:
-                step_class.append((_lean_class(vae) if lean else None) or own_class)
+            if not step_class:  # the model is built now
+                step_class.append(lean())
+            step_class[0] = step_class[0] or own_class
             attrs.update(stand_ins)
             originals = [getattr(owner, name) for owner, name, _ in swaps]
             for owner, name, fn in swaps:
@@ -603,8 +610,8 @@ def direct_value_works(device: str = "cpu") -> str:
     """Check once per device that :func:`_direct_value` gives what ``Variable.value`` gives.
 
     Returns '' if it does (the same tensor outside any scope; Keras's answer
-    inside a stateless scope, an autocast scope and a device scope), else why
-    not.
+    inside a stateless scope, an autocast scope and a meta-device scope, each of
+    which changes that answer), else why not.
     """
     from keras.src.backend.common.stateless_scope import StatelessScope
     from keras.src.backend.common.variables import AutocastScope
@@ -620,41 +627,57 @@ def direct_value_works(device: str = "cpu") -> str:
         scopes = {
             "a stateless scope": lambda: StatelessScope(state_mapping=[(variable, other)]),
             "an autocast scope": lambda: AutocastScope("float16"),
-            "a device scope": lambda: keras.device(device),
+            "a meta-device scope": lambda: keras.device("meta"),  # Keras's symbolic stand-in
         }
         for where, scope in scopes.items():
             with scope():
                 a, b = ours(variable), owner.value.fget(variable)
-            if not (a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)):
+            if not (a.dtype == b.dtype and a.device == b.device and a.shape == b.shape):
+                return f"inside {where} it differs from Keras's"
+            if a.device.type != "meta" and not torch.equal(a, b):
                 return f"inside {where} it differs from Keras's"
         return ""
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _lean_class(vae: keras.Model) -> type | None:
+def _lean_class(vae: keras.Model) -> tuple[type | None, str]:
     """A subclass of ``type(vae)`` whose ``trainable_weights`` and ``zero_grad`` skip the walks.
 
     Each step, Keras's ``trainable_weights`` walks every layer's weights (and
     de-duplicates them) and torch's ``zero_grad`` every module's parameters:
-    tens of microseconds. In a built model neither list can grow (Keras
-    refuses new weights in a built layer); what can change between steps is
-    which weights are trainable. So the subclass keeps, from the block's
-    start, the weights, their ``trainable`` flags and the parameters; its
-    ``trainable_weights`` gives the kept list while the model's and every
-    weight's flag are as they were, and Keras's answer otherwise; its
-    ``zero_grad()`` sets each kept parameter's ``grad`` to ``None``, as
-    torch's does. ``None`` (nothing to gain safely) for a model that is not
-    built or whose class has its own ``trainable_weights`` or ``zero_grad``.
+    tens of microseconds. The subclass keeps the weights, their ``trainable``
+    flags and the parameters as they are when it is made (at the start of
+    ``fit``); its ``trainable_weights`` gives the kept list while the model's
+    and every weight's flag are as they were, and Keras's answer otherwise
+    (a layer frozen or unfrozen by a callback); its ``zero_grad()`` sets each
+    kept parameter's ``grad`` to ``None``, as torch's does. It does not see
+    weights a model gains or loses during a ``fit`` (Keras's functional models
+    accept new layers after they are built, and ``quantize`` replaces
+    variables): Keras's ``apply`` would refuse them, this would leave them
+    out. Add them before ``fit``. Returns (the class, '') or (None, why not):
+    a model not yet built, not trainable, or whose class has its own
+    ``weights``, ``trainable_weights``, ``zero_grad`` or ``parameters``.
     """
     cls = type(vae)
     keras_weights = keras.layers.Layer.trainable_weights
-    if (
-        cls.trainable_weights is not keras_weights
-        or cls.zero_grad is not torch.nn.Module.zero_grad
-        or not all(layer.built for layer in vae._flatten_layers(include_self=True))
-    ):
-        return None
+    own = [
+        name
+        for name, theirs in (
+            ("trainable_weights", keras_weights),
+            ("weights", keras.layers.Layer.weights),
+            ("zero_grad", torch.nn.Module.zero_grad),
+            ("parameters", torch.nn.Module.parameters),
+            ("named_parameters", keras.layers.Layer.named_parameters),
+        )
+        if getattr(cls, name) is not theirs
+    ]
+    if own:
+        return None, f"{cls.__name__} has its own {', '.join(own)}"
+    if not all(layer.built for layer in vae._flatten_layers(include_self=True)):
+        return None, "a layer of the model is not built"
+    if not vae.trainable:
+        return None, "the model is not trainable"
     weights = vae.weights
     flags = [w.trainable for w in weights]
     trainable = vae.trainable_weights
@@ -671,7 +694,7 @@ def _lean_class(vae: keras.Model) -> type | None:
         for p in parameters:
             p.grad = None
 
-    return type(
+    lean = type(
         cls.__name__,
         (cls,),
         {
@@ -681,6 +704,15 @@ def _lean_class(vae: keras.Model) -> type | None:
             "__qualname__": cls.__qualname__,
         },
     )
+    return lean, ""
+
+
+def _lean_or_warn(vae: keras.Model) -> type | None:
+    """:func:`_lean_class`'s class, or ``None`` after a :class:`FastPathWarning` saying why."""
+    lean, why = _lean_class(vae)
+    if lean is None:
+        _warn("the VAE's trainable_weights and zero_grad in the steps", why)
+    return lean
 
 
 # ----------------------------------------------------------------- fused Adam
@@ -1081,7 +1113,7 @@ def enabled(
                 _warn("keras.ops in the steps", why)
             else:
                 functions.update(((keras.ops, k), f) for k, f in _direct_ops(device).items())
-        value_key = None
+        value_key, lean = None, None
         if weights and isinstance(vae, keras.layers.Layer) and vae.weights:
             why = direct_value_works(device)
             if why:
@@ -1090,13 +1122,16 @@ def enabled(
                 owner = _value_owner(vae.weights[0])
                 value_key = (owner, "value")
                 functions[value_key] = _direct_value(owner)
+                built = all(layer.built for layer in vae._flatten_layers(include_self=True))
+                lean = _lean_or_warn(vae) if built else functools.partial(_lean_or_warn, vae)
         stand_ins = {name: net for name, net in nets.items() if net is not None}
-        stack.enter_context(_direct_steps(vae, stand_ins, functions, value_key is not None))
+        stack.enter_context(_direct_steps(vae, stand_ins, functions, lean))
         on = {name: net is not None for name, net in nets.items()}
         on["adam"] = adam and stack.enter_context(_fused(vae.optimizer, device))
         on["draws"] = (keras.random, "normal") in functions
         on["ops"] = (keras.ops, "sum") in functions
-        on["weights"] = value_key is not None
+        on["weights"] = lean is not None  # with Variable.value; for a model fit builds, unless
+        # the first step warns
         on["metrics"] = metrics and stack.enter_context(_direct_metrics(vae, device))
         yield on
 
