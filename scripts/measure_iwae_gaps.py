@@ -119,8 +119,13 @@ def measure_l5000(seed, out):
             float(v) for v in paired_difference(best[5000], best[iwae_runs.K_EVAL])
         ]
         row["cpu_s"] = round(time.process_time() - start, 1)
-        record["models"][str(k)] = row
         print(seed, k, json.dumps(row), flush=True)
+        row["per_image"] = {  # rounded to 4 decimals
+            f"bound_{n}_{k_eval}": np.round(bounds[n, k_eval], 4).tolist()
+            for n in ("enc", "star")
+            for k_eval in (iwae_runs.K_EVAL, 5000)
+        }
+        record["models"][str(k)] = row
     return record
 
 

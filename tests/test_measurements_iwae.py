@@ -351,6 +351,79 @@ def test_the_iwae_encoders_q_is_wider_and_a_better_proposal(gaps):
     assert abs(z[0]) < 1 and z[1] > 7 and z[2] > 7, z
 
 
+# ---- the L_5000 check of those gaps (iwae_gaps/l5000_seed*.json, measure_iwae_gaps.py --l5000)
+
+
+@pytest.fixture(scope="module")
+def l5000():
+    return [json.loads((GAPS_DIR / f"l5000_seed{s}.json").read_text()) for s in SEEDS]
+
+
+def _best(per_image, k_eval):
+    """The higher (by its mean) of L_k under q_enc and under q*, per image: the stand-in for
+    log p(x) that gap_summary takes."""
+    enc, star = (np.asarray(per_image[f"bound_{n}_{k_eval}"]) for n in ("enc", "star"))
+    return enc if enc.mean() > star.mean() else star
+
+
+def _paired(a, b):
+    d = np.asarray(a) - np.asarray(b)
+    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+
+
+def test_the_l5000_check_refits_the_gaps_q_star_and_redraws(gaps, l5000):
+    """The refitted q* and the L_1000 draws are the gap files' (their L_1000 to the files'
+    rounding); L_5000 uses other draws; the files' summaries are these per-image numbers'."""
+    for s, g, c in zip(SEEDS, gaps, l5000):
+        assert c["seed"] == s and c["settings"] == {"k_eval": [1000, 5000]}
+        for k in K:
+            row = c["models"][k]
+            assert row["l1000_max_abs_diff_from_file"] < 1e-4
+            assert row["log_px_1000"] == g["summary"][k]["log_px"]
+            pi = row["per_image"]
+            for n in ("enc", "star"):
+                assert (
+                    np.abs(
+                        np.asarray(pi[f"bound_{n}_1000"]) - g["per_image"][k][f"bound_{n}"]
+                    ).max()
+                    < 2e-4
+                )
+            mean, se = _paired(_best(pi, 5000), _best(pi, 1000))
+            assert row["best_l5000_minus_best_l1000"] == pytest.approx([mean, se], abs=1e-3)
+
+
+def test_against_l5000_the_approximation_gap_moves_little_and_still_grows(gaps, l5000):
+    """'Against L_5000 ... the stand-in for log p(x) rises by 0.01 to 0.33 nats, under a tenth of
+    the smallest approximation gap; the approximation gap grows from k_train = 1 to 50 by 10.7
+    to 14.9 nats, each step by more than 10 paired standard errors.'"""
+    shift = [c["models"][k]["best_l5000_minus_best_l1000"] for c in l5000 for k in K]
+    assert all(v > -2 * se for v, se in shift), shift  # L_5000 >= L_1000, up to the noise
+    assert _range([v for v, _ in shift], 2) == (0.01, 0.33), shift  # "by 0.01 to 0.33 nats"
+    # "under a tenth of the smallest approximation gap above"
+    assert max(v for v, _ in shift) < 0.1 * min(
+        _gap(g, k, "approximation")[0] for g in gaps for k in K
+    )
+    for g, c in zip(gaps, l5000):
+        approx = {
+            k: _best(c["models"][k]["per_image"], 5000)
+            - np.asarray(g["per_image"][k]["elbo_star_400"])
+            for k in K
+        }
+        for prev, k in (("1", "5"), ("5", "50")):
+            mean, se = _paired(approx[k], approx[prev])
+            assert mean > 10 * se, (prev, k, mean, se)
+    growth = [
+        _paired(
+            _best(c["models"]["50"]["per_image"], 5000)
+            - np.asarray(g["per_image"]["50"]["elbo_star_400"]),
+            _best(c["models"]["1"]["per_image"], 5000)
+            - np.asarray(g["per_image"]["1"]["elbo_star_400"]),
+        )[0]
+        for g, c in zip(gaps, l5000)
+    ]
+    assert _range(growth) == (10.7, 14.9), growth  # "10.7 to 14.9 nats"
+
+
 # ---- the amortized flow (flow_seed*.json, flow_e10_n60000_seed*.json), the chapter's section
 # "A flow inside the encoder"
 
