@@ -360,10 +360,15 @@ def l5000():
 
 
 def _best(per_image, k_eval):
-    """The higher (by its mean) of L_k under q_enc and under q*, per image: the stand-in for
-    log p(x) that gap_summary takes."""
+    """The higher (by its mean) of L_k under q_enc and under q*, per image, with gap_summary's
+    rule (q_enc on a tie): the stand-in for log p(x)."""
     enc, star = (np.asarray(per_image[f"bound_{n}_{k_eval}"]) for n in ("enc", "star"))
-    return enc if enc.mean() > star.mean() else star
+    return star if star.mean() > enc.mean() else enc
+
+
+def _picked(per_image, k_eval):
+    enc, star = (np.mean(per_image[f"bound_{n}_{k_eval}"]) for n in ("enc", "star"))
+    return "bound_star" if star > enc else "bound_enc"
 
 
 def _paired(a, b):
@@ -375,53 +380,62 @@ def test_the_l5000_check_refits_the_gaps_q_star_and_redraws(gaps, l5000):
     """The refitted q* and the L_1000 draws are the gap files' (their L_1000 to the files'
     rounding); L_5000 uses other draws; the files' summaries are these per-image numbers'."""
     for s, g, c in zip(SEEDS, gaps, l5000):
-        assert c["seed"] == s and c["settings"] == {"k_eval": [1000, 5000]}
+        assert c["seed"] == s
+        assert c["settings"] == {
+            "k_eval": [1000, 5000],
+            "draw_seeds": [2, 3],
+            "fit_steps": g["settings"]["summary_steps"],
+            "fit_learning_rate": 0.02,
+            "fit_draws": 5,
+        }
         for k in K:
             row = c["models"][k]
             assert row["l1000_max_abs_diff_from_file"] < 1e-4
-            assert row["log_px_1000"] == g["summary"][k]["log_px"]
             pi = row["per_image"]
             for n in ("enc", "star"):
-                assert (
-                    np.abs(
-                        np.asarray(pi[f"bound_{n}_1000"]) - g["per_image"][k][f"bound_{n}"]
-                    ).max()
-                    < 2e-4
-                )
+                file = np.asarray(g["per_image"][k][f"bound_{n}"])
+                assert np.abs(np.asarray(pi[f"bound_{n}_1000"]) - file).max() < 2e-4
+            # the stand-in picked from these bounds is the one the gap file's summary names
+            assert _picked(pi, 1000) == g["summary"][k]["log_px"] == row["log_px_1000"]
+            assert _picked(pi, 5000) == row["log_px_5000"]
             mean, se = _paired(_best(pi, 5000), _best(pi, 1000))
             assert row["best_l5000_minus_best_l1000"] == pytest.approx([mean, se], abs=1e-3)
 
 
+def _approximation(g, c, k, steps):
+    """The approximation gap against the L_5000 stand-in, per image, with the fit of ``steps``."""
+    best = _best(c["models"][k]["per_image"], 5000)
+    return best - np.asarray(g["per_image"][k][f"elbo_star_{steps}"])
+
+
 def test_against_l5000_the_approximation_gap_moves_little_and_still_grows(gaps, l5000):
-    """'Against L_5000 ... the stand-in for log p(x) rises by 0.01 to 0.33 nats, under a tenth of
-    the smallest approximation gap; the approximation gap grows from k_train = 1 to 50 by 10.7
-    to 14.9 nats, each step by more than 10 paired standard errors.'"""
-    shift = [c["models"][k]["best_l5000_minus_best_l1000"] for c in l5000 for k in K]
-    assert all(v > -2 * se for v, se in shift), shift  # L_5000 >= L_1000, up to the noise
-    assert _range([v for v, _ in shift], 2) == (0.01, 0.33), shift  # "by 0.01 to 0.33 nats"
-    # "under a tenth of the smallest approximation gap above"
-    assert max(v for v, _ in shift) < 0.1 * min(
-        _gap(g, k, "approximation")[0] for g in gaps for k in K
-    )
-    for g, c in zip(gaps, l5000):
-        approx = {
-            k: _best(c["models"][k]["per_image"], 5000)
-            - np.asarray(g["per_image"][k]["elbo_star_400"])
-            for k in K
-        }
-        for prev, k in (("1", "5"), ("5", "50")):
-            mean, se = _paired(approx[k], approx[prev])
-            assert mean > 10 * se, (prev, k, mean, se)
-    growth = [
-        _paired(
-            _best(c["models"]["50"]["per_image"], 5000)
-            - np.asarray(g["per_image"]["50"]["elbo_star_400"]),
-            _best(c["models"]["1"]["per_image"], 5000)
-            - np.asarray(g["per_image"]["1"]["elbo_star_400"]),
-        )[0]
+    """'L-hat rises by at most 0.33 nats (standard error 0.07), at most 2.3% of that model's
+    approximation gap, and by less than two standard errors in five of the nine models. Against
+    L_5000 the approximation gap still grows from k_train = 1 to 50, by 11 to 15 nats with the
+    400-step fits and 9 to 11 with the 1600-step ones, each step by more than 10 paired standard
+    errors ... about 9 nats (the smallest growth above).'"""
+    rises = [
+        (c["models"][k]["best_l5000_minus_best_l1000"], _gap(g, k, "approximation")[0])
         for g, c in zip(gaps, l5000)
+        for k in K
     ]
-    assert _range(growth) == (10.7, 14.9), growth  # "10.7 to 14.9 nats"
+    assert all(v > -2 * se for (v, se), _ in rises), rises  # L_5000 >= L_1000, up to the noise
+    (top, top_se), _ = max(rises, key=lambda r: r[0][0])
+    assert (round(top, 2), round(top_se, 2)) == (0.33, 0.07), rises
+    assert round(max(v / gap for (v, _), gap in rises), 3) == 0.023, rises
+    assert all(v + 2 * se < 0.05 * gap for (v, se), gap in rises), rises  # even at +2 se
+    assert sum(v < 2 * se for (v, se), _ in rises) == 5, rises
+    growth = {}
+    for steps in (400, 1600):
+        for g, c in zip(gaps, l5000):
+            a = {k: _approximation(g, c, k, steps) for k in K}
+            for prev, k in (("1", "5"), ("5", "50")):
+                mean, se = _paired(a[k], a[prev])
+                assert mean > 10 * se, (steps, prev, k, mean, se)
+            growth.setdefault(steps, []).append(_paired(a["50"], a["1"])[0])
+    assert _range(growth[400], 0) == (11, 15), growth
+    assert _range(growth[1600], 0) == (9, 11), growth
+    assert round(min(growth[400] + growth[1600])) == 9, growth
 
 
 # ---- the amortized flow (flow_seed*.json, flow_e10_n60000_seed*.json), the chapter's section
