@@ -36,6 +36,7 @@ from vae_course.montecarlo import paired_difference
 from vae_course.tools import iwae_runs
 
 STEPS = (200, 400, 800, 1600)
+FIT = {"learning_rate": 0.02, "num_samples": 5}  # iwae_runs.gaps' per-image fit
 
 
 def measure(seed):
@@ -83,17 +84,15 @@ def measure_l5000(seed, out):
             "k_eval": [iwae_runs.K_EVAL, 5000],
             "draw_seeds": [2, 3],  # the gap files' L_1000 draws; other draws for L_5000
             "fit_steps": iwae_runs.GAP_STEPS,
-            "fit_learning_rate": 0.02,
-            "fit_draws": 5,
+            "fit_learning_rate": FIT["learning_rate"],
+            "fit_draws": FIT["num_samples"],
         },
         "models": {},
     }
     for k in iwae_runs.K_TRAIN:
         model, _ = iwae_runs.get_iwae(k, seed=seed)
         start = time.process_time()
-        q_star = iwae_runs.fit_local_posterior(
-            model, x, steps=iwae_runs.GAP_STEPS, learning_rate=0.02, num_samples=5
-        )
+        q_star = iwae_runs.fit_local_posterior(model, x, steps=iwae_runs.GAP_STEPS, **FIT)
         bounds = {}
         for name, posterior in (("enc", None), ("star", q_star)):
             for k_eval, draws in ((iwae_runs.K_EVAL, 2), (5000, 3)):

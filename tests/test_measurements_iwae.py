@@ -313,7 +313,7 @@ def test_the_approximation_gap_grows_at_each_step_by_more_than_10_se(gaps):
     assert _range(at1) == (4.4, 5.4), at1
     assert _range(at50) == (15.9, 18.9), at50
     growth = [g["summary_longest"]["50"]["approximation_minus_first"][0] for g in gaps]
-    assert _range(growth) == (8.9, 10.4), growth  # "with 1600 steps ... 8.9 to 10.4 nats"
+    assert _range(growth, 0) == (9, 10), growth  # "with 1600 steps ... 9 to 10 nats"
 
 
 def test_the_last_doubling_of_the_fits(gaps):
@@ -409,8 +409,9 @@ def _approximation(g, c, k, steps):
 
 
 def test_against_l5000_the_approximation_gap_moves_little_and_still_grows(gaps, l5000):
-    """'L-hat rises by at most 0.33 nats (standard error 0.07), at most 2.3% of that model's
-    approximation gap, and by less than two standard errors in five of the nine models. Against
+    """'The stand-in taken with 5000 draws is higher than L-hat by at most 0.33 nats (standard
+    error 0.07), at most 2.3% of that model's 400-step approximation gap, and by less than two
+    standard errors in five of the nine models (with q-hat* alone ... 0.5 to 0.8 nats). Against
     L_5000 the approximation gap still grows from k_train = 1 to 50, by 11 to 15 nats with the
     400-step fits and 9 to 11 with the 1600-step ones, each step by more than 10 paired standard
     errors ... about 9 nats (the smallest growth above).'"""
@@ -425,6 +426,11 @@ def test_against_l5000_the_approximation_gap_moves_little_and_still_grows(gaps, 
     assert round(max(v / gap for (v, _), gap in rises), 3) == 0.023, rises
     assert all(v + 2 * se < 0.05 * gap for (v, se), gap in rises), rises  # even at +2 se
     assert sum(v < 2 * se for (v, se), _ in rises) == 5, rises
+    # "with q-hat* alone as the proposal the k_train = 50 models' bound rises by 0.5 to 0.8 nats;
+    # there the encoder's q is the better proposal"
+    star50 = [c["models"]["50"]["l5000_minus_l1000_star"] for c in l5000]
+    assert all(v > 4 * se for v, se in star50) and _range([v for v, _ in star50]) == (0.5, 0.8)
+    assert all(c["models"]["50"]["log_px_5000"] == "bound_enc" for c in l5000)
     growth = {}
     for steps in (400, 1600):
         for g, c in zip(gaps, l5000):
