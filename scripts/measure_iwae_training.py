@@ -31,6 +31,13 @@ as many weights as the encoder and the flow together). With ``--flow
 --epochs E --n-train N`` it does so at k_train = 1 on a longer schedule (E epochs of the first N
 training images) and writes ``<out>/flow_e<E>_n<N>_seed<S>.json``.
 
+With ``--equal-compute`` it trains the one-draw model (k_train = 1) of the same seed for k times
+the epochs, for k = 5 and 50 (``iwae_runs.get_iwae(1, seed, epochs=k * EPOCHS)``: the same
+initial weights, its images binarized and shuffled afresh each epoch; as many decoder passes per
+image as the IWAE's k, spread over k times the steps), and writes
+``<out>/equal_compute_seed<S>.json``: their summary against the seed's k_train = 1 model and the
+paired differences IWAE at k minus that model (L_1000 and the ELBO, same images and draws).
+
 A model loaded from the cache has no training time to report: its ``train_cpu_s`` is carried
 over from the file being replaced when that file has one (the run that trained it), else null.
 """
@@ -117,6 +124,35 @@ def measure_control(seed, out):
         "note": "models: VAEs trained on the k-draw ELBO (k = 1 is the k_train = 1 model of "
         "seed<S>.json); iwae_minus_vae: paired differences, IWAE minus VAE at the same k; "
         "train_cpu_s: CPU seconds of the run that trained the model",
+    }
+
+
+def measure_equal_compute(seed, out):
+    path = out / f"equal_compute_seed{seed}.json"
+    iwaes = iwae_runs.timed_models(seed)
+    longer = iwae_runs.timed_models(
+        seed, get=lambda k, s: iwae_runs.get_iwae(1, s, epochs=k * iwae_runs.EPOCHS), ks=CONTROL_K
+    )
+    cpu = _cpu(longer, path)
+    start = time.process_time()
+    iw = {k: iwae_runs.measure(m) for k, (m, _) in iwaes.items()}
+    long = {1: iw[1], **{k: iwae_runs.measure(m) for k, (m, _) in longer.items()}}
+    row = {str(k): v for k, v in iwae_runs.summary(long).items()}
+    for k in CONTROL_K:
+        row[str(k)]["train_cpu_s"] = cpu[k]
+        row[str(k)]["epochs"] = k * iwae_runs.EPOCHS
+        row[str(k)]["iwae_minus_longer"] = {
+            key: [float(a) for a in paired_difference(iw[k][key], long[k][key])]
+            for key in ("bound", "elbo")
+        }
+    return path, {
+        "seed": seed,
+        "settings": {**_settings(), "longer_k": list(CONTROL_K)},
+        "models": row,
+        "measure_cpu_s": round(time.process_time() - start, 1),
+        "note": "models: the k_train = 1 model trained for k times the epochs (k = 1 is the "
+        "k_train = 1 model of seed<S>.json); iwae_minus_longer: paired differences, the IWAE at "
+        "k minus that model; train_cpu_s: CPU seconds of the run that trained the model",
     }
 
 
@@ -225,6 +261,9 @@ def main(argv=None):
         "--estimator", choices=("iwae", "dreg"), default="iwae", help="dreg: the DReG runs"
     )
     parser.add_argument("--flow", action="store_true", help="the amortized-flow runs")
+    parser.add_argument(
+        "--equal-compute", action="store_true", help="k_train = 1 with k times the epochs"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="with --flow: a longer schedule")
     parser.add_argument("--n-train", type=int, default=None, help="with --flow: training images")
     args = parser.parse_args(argv)
@@ -235,6 +274,8 @@ def main(argv=None):
             path, record = measure_flow(seed, args.out, args.epochs, args.n_train)
         elif args.control:
             path, record = measure_control(seed, args.out)
+        elif args.equal_compute:
+            path, record = measure_equal_compute(seed, args.out)
         elif args.estimator == "dreg":
             path, record = measure_dreg(seed, args.out)
         else:
