@@ -8,7 +8,8 @@ Gaussian with a two-step IAF (for 400 and 800 steps; the wider encoder 400 only)
 or, with ``--epochs 10 --n-train 60000``, ``flow_gaps_e10_n60000_seed<S>.json``;
 ``--fit-steps 1600 --models gauss flow`` fits those models' images for 1600 steps only and
 writes ``flow_gaps_fit1600_seed<S>.json`` (the same draws of eps: its ``enc`` numbers equal the
-first file's):
+first file's); ``--k-train 50 --models gauss flow`` does the same for the k_train = 50 models
+and writes ``flow_gaps_k50_seed<S>.json``:
 
     nice -n 10 python scripts/measure_flow_gaps.py --seeds 0 1 2 --threads 2
 
@@ -75,13 +76,14 @@ def summarize(per_model, steps):
     return out
 
 
-def measure(seed, epochs, n_train, fit_steps=None, models=tuple(MODELS)):
-    """``fit_steps``: the fits' lengths for every model (default: MODELS's); ``models``: which."""
+def measure(seed, epochs, n_train, fit_steps=None, models=tuple(MODELS), k_train=1):
+    """``fit_steps``: the fits' lengths for every model (default: MODELS's); ``models``: which;
+    ``k_train``: the models' k."""
     x = iwae_runs.eval_images()
     per_model, cpu = {}, {}
     plan = {m: (MODELS[m][0], tuple(fit_steps or MODELS[m][1])) for m in models}
     for name, (kwargs, steps) in plan.items():
-        model, _ = iwae_runs.get_iwae(1, seed=seed, epochs=epochs, n_train=n_train, **kwargs)
+        model, _ = iwae_runs.get_iwae(k_train, seed=seed, epochs=epochs, n_train=n_train, **kwargs)
         start = time.process_time()
         per_model[name] = iwae_runs.family_gaps(model, x, steps=steps)
         cpu[name] = round(time.process_time() - start, 1)
@@ -96,7 +98,7 @@ def measure(seed, epochs, n_train, fit_steps=None, models=tuple(MODELS)):
     return {
         "seed": seed,
         "settings": {
-            "k_train": 1,
+            "k_train": k_train,
             "epochs": epochs,
             "n_train": n_train,
             "images": iwae_runs.N_EVAL,
@@ -128,17 +130,18 @@ def main(argv=None):
     parser.add_argument("--n-train", type=int, default=iwae_runs.N_TRAIN)
     parser.add_argument("--fit-steps", type=int, nargs="+", help="every model's fit lengths")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--k-train", type=int, default=1, choices=iwae_runs.K_TRAIN)
     parser.add_argument("--out", type=Path, default=Path("measurements/iwae_gaps"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    schedule = ""
+    schedule = "" if args.k_train == 1 else f"_k{args.k_train}"
     if (args.epochs, args.n_train) != (iwae_runs.EPOCHS, iwae_runs.N_TRAIN):
         schedule = f"_e{args.epochs}_n{args.n_train}"
     if args.fit_steps:
         schedule += "_fit" + "_".join(str(s) for s in args.fit_steps)
     for s in args.seeds:
-        record = measure(s, args.epochs, args.n_train, args.fit_steps, args.models)
+        record = measure(s, args.epochs, args.n_train, args.fit_steps, args.models, args.k_train)
         path = args.out / f"flow_gaps{schedule}_seed{s}.json"
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(path, json.dumps(record["summary"]), record["cpu_s"], flush=True)
