@@ -430,28 +430,48 @@ def test_the_k50_files_are_the_flow_sections_k50_models(k50):
             assert np.mean(got["bound_enc"]) == pytest.approx(want["bound"][0], abs=0.5)
 
 
-def test_at_k50_the_split_is_mostly_amortization_with_no_direction_from_the_flow(k50):
-    """'The amortization gap is more than three quarters of each model's total in every seed and
-    at both fit lengths, and the flow moves it by -577 to +140 nats with 800-step fits, in either
-    direction; the totals move the other way from the flow's ELBO at this k above, seed by seed.'"""
+def test_at_k50_the_amortization_gap_is_mostly_the_objectives_mismatch(k50, short):
+    """'It is more than three quarters of each model's total in every seed ... its L_1000 is
+    above that of the 800-step fitted Gaussian by 1.3 to 1.7 nats in both models and every seed
+    (more than 7 paired standard errors), where at k_train = 1 the Gaussian models' encoders are
+    not above it. ... Between the two models it differs by -580 to +140 nats across seeds; up to
+    their log p-hat, which differ by 0.1 to 1.2 nats, ... the ELBO of the model without the flow
+    alone ranges from -245 to -878 nats across the seeds.' The protocol sentence: log p-hat is
+    the 800-step per-image flow's L_1000 in every model and seed."""
+    better = []
     for f in k50:
         for steps in ("400", "800"):
             for model in ("gauss", "flow"):
                 r = f["summary"][steps][model]
+                assert r["log_px"] == "bound_flow_800"
                 assert r["amortization"][0] > 0.75 * r["total"][0], (steps, model, r)
+        for model in ("gauss", "flow"):
+            pi = f["per_image"][model]
+            d = np.asarray(pi["bound_enc"]) - np.asarray(pi["bound_gauss_800"])
+            better.append((d.mean(), _se(d)))
+    assert all(_z(x) > 7 for x in better) and _range(better) == (1.3, 1.7), better
+    for f in short:  # k_train = 1: the Gaussian model's encoder is not the better proposal
+        pi = f["per_image"]["gauss"]
+        assert np.mean(pi["bound_enc"]) <= np.mean(pi["bound_gauss_800"]), f["seed"]
     d = _rows(k50, 800, "flow_minus_gauss", "amortization")
-    assert _range(d, 0) == (-577, 140), d
-    assert min(_z(x) for x in d) < -10 and max(_z(x) for x in d) > 10, d  # both directions
-    for s, f in zip(SEEDS, k50):
-        sec = json.loads((ROOT / "iwae_training" / f"flow_seed{s}.json").read_text())
-        elbo = sec["models"]["50"]["elbo"][0]
-        assert np.sign(f["summary"]["400"]["flow_minus_gauss"]["total"][0]) == -np.sign(elbo)
+    assert (round(min(x[0] for x in d), -1), round(max(x[0] for x in d), -1)) == (-580, 140), d
+    log_px = [
+        abs(
+            np.mean(f["per_image"]["flow"]["bound_flow_800"])
+            - np.mean(f["per_image"]["gauss"]["bound_flow_800"])
+        )
+        for f in k50
+    ]
+    assert (round(min(log_px), 1), round(max(log_px), 1)) == (0.1, 1.2), log_px
+    elbo = [np.mean(f["per_image"]["gauss"]["elbo_enc"]) for f in k50]
+    assert (round(max(elbo)), round(min(elbo))) == (-245, -878), elbo
 
 
 def test_at_k50_the_approximation_gaps(k50):
-    """'In the flow family the flow-trained decoder's approximation gap is the smaller in every
-    seed, by 0.3 to 2.4 nats with 400-step fits (more than 2.5 paired standard errors) and 0.1 to
-    0.8 with 800 (in one seed by less than 2 standard errors); in the Gaussian family the
+    """'In the flow family the flow-trained decoder's approximation gap is the smaller with
+    400-step fits in every seed, by 0.3 to 2.4 nats (more than 2.5 paired standard errors); with
+    800-step fits by 0.1 to 0.8, in one seed by less than 2 standard errors: the difference
+    shrinks by two thirds or more as the fits lengthen ... In the Gaussian family the
     difference changes sign between seeds, -0.5 to +3.0 nats with 400-step fits and -0.3 to +1.3
     with 800, shrinking as the fits lengthen in every seed. The per-image flow closes 61 to 69%
     of the Gaussian model's fitted-Gaussian approximation gap with 400-step fits and 78 to 83%
@@ -461,6 +481,8 @@ def test_at_k50_the_approximation_gaps(k50):
     assert all(_z(x) < -2.5 for x in own400) and _range([(-x[0], 0) for x in own400]) == (0.3, 2.4)
     assert all(x[0] < 0 for x in own800) and _range([(-x[0], 0) for x in own800]) == (0.1, 0.8)
     assert sum(_z(x) > -2 for x in own800) == 1, own800
+    # "the difference shrinks by two thirds or more as the fits lengthen"
+    assert all(b[0] / a[0] < 0.34 for a, b in zip(own400, own800)), (own400, own800)
     g400 = _rows(k50, 400, "flow_minus_gauss", "approx_gauss")
     g800 = _rows(k50, 800, "flow_minus_gauss", "approx_gauss")
     assert _range(g400) == (-0.5, 3.0) and _range(g800) == (-0.3, 1.3), (g400, g800)
