@@ -73,6 +73,11 @@ def _settings():
     }
 
 
+def _bound_and_elbo(a, b):
+    """Paired differences a - b of two :func:`iwae_runs.measure` results: L_1000 and the ELBO."""
+    return {key: [float(v) for v in paired_difference(a[key], b[key])] for key in ("bound", "elbo")}
+
+
 def _cpu(models, path):
     """``{k: train CPU seconds}``: measured now, or carried over from ``path`` (see the docstring)."""
     old = json.loads(path.read_text())["models"] if path.exists() else {}
@@ -112,10 +117,7 @@ def measure_control(seed, out):
     row = {str(k): v for k, v in iwae_runs.summary(kv).items()}
     for k in CONTROL_K:
         row[str(k)]["train_cpu_s"] = cpu[k]
-        row[str(k)]["iwae_minus_vae"] = {
-            key: [float(a) for a in paired_difference(iw[k][key], kv[k][key])]
-            for key in ("bound", "elbo")
-        }
+        row[str(k)]["iwae_minus_vae"] = _bound_and_elbo(iw[k], kv[k])
     return path, {
         "seed": seed,
         "settings": {**_settings(), "control_k": list(CONTROL_K)},
@@ -141,16 +143,10 @@ def measure_equal_compute(seed, out):
     for k in CONTROL_K:
         row[str(k)]["train_cpu_s"] = cpu[k]
         row[str(k)]["epochs"] = k * iwae_runs.EPOCHS
-        row[str(k)]["iwae_minus_longer"] = {
-            key: [float(a) for a in paired_difference(iw[k][key], long[k][key])]
-            for key in ("bound", "elbo")
-        }
+        row[str(k)]["iwae_minus_longer"] = _bound_and_elbo(iw[k], long[k])
     k_max = max(CONTROL_K)  # the IWAE with the most draws against each longer run
     for k in CONTROL_K:
-        row[str(k)][f"iwae{k_max}_minus_longer"] = {
-            key: [float(a) for a in paired_difference(iw[k_max][key], long[k][key])]
-            for key in ("bound", "elbo")
-        }
+        row[str(k)][f"iwae{k_max}_minus_longer"] = _bound_and_elbo(iw[k_max], long[k])
     return path, {
         "seed": seed,
         "settings": {**_settings(), "longer_k": list(CONTROL_K)},
@@ -158,7 +154,8 @@ def measure_equal_compute(seed, out):
         "measure_cpu_s": round(time.process_time() - start, 1),
         "note": "models: the k_train = 1 model trained for k times the epochs (k = 1 is the "
         "k_train = 1 model of seed<S>.json); iwae_minus_longer: paired differences, the IWAE at "
-        "k minus that model; iwae50_minus_longer: the IWAE at k = 50 minus that model; train_cpu_s: CPU seconds of the run that trained the model",
+        "k minus that model; iwae50_minus_longer: the IWAE at k = 50 minus that model; "
+        "train_cpu_s: CPU seconds of the run that trained the model",
     }
 
 
@@ -175,10 +172,7 @@ def measure_dreg(seed, out):
     row = {str(k): v for k, v in iwae_runs.summary(dr).items()}
     for k in DREG_K:
         row[str(k)]["train_cpu_s"] = cpu[k]
-        row[str(k)]["dreg_minus_iwae"] = {
-            key: [float(a) for a in paired_difference(dr[k][key], iw[k][key])]
-            for key in ("bound", "elbo")
-        }
+        row[str(k)]["dreg_minus_iwae"] = _bound_and_elbo(dr[k], iw[k])
         row[str(k)]["iwae_active"] = {
             str(t): int((iw[k]["activity"] > t).sum()) for t in iwae_runs.THRESHOLDS
         }
