@@ -430,31 +430,53 @@ def test_the_k50_files_are_the_flow_sections_k50_models(k50):
             assert np.mean(got["bound_enc"]) == pytest.approx(want["bound"][0], abs=0.5)
 
 
-def test_at_k50_the_amortization_gap_is_mostly_the_objectives_mismatch(k50, short):
-    """'It is more than three quarters of each model's total in every seed ... its L_1000 is
-    above that of the 800-step fitted Gaussian by 1.3 to 1.7 nats in both models and every seed
-    (more than 7 paired standard errors), where at k_train = 1 the Gaussian models' encoders are
-    not above it. ... Between the two models it differs by -580 to +140 nats across seeds; up to
-    their log p-hat, which differ by 0.1 to 1.2 nats, ... the ELBO of the model without the flow
-    alone ranges from -245 to -878 nats across the seeds.' The protocol sentence: log p-hat is
-    the 800-step per-image flow's L_1000 in every model and seed."""
-    better = []
+def test_at_k50_the_amortization_gap_is_mostly_the_objectives_mismatch(k50, short, long):
+    """'It is about 50 to 680 nats, more than three quarters of each model's total in every seed
+    ... the Gaussian model's q has an L_1000 above that of its 800-step fitted Gaussian by 1.3 to
+    1.5 nats in every seed (more than 7 paired standard errors), where at k_train = 1 the
+    Gaussian encoders' q (both schedules, the wider encoder against its 400-step fits) are
+    below it; the flow's model's
+    q has an L_1000 only 0.2 to 0.3 nats below log p-hat, while its ELBO is about 100 to 190 nats
+    below. ... The two models' totals differ by -590 to +130 nats across seeds; ... the two log
+    p-hat differ by only 0.1 to 1.2 nats ... the ELBO of the model without the flow alone ranges
+    from about -250 to -880 nats.' The protocol sentence: log p-hat is the 800-step per-image
+    flow's L_1000 in every model and seed."""
+    amort = []
     for f in k50:
         for steps in ("400", "800"):
             for model in ("gauss", "flow"):
                 r = f["summary"][steps][model]
                 assert r["log_px"] == "bound_flow_800"
                 assert r["amortization"][0] > 0.75 * r["total"][0], (steps, model, r)
-        for model in ("gauss", "flow"):
-            pi = f["per_image"][model]
-            d = np.asarray(pi["bound_enc"]) - np.asarray(pi["bound_gauss_800"])
-            better.append((d.mean(), _se(d)))
-    assert all(_z(x) > 7 for x in better) and _range(better) == (1.3, 1.7), better
-    for f in short:  # k_train = 1: the Gaussian model's encoder is not the better proposal
-        pi = f["per_image"]["gauss"]
-        assert np.mean(pi["bound_enc"]) <= np.mean(pi["bound_gauss_800"]), f["seed"]
-    d = _rows(k50, 800, "flow_minus_gauss", "amortization")
-    assert (round(min(x[0] for x in d), -1), round(max(x[0] for x in d), -1)) == (-580, 140), d
+                amort.append(r["amortization"][0])
+    assert (round(min(amort), -1), round(max(amort), -1)) == (50, 680), amort
+    better, own, elbo_below = [], [], []
+    for f in k50:
+        g = {k: np.asarray(v) for k, v in f["per_image"]["gauss"].items()}
+        d = g["bound_enc"] - g["bound_gauss_800"]
+        better.append((d.mean(), _se(d)))
+        fl = {k: np.asarray(v) for k, v in f["per_image"]["flow"].items()}
+        own.append((fl["bound_flow_800"] - fl["bound_enc"]).mean())
+        elbo_below.append((fl["bound_flow_800"] - fl["elbo_enc"]).mean())
+    assert all(_z(x) > 7 for x in better) and _range(better) == (1.3, 1.5), better
+    assert (round(min(own), 1), round(max(own), 1)) == (0.2, 0.3), own
+    assert (round(min(elbo_below), -1), round(max(elbo_below), -1)) == (100, 190), elbo_below
+    for files in (short, long):  # k_train = 1: the Gaussian encoders' q are not the better proposal
+        for f in files:
+            for model, steps in (("gauss", 800), ("wide", 400)):  # the wider encoder: 400 only
+                pi = f["per_image"][model]
+                fitted = np.mean(pi[f"bound_gauss_{steps}"])
+                assert np.mean(pi["bound_enc"]) < fitted, (f["seed"], model)
+    totals = _rows(k50, 400, "flow_minus_gauss", "total")
+    assert (round(min(x[0] for x in totals), -1), round(max(x[0] for x in totals), -1)) == (
+        -590,
+        130,
+    ), totals
+    for f in k50:  # the identity: total = log p-hat - ELBO, per model
+        lp = {m: np.mean(f["per_image"][m]["bound_flow_800"]) for m in ("gauss", "flow")}
+        el = {m: np.mean(f["per_image"][m]["elbo_enc"]) for m in ("gauss", "flow")}
+        d = f["summary"]["400"]["flow_minus_gauss"]["total"][0]
+        assert d == pytest.approx((lp["flow"] - lp["gauss"]) - (el["flow"] - el["gauss"]), abs=2e-3)
     log_px = [
         abs(
             np.mean(f["per_image"]["flow"]["bound_flow_800"])
@@ -464,14 +486,14 @@ def test_at_k50_the_amortization_gap_is_mostly_the_objectives_mismatch(k50, shor
     ]
     assert (round(min(log_px), 1), round(max(log_px), 1)) == (0.1, 1.2), log_px
     elbo = [np.mean(f["per_image"]["gauss"]["elbo_enc"]) for f in k50]
-    assert (round(max(elbo)), round(min(elbo))) == (-245, -878), elbo
+    assert (round(max(elbo), -1), round(min(elbo), -1)) == (-250, -880), elbo
 
 
 def test_at_k50_the_approximation_gaps(k50):
     """'In the flow family the flow-trained decoder's approximation gap is the smaller with
     400-step fits in every seed, by 0.3 to 2.4 nats (more than 2.5 paired standard errors); with
     800-step fits by 0.1 to 0.8, in one seed by less than 2 standard errors: the difference
-    shrinks by two thirds or more as the fits lengthen ... In the Gaussian family the
+    shrinks by 66 to 77% as the fits lengthen ... In the Gaussian family the
     difference changes sign between seeds, -0.5 to +3.0 nats with 400-step fits and -0.3 to +1.3
     with 800, shrinking as the fits lengthen in every seed. The per-image flow closes 61 to 69%
     of the Gaussian model's fitted-Gaussian approximation gap with 400-step fits and 78 to 83%
@@ -481,8 +503,9 @@ def test_at_k50_the_approximation_gaps(k50):
     assert all(_z(x) < -2.5 for x in own400) and _range([(-x[0], 0) for x in own400]) == (0.3, 2.4)
     assert all(x[0] < 0 for x in own800) and _range([(-x[0], 0) for x in own800]) == (0.1, 0.8)
     assert sum(_z(x) > -2 for x in own800) == 1, own800
-    # "the difference shrinks by two thirds or more as the fits lengthen"
-    assert all(b[0] / a[0] < 0.34 for a, b in zip(own400, own800)), (own400, own800)
+    # "the difference shrinks by 66 to 77% as the fits lengthen"
+    shrink = [1 - b[0] / a[0] for a, b in zip(own400, own800)]
+    assert (round(100 * min(shrink)), round(100 * max(shrink))) == (66, 77), shrink
     g400 = _rows(k50, 400, "flow_minus_gauss", "approx_gauss")
     g800 = _rows(k50, 800, "flow_minus_gauss", "approx_gauss")
     assert _range(g400) == (-0.5, 3.0) and _range(g800) == (-0.3, 1.3), (g400, g800)
