@@ -480,7 +480,7 @@ def _approximation(g, c, k, steps):
 
 
 def test_against_l5000_the_approximation_gap_moves_little_and_still_grows(gaps, l5000):
-    """'The stand-in taken with 5000 draws is higher than L-hat by at most 0.33 nats (standard
+    """'The stand-in taken with 5000 draws is higher than log p-hat by at most 0.33 nats (standard
     error 0.07), at most 2.3% of that model's 400-step approximation gap, and by less than two
     standard errors in five of the nine models (with q-hat* alone ... 0.5 to 0.8 nats). Against
     L_5000 the approximation gap still grows from k_train = 1 to 50, by 11 to 15 nats with the
