@@ -296,13 +296,12 @@ def _direct_steps(vae: keras.Model, stand_ins: dict, functions: dict, lean=None)
         return
     swaps = [(owner, name, fn) for (owner, name), fn in functions.items()]
     own_class = type(vae)
-    step_class = [lean] if lean is None or isinstance(lean, type) else []
+    step_class = [lean or own_class] if lean is None or isinstance(lean, type) else []
 
     def direct(step):
         def run(data):
             if not step_class:  # the model is built now
-                step_class.append(lean())
-            step_class[0] = step_class[0] or own_class
+                step_class.append(lean() or own_class)
             attrs.update(stand_ins)
             originals = [getattr(owner, name) for owner, name, _ in swaps]
             for owner, name, fn in swaps:
@@ -641,6 +640,11 @@ def direct_value_works(device: str = "cpu") -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+def _all_built(vae: keras.Model) -> bool:
+    """Whether the model and every layer in it are built."""
+    return all(layer.built for layer in vae._flatten_layers(include_self=True))
+
+
 def _lean_class(vae: keras.Model) -> tuple[type | None, str]:
     """A subclass of ``type(vae)`` whose ``trainable_weights`` and ``zero_grad`` skip the walks.
 
@@ -674,7 +678,7 @@ def _lean_class(vae: keras.Model) -> tuple[type | None, str]:
     ]
     if own:
         return None, f"{cls.__name__} has its own {', '.join(own)}"
-    if not all(layer.built for layer in vae._flatten_layers(include_self=True)):
+    if not _all_built(vae):
         return None, "a layer of the model is not built"
     if not vae.trainable:
         return None, "the model is not trainable"
@@ -1122,16 +1126,17 @@ def enabled(
                 owner = _value_owner(vae.weights[0])
                 value_key = (owner, "value")
                 functions[value_key] = _direct_value(owner)
-                built = all(layer.built for layer in vae._flatten_layers(include_self=True))
-                lean = _lean_or_warn(vae) if built else functools.partial(_lean_or_warn, vae)
+                lean = (
+                    _lean_or_warn(vae) if _all_built(vae) else functools.partial(_lean_or_warn, vae)
+                )
         stand_ins = {name: net for name, net in nets.items() if net is not None}
         stack.enter_context(_direct_steps(vae, stand_ins, functions, lean))
         on = {name: net is not None for name, net in nets.items()}
         on["adam"] = adam and stack.enter_context(_fused(vae.optimizer, device))
         on["draws"] = (keras.random, "normal") in functions
         on["ops"] = (keras.ops, "sum") in functions
-        on["weights"] = lean is not None  # with Variable.value; for a model fit builds, unless
-        # the first step warns
+        # for a model that fit builds, the lean class is made (or warned against) at the first step
+        on["weights"] = lean is not None
         on["metrics"] = metrics and stack.enter_context(_direct_metrics(vae, device))
         yield on
 
