@@ -200,3 +200,28 @@ def test_warmup_weights_the_kl_from_0_to_1(tmp_path):
         keras.ops.convert_to_numpy(vae.encode(x[:5])[0]),
         rtol=1e-6,
     )
+
+
+def test_local_fit_from_a_given_start_and_bad_starts(x):
+    """``start`` replaces the encoder's output as the fit's first point: one Adam step of 1e-4
+    stays within 1e-3 of it; a wrong shape, a non-pair or a non-finite start is named."""
+    vae = linear_vae(exact=False)
+    n = len(x)
+    start = (np.full((n, 1), 2.0, np.float32), np.full((n, 1), -1.0, np.float32))
+    q = fit_local_posterior(vae, x, steps=1, learning_rate=1e-4, start=start)
+    np.testing.assert_allclose(q[0], start[0], atol=1e-3)
+    np.testing.assert_allclose(q[1], start[1], atol=1e-3)
+    q_enc = fit_local_posterior(vae, x, steps=1, learning_rate=1e-4)
+    assert np.abs(q_enc[0] - start[0]).max() > 0.1  # without it, the encoder's output
+    # from that start a full fit still reaches the exact posterior
+    q = fit_local_posterior(
+        vae, x, steps=400, learning_rate=0.05, num_samples=20, seed=1, start=start
+    )
+    post_mean, _ = MODEL.posterior(torch.as_tensor(x.reshape(-1), dtype=torch.float64))
+    np.testing.assert_allclose(q[0][:, 0], post_mean.numpy(), atol=0.05)
+    with pytest.raises(ValueError, match=r"start's z_log_var has shape \(3, 1\), expected"):
+        fit_local_posterior(vae, x, steps=1, start=(start[0], start[1][:3]))
+    with pytest.raises(ValueError, match="start must be a pair"):
+        fit_local_posterior(vae, x, steps=1, start=start[0])
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_local_posterior(vae, x, steps=1, start=(start[0] * np.nan, start[1]))

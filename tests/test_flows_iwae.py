@@ -14,6 +14,7 @@ from vae_course.flows import (
     fit_local_flow,
     flow_elbo,
     flow_log_weights,
+    flow_moments,
     made_masks,
     per_image_flow,
 )
@@ -320,3 +321,27 @@ def test_fit_local_flow_starts_from_a_given_flow_and_checks_it():
     assert np.all(elbo > elbo0)  # it climbed from where it started
     with pytest.raises(ValueError, match="num_sets = 3"):
         fit_local_flow(log_joint, mean, log_var, steps=1, flow=IAF(2, num_sets=2))
+
+
+def test_flow_moments_of_an_affine_flow_are_its_gaussians():
+    """With w2 = 0 an IAF step is z * exp(s) + m for its bias (m, s): q_T of q_0 = N(mu, v) is
+    N(exp(s) mu + m, exp(2 s) v) exactly, per image; the moments match to 4 standard errors."""
+    keras.utils.set_random_seed(0)
+    flow = IAF(3, num_steps=1, hidden_units=4, num_sets=2)
+    shift = np.array([[0.5, -1.0, 2.0], [0.0, 0.3, -0.7]], np.float32)
+    log_scale = np.array([[0.2, -0.5, 0.0], [1.0, 0.1, -1.2]], np.float32)
+    flow.steps[0].b2.assign(np.concatenate([shift, log_scale], axis=1))
+    mean = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.5, 0.0]])
+    log_var = torch.tensor([[0.0, -1.0, 0.5], [-2.0, 0.3, 1.0]])
+    s = 20000
+    m, lv = flow_moments(mean, log_var, flow, num_samples=s, seed=7)
+    want_m = np.exp(log_scale) * mean.numpy() + shift
+    want_lv = 2 * log_scale + log_var.numpy()
+    sd = np.exp(0.5 * want_lv)
+    assert m.shape == lv.shape == (2, 3) and m.dtype == np.float32
+    assert np.all(np.abs(m - want_m) < 4 * sd / s**0.5), (m, want_m)
+    assert np.all(np.abs(lv - want_lv) < 4 * (2 / (s - 1)) ** 0.5), (lv, want_lv)
+    # the check can fail: the input's moments are not q_T's
+    assert np.abs(m - mean.numpy()).max() > 0.5
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        flow_moments(mean, log_var, flow, num_samples=1)

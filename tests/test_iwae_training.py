@@ -464,3 +464,35 @@ def test_family_gaps_evaluates_the_models_own_q(flow_steps):
     log_w = -(nll + kl).double()  # (400, 4): the model's own draws through its own flow
     se = np.hypot(log_w.std(0).numpy() / 20, log_w.std(0).numpy() / 1000**0.5)
     assert np.all(np.abs(r["elbo_enc"] - log_w.mean(0).numpy()) < 4 * se), (r["elbo_enc"], se)
+
+
+def test_family_gaps_fits_gaussians_from_the_flows_moments_only_where_there_is_a_flow():
+    """``families=("gaussm",)``: Gaussian fits started from the moments of the model's flow q
+    (not from q_0, which a fit of zero length would return); refused without a flow."""
+    from vae_course.evaluate import fit_local_posterior
+    from vae_course.flows import flow_moments, per_image_flow
+    from vae_course.tools import iwae_runs
+
+    keras.utils.set_random_seed(4)
+    model = build_iwae(1, flow_steps=2, flow_hidden_units=6, **SMALL)
+    rng = np.random.default_rng(0)
+    for v in model.flow.weights:
+        v.assign(0.3 * rng.normal(size=v.shape).astype("float32"))
+    x = (_images(4) > 0.5).astype("float32")
+    r = iwae_runs.family_gaps(model, x, steps=(2,), families=("gaussm",))
+    assert set(r) == {f"{a}_{q}" for a in ("elbo", "bound") for q in ("enc", "gaussm_2")}
+    # the same q as a 2-step fit from the moments, evaluated on family_gaps' draws
+    with torch.no_grad():
+        mean, log_var = (torch.as_tensor(keras.ops.convert_to_numpy(a)) for a in model.encode(x))
+    moments = flow_moments(
+        mean, log_var, per_image_flow(model.flow, torch.cat([mean, log_var], -1))
+    )
+    from_moments = fit_local_posterior(
+        model, x, steps=2, learning_rate=0.02, num_samples=5, start=moments
+    )
+    from_q0 = fit_local_posterior(model, x, steps=2, learning_rate=0.02, num_samples=5)
+    assert np.abs(from_moments[0] - moments[0]).max() < 0.05  # two Adam steps of 0.02 at most
+    assert np.abs(from_q0[0] - from_moments[0]).max() > 0.1  # the two starts differ
+    plain = build_iwae(1, **SMALL)
+    with pytest.raises(ValueError, match="has no flow"):
+        iwae_runs.family_gaps(plain, x, steps=(2,), families=("gaussm",))

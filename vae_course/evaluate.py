@@ -249,7 +249,7 @@ def _elbo_terms(vae, x, z_mean, z_log_var, eps):
 
 
 def fit_local_posterior(
-    vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0
+    vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0, start=None
 ):
     r"""The best Gaussian q*(z|x) for each image by itself: maximise that image's ELBO.
 
@@ -257,7 +257,7 @@ def fit_local_posterior(
               \mathrm{ELBO}\big(\mathcal N(\mu, \operatorname{diag}\sigma^2); x\big)
 
     The decoder stays fixed; each image's (mu, log sigma^2) starts at the
-    encoder's output and takes ``steps`` Adam steps on the reparameterized ELBO
+    encoder's output (or at ``start``, a pair of (batch, latent_dim) arrays) and takes ``steps`` Adam steps on the reparameterized ELBO
     (``num_samples`` fresh draws of eps a step, the analytic KL), with the
     learning rate falling linearly from ``learning_rate`` to 0 so that the
     noise of the last steps averages out. This is the "optimal" posterior of
@@ -272,12 +272,20 @@ def fit_local_posterior(
     num_samples = check_positive_int(num_samples, "num_samples", 10)
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}.")
+    if start is not None:
+        start = _check_start(start, (len(x), vae.latent_dim))
     gen = torch.Generator().manual_seed(int(seed))
     means, log_vars = [], []
-    for start in range(0, len(x), batch_size):
-        xb = keras.ops.convert_to_tensor(x[start : start + batch_size])
-        with torch.no_grad():
-            m0, lv0 = vae.encode(xb)
+    for first in range(0, len(x), batch_size):
+        xb = keras.ops.convert_to_tensor(x[first : first + batch_size])
+        if start is None:
+            with torch.no_grad():
+                m0, lv0 = vae.encode(xb)
+        else:
+            m0, lv0 = (
+                keras.ops.convert_to_tensor(a[first : first + batch_size], dtype="float32")
+                for a in start
+            )
         m = m0.detach().clone().requires_grad_(True)
         lv = lv0.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([m, lv], lr=learning_rate)
@@ -294,6 +302,27 @@ def fit_local_posterior(
         means.append(m.detach().cpu().numpy())
         log_vars.append(lv.detach().cpu().numpy())
     return np.concatenate(means).astype(np.float32), np.concatenate(log_vars).astype(np.float32)
+
+
+def _check_start(start, shape):
+    """``start`` as two float32 arrays of ``shape`` (images, latent_dim), or a clear error."""
+    fix = (
+        f"Fix: pass start=(z_mean, z_log_var), two arrays of shape {shape}, "
+        "one row per image, or start=None for the encoder's output."
+    )
+    if not (isinstance(start, (tuple, list)) and len(start) == 2):
+        raise ValueError(
+            f"start must be a pair (z_mean, z_log_var), got {type(start).__name__}. {fix}"
+        )
+    out = []
+    for name, a in zip(("z_mean", "z_log_var"), start):
+        a = np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float32)
+        if a.shape != shape:
+            raise ValueError(f"start's {name} has shape {a.shape}, expected {shape}. {fix}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"start's {name} has non-finite values. {fix}")
+        out.append(a)
+    return tuple(out)
 
 
 def active_units(vae, x, threshold=0.01, batch_size=500):

@@ -240,6 +240,30 @@ def flow_elbo(log_joint, mean, log_var, flow, num_samples=1000, seed=1):
     return log_w.mean(0).to(torch.float64).cpu().numpy()
 
 
+def flow_moments(mean, log_var, flow, num_samples=1000, seed=3):
+    r"""The diagonal Gaussian with the first two moments of the flow's q_T, for each of b images.
+
+    .. math:: \hat\mu_j = \frac1S\sum_s z_{T,j}^{(s)}, \qquad
+              \log\hat\sigma_j^2 = \log\Big(\frac1{S-1}\sum_s
+              \big(z_{T,j}^{(s)} - \hat\mu_j\big)^2\Big)
+
+    from ``num_samples`` draws z_T = flow(mean + exp(log_var / 2) eps) (``flow`` maps one
+    image's z by its own weights: :func:`per_image_flow`). A start for a Gaussian fit that
+    sits where q_T's mass is, rather than at q_0, the flow's input. mean, log_var: (b, d)
+    tensors. Returns float32 numpy arrays (b, d), (b, d); reproducible for a given ``seed``.
+    """
+    s = check_positive_int(num_samples, "num_samples", 1000)
+    if s < 2:
+        raise ValueError(f"num_samples: a variance needs at least 2 draws, got {s}.")
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        eps = standard_normal((s,) + tuple(mean.shape), mean, gen)
+        z, _ = flow(transform(eps, mean, torch.exp(0.5 * log_var)))
+        z = z.to(torch.float64)
+        m, v = z.mean(0), z.var(0, correction=1)
+    return m.float().cpu().numpy(), torch.log(v).float().cpu().numpy()
+
+
 def fit_local_flow(
     log_joint,
     mean,
@@ -308,5 +332,6 @@ __all__ = [
     "per_image_flow",
     "flow_log_weights",
     "flow_elbo",
+    "flow_moments",
     "fit_local_flow",
 ]

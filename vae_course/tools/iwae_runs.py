@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import torch
 
+from ..errors import CourseError
 from ..evaluate import (
     active_units,
     elbo_given_posterior,
@@ -22,7 +23,7 @@ from ..evaluate import (
     iwae_bound,
     log_importance_weights,
 )
-from ..flows import fit_local_flow, flow_log_weights, per_image_flow
+from ..flows import fit_local_flow, flow_log_weights, flow_moments, per_image_flow
 from ..gradients import standard_normal
 from ..iwae import ESTIMATORS, gaussian_log_weights, iwae_objective, snr_against_k, vae_log_joint
 from ..iwae_training import build_iwae
@@ -234,7 +235,7 @@ def gaps(model, x, steps=(GAP_STEPS,)):
     return out
 
 
-def family_gaps(model, x, steps=(GAP_STEPS,), seed=1):
+def family_gaps(model, x, steps=(GAP_STEPS,), seed=1, families=("gauss", "flow")):
     """The two gaps in two families of q, per image of ``x`` (n, H, W), for a model with or
     without an amortized flow. The q's:
 
@@ -243,7 +244,11 @@ def family_gaps(model, x, steps=(GAP_STEPS,), seed=1):
       ``fit_local_posterior``, from the encoder's Gaussian q_0);
     * ``flow_<s>``: the Gaussian and a FLOW_STEPS-step IAF of FLOW_HIDDEN units fitted to each
       image alone for s steps (``fit_local_flow``) from the model's own q: its flow with each
-      image's context folded in (``per_image_flow``), or an identity flow without one.
+      image's context folded in (``per_image_flow``), or an identity flow without one;
+    * ``gaussm_<s>``: for a model with a flow, the Gaussian fitted for s steps from the moments
+      of its own q_T (``flow_moments``, 1000 draws) instead of from q_0.
+
+    ``families`` names which fits to make (``"gauss"``, ``"flow"``, ``"gaussm"``).
 
     For each q: ``elbo_<q>`` (the mean of K_EVAL log weights) and ``bound_<q>`` (their
     log-mean-exp: L_1000 with q as the proposal), from the same draws of eps for every q.
@@ -269,13 +274,25 @@ def family_gaps(model, x, steps=(GAP_STEPS,), seed=1):
         log_w = torch.cat(chunks).to(torch.float64)
         return log_w.mean(0).numpy(), iwae_objective(log_w).numpy()
 
-    qs = {"enc": (mean, log_var, own_flow())}
-    for s in steps:
-        fit = fit_local_posterior(model, x, steps=s, learning_rate=0.02, num_samples=5)
-        qs[f"gauss_{s}"] = (*(torch.as_tensor(a) for a in fit), None)
-        qs[f"flow_{s}"] = fit_local_flow(
-            log_joint, mean, log_var, FLOW_STEPS, FLOW_HIDDEN, steps=s, flow=own_flow()
+    if "gaussm" in families and model.flow is None:
+        raise CourseError(
+            "family_gaps: families 'gaussm' start from the moments of the model's flow q, and "
+            "this model has no flow. Fix: leave 'gaussm' out of families for it."
         )
+    qs = {"enc": (mean, log_var, own_flow())}
+    moments = flow_moments(mean, log_var, own_flow()) if "gaussm" in families else None
+    for s in steps:
+        fits = {"gauss": None, "gaussm": moments}
+        for family, start in fits.items():
+            if family in families:
+                fit = fit_local_posterior(
+                    model, x, steps=s, learning_rate=0.02, num_samples=5, start=start
+                )
+                qs[f"{family}_{s}"] = (*(torch.as_tensor(a) for a in fit), None)
+        if "flow" in families:
+            qs[f"flow_{s}"] = fit_local_flow(
+                log_joint, mean, log_var, FLOW_STEPS, FLOW_HIDDEN, steps=s, flow=own_flow()
+            )
     out = {}
     for name, q in qs.items():
         out[f"elbo_{name}"], out[f"bound_{name}"] = weights(*q)
