@@ -9,7 +9,10 @@ or, with ``--epochs 10 --n-train 60000``, ``flow_gaps_e10_n60000_seed<S>.json``;
 ``--fit-steps 1600 --models gauss flow`` fits those models' images for 1600 steps only and
 writes ``flow_gaps_fit1600_seed<S>.json`` (the same draws of eps: its ``enc`` numbers equal the
 first file's); ``--k-train 50 --models gauss flow`` does the same for the k_train = 50 models
-and writes ``flow_gaps_k50_seed<S>.json``:
+and writes ``flow_gaps_k50_seed<S>.json``; ``--moment-start`` fits the flow's model's Gaussians
+again for 400, 800 and 1600 steps, from the moments of its own q (``flows.flow_moments``)
+instead of from q_0, on the same draws, and writes ``flow_gaps[_e10_n60000]_moments_seed<S>.json``
+with its comparison against the files above (:func:`moment_summary`):
 
     nice -n 10 python scripts/measure_flow_gaps.py --seeds 0 1 2 --threads 2
 
@@ -122,6 +125,93 @@ def measure(seed, epochs, n_train, fit_steps=None, models=tuple(MODELS), k_train
     }
 
 
+MOMENT_STEPS = (400, 800, 1600)
+
+
+def _stored(out, schedule, seed):
+    """The per-image values of both models in the files of ``schedule`` for ``seed``, every fit
+    length in one dict per model (the 1600-step file's ``enc`` numbers equal the first's)."""
+    per_model = {}
+    for extra in ("", "_fit1600"):
+        path = out / f"flow_gaps{schedule}{extra}_seed{seed}.json"
+        if path.exists():
+            for name, r in json.loads(path.read_text())["per_image"].items():
+                per_model.setdefault(name, {}).update({k: np.array(v) for k, v in r.items()})
+    return per_model
+
+
+def moment_summary(new, stored, steps=MOMENT_STEPS):
+    """The Gaussian fits of the flow's model from its q_T's moments (``new``, per image) against
+    the stored fits from q_0 (``stored``: :func:`_stored`). Per fit length s, paired over the
+    images (``[mean, se]``):
+
+    * ``moments_minus_q0``: ELBO of the fit from the moments minus that from q_0;
+    * ``moments_better``: on how many images the first is the higher;
+    * ``approx_gauss_best``: log p-hat minus the higher of the two fits' ELBO, per image
+      (log p-hat: the highest by its mean of every stored and new L_1000 of the model; a
+      maximum over two fits, so it leans upward by the noise of their ELBOs, which share
+      their draws);
+    * ``flow_q_minus_best_gauss``: ELBO of the model's own flow q minus that best Gaussian;
+    * ``flow_minus_gauss_approx_gauss``: this approximation gap minus that of the model without
+      the flow (its q_0-start fits of the same length, against its own log p-hat), where stored.
+    """
+    flow = stored["flow"]
+    if not np.array_equal(np.round(new["elbo_enc"], 4), flow["elbo_enc"]):
+        raise RuntimeError("the new fits' draws are not the stored files' (elbo_enc differs)")
+    bounds = {k: v for k, v in flow.items() if k.startswith("bound_")}
+    bounds.update({k: np.round(v, 4) for k, v in new.items() if k.startswith("bound_")})
+    best_key = max(bounds, key=lambda k: bounds[k].mean())
+    log_px = bounds[best_key]
+    out = {"log_px": best_key}
+    for s in steps:
+        if f"elbo_gauss_{s}" not in flow:
+            continue
+        m, q0 = np.round(new[f"elbo_gaussm_{s}"], 4), flow[f"elbo_gauss_{s}"]
+        best = np.maximum(m, q0)
+        row = {
+            "moments_minus_q0": list(paired_difference(m, q0)),
+            "moments_better": int((m > q0).sum()),
+            "approx_gauss_q0": list(mean_and_se(log_px - q0)),
+            "approx_gauss_best": list(mean_and_se(log_px - best)),
+            "flow_q_minus_best_gauss": list(paired_difference(flow["elbo_enc"], best)),
+        }
+        gauss = stored.get("gauss", {})
+        if f"elbo_gauss_{s}" in gauss:
+            g_bounds = [v for k, v in gauss.items() if k.startswith("bound_")]
+            g_px = max(g_bounds, key=np.mean)
+            row["flow_minus_gauss_approx_gauss"] = list(
+                paired_difference(log_px - best, g_px - gauss[f"elbo_gauss_{s}"])
+            )
+        out[str(s)] = row
+    return out
+
+
+def measure_moments(seed, epochs, n_train, out, schedule, k_train=1):
+    """The ``--moment-start`` run for one seed: fits, their per-image values, the summary."""
+    x = iwae_runs.eval_images()
+    model, _ = iwae_runs.get_iwae(
+        k_train, seed=seed, epochs=epochs, n_train=n_train, flow_steps=iwae_runs.FLOW_STEPS
+    )
+    start = time.process_time()
+    r = iwae_runs.family_gaps(model, x, steps=MOMENT_STEPS, families=("gaussm",))
+    cpu = round(time.process_time() - start, 1)
+    return {
+        "seed": seed,
+        "settings": {
+            "k_train": k_train,
+            "epochs": epochs,
+            "n_train": n_train,
+            "fit_steps": list(MOMENT_STEPS),
+            "moment_draws": 1000,
+            "moment_seed": 3,
+        },
+        "summary": moment_summary(r, _stored(out, schedule, seed)),
+        "per_image": {key: np.round(v, 4).tolist() for key, v in r.items()},
+        "cpu_s": cpu,
+        "note": "per_image rounded to 4 decimals; the summary compares the rounded values",
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -132,12 +222,24 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--k-train", type=int, default=1, choices=iwae_runs.K_TRAIN)
     parser.add_argument("--out", type=Path, default=Path("measurements/iwae_gaps"))
+    parser.add_argument(
+        "--moment-start",
+        action="store_true",
+        help="refit the flow's model's Gaussians from its q's moments (see above)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     schedule = "" if args.k_train == 1 else f"_k{args.k_train}"
     if (args.epochs, args.n_train) != (iwae_runs.EPOCHS, iwae_runs.N_TRAIN):
         schedule = f"_e{args.epochs}_n{args.n_train}"
+    if args.moment_start:
+        for s in args.seeds:
+            record = measure_moments(s, args.epochs, args.n_train, args.out, schedule, args.k_train)
+            path = args.out / f"flow_gaps{schedule}_moments_seed{s}.json"
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            print(path, json.dumps(record["summary"]), record["cpu_s"], flush=True)
+        return
     if args.fit_steps:
         schedule += "_fit" + "_".join(str(s) for s in args.fit_steps)
     for s in args.seeds:
