@@ -522,3 +522,123 @@ def test_at_k50_the_approximation_gaps(k50):
         assert all(_z(x) > 8 for x in gain), gain
     moves = [v[0] for f in k50 for r in f["moves_800_minus_400"].values() for v in r.values()]
     assert (round(min(moves), 1), round(max(moves), 1)) == (1.2, 3.9), moves
+
+
+# ------------------------------------------------ Gaussian fits from the flow q's moments
+@pytest.fixture(scope="module")
+def moments():
+    """``measure_flow_gaps.py --moment-start``: per schedule, the three seeds' files, with the
+    flow's and the Gaussian model's per-image values from both earlier files (all fit lengths)."""
+    out = {}
+    for name, sch in (("short", ""), ("long", "_e10_n60000")):
+        out[name] = []
+        for s in SEEDS:
+            new = _load(f"flow_gaps{sch}_moments_seed{s}.json")
+            first, second = (
+                _load(f"flow_gaps{sch}_seed{s}.json"),
+                _load(f"flow_gaps{sch}_fit1600_seed{s}.json"),
+            )
+            stored = {m: _merged(first, second, m) for m in second["per_image"]}
+            stored.setdefault(
+                "gauss", {k: np.asarray(v) for k, v in first["per_image"]["gauss"].items()}
+            )
+            out[name].append((new, stored))
+    return out
+
+
+def _moment_gaps(new, stored, steps):
+    """Per image, from the files' values: the fit from the moments minus the one from q_0, the
+    Gaussian-family gap with the better of the two (log p-hat over every q of the flow's model),
+    the flow's own q's ELBO minus that fit, and the Gaussian model's gap (its own log p-hat)."""
+    flow, gauss = stored["flow"], stored["gauss"]
+    r = {k: np.asarray(v) for k, v in new["per_image"].items()}
+    bounds = [v for k, v in {**flow, **r}.items() if k.startswith("bound_")]
+    log_px = max(bounds, key=np.mean)
+    m, q0 = r[f"elbo_gaussm_{steps}"], flow[f"elbo_gauss_{steps}"]
+    best = np.maximum(m, q0)
+    out = {
+        "move": m - q0,
+        "approx_best": log_px - best,
+        "flow_q_minus_best": flow["elbo_enc"] - best,
+    }
+    if f"elbo_gauss_{steps}" in gauss:
+        g_px = max((v for k, v in gauss.items() if k.startswith("bound_")), key=np.mean)
+        out["flow_minus_gauss"] = out["approx_best"] - (g_px - gauss[f"elbo_gauss_{steps}"])
+    return out
+
+
+def _ms(v):
+    return float(np.mean(v)), _se(v)
+
+
+def test_the_moment_files_are_the_same_models_and_draws(moments):
+    for files in moments.values():
+        for s, (new, stored) in zip(SEEDS, files):
+            assert new["seed"] == s and new["settings"]["fit_steps"] == [400, 800, 1600]
+            # the same draws of eps: the flow's model's own q has the stored numbers, per image
+            for key in ("elbo_enc", "bound_enc"):
+                assert np.array_equal(new["per_image"][key], stored["flow"][key])
+            for steps in (400, 800, 1600):
+                row, g = new["summary"][str(steps)], _moment_gaps(new, stored, steps)
+                assert row["moments_minus_q0"] == pytest.approx(_ms(g["move"]), abs=2e-3)
+                assert row["approx_gauss_best"] == pytest.approx(_ms(g["approx_best"]), abs=2e-3)
+                if "flow_minus_gauss" in g:
+                    assert row["flow_minus_gauss_approx_gauss"] == pytest.approx(
+                        _ms(g["flow_minus_gauss"]), abs=2e-3
+                    )
+
+
+def test_a_start_at_the_flows_moments_ends_higher_but_the_two_meet(moments):
+    moves = {}
+    for name, files in moments.items():
+        for steps in (400, 800, 1600):
+            moves[name, steps] = [_ms(_moment_gaps(n, st, steps)["move"]) for n, st in files]
+    # higher on average in every seed, schedule and fit length up to 800 steps (> 5 se) ...
+    for (name, steps), rows in moves.items():
+        if steps < 1600:
+            assert all(m > 5 * se for m, se in rows), (name, steps, rows)
+    # ... by less as the fits lengthen, in every seed: the fits from q_0 were slower, not stuck
+    for name in moments:
+        for i in range(3):
+            a, b, c = (moves[name, s][i][0] for s in (400, 800, 1600))
+            assert a > b > c - 1e-3, (name, i, a, b, c)
+    assert _range([(m,) for m, _ in moves["short", 400]]) == (0.4, 0.8)
+    assert _range([(m,) for m, _ in moves["short", 800]]) == (0.1, 0.3)
+    assert _range([(m,) for m, _ in moves["short", 1600]], 2) == (0.02, 0.03)
+    assert _range([(m,) for m, _ in moves["long", 400]]) == (0.2, 0.5)
+    assert _range([(m,) for m, _ in moves["long", 800]], 2) == (0.01, 0.04)
+    assert max(m for m, _ in moves["long", 1600]) < 0.002
+
+
+def test_with_the_better_start_the_flow_models_gaussian_gap_is_still_the_larger(moments):
+    diffs = {}
+    for name, files in moments.items():
+        for steps in (400, 800, 1600):
+            rows = [_moment_gaps(n, st, steps) for n, st in files]
+            if "flow_minus_gauss" in rows[0]:
+                diffs[name, steps] = [_ms(r["flow_minus_gauss"]) for r in rows]
+    assert set(diffs) == {
+        ("short", 400),
+        ("short", 800),
+        ("short", 1600),
+        ("long", 400),
+        ("long", 800),
+    }
+    for key, rows in diffs.items():
+        assert all(m > 10 * se for m, se in rows), (key, rows)
+    assert _range([(m,) for m, _ in diffs["short", 400]]) == (2.4, 2.9)
+    assert _range([(m,) for m, _ in diffs["short", 800]]) == (2.3, 2.8)
+    assert _range([(m,) for m, _ in diffs["short", 1600]]) == (2.4, 2.7)
+    assert _range([(m,) for m, _ in diffs["long", 400]], 0) == (11, 19)
+    assert _range([(m,) for m, _ in diffs["long", 800]], 0) == (11, 18)
+    # it shrinks from 400 to 1600 steps in two seeds; in seed 0 it rises from 800 to 1600
+    short = [[diffs["short", s][i][0] for s in (400, 800, 1600)] for i in range(3)]
+    assert short[0][2] > short[0][1] and all(r[0] > r[1] > r[2] for r in short[1:]), short
+    # and the best Gaussian still ends below the flow's own q (1600-step fits)
+    below = {
+        name: [_ms(_moment_gaps(n, st, 1600)["flow_q_minus_best"]) for n, st in files]
+        for name, files in moments.items()
+    }
+    assert all(m > 10 * se for rows in below.values() for m, se in rows), below
+    assert _range([(m,) for m, _ in below["short"]]) == (3.6, 4.0)
+    assert _range([(m,) for m, _ in below["long"]]) == (6.4, 12.5)
