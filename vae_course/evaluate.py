@@ -249,7 +249,14 @@ def _elbo_terms(vae, x, z_mean, z_log_var, eps):
 
 
 def fit_local_posterior(
-    vae, x, steps=300, learning_rate=0.02, num_samples=10, batch_size=500, seed=0, start=None
+    vae,
+    x,
+    steps=300,
+    learning_rate=0.02,
+    num_samples=10,
+    batch_size=500,
+    seed=0,
+    start=None,
 ):
     r"""The best Gaussian q*(z|x) for each image by itself: maximise that image's ELBO.
 
@@ -257,7 +264,8 @@ def fit_local_posterior(
               \mathrm{ELBO}\big(\mathcal N(\mu, \operatorname{diag}\sigma^2); x\big)
 
     The decoder stays fixed; each image's (mu, log sigma^2) starts at the
-    encoder's output (or at ``start``, a pair of (batch, latent_dim) arrays) and takes ``steps`` Adam steps on the reparameterized ELBO
+    encoder's output (or at ``start``, a pair of (batch, latent_dim)
+    arrays) and takes ``steps`` Adam steps on the reparameterized ELBO
     (``num_samples`` fresh draws of eps a step, the analytic KL), with the
     learning rate falling linearly from ``learning_rate`` to 0 so that the
     noise of the last steps averages out. This is the "optimal" posterior of

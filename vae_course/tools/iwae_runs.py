@@ -51,6 +51,7 @@ GAP_STEPS = 400  # Adam steps of each per-image fit (chapter 8's protocol)
 FLOW_STEPS = 2  # IAF steps of the amortized flow
 FLOW_HIDDEN = 100  # hidden units of each step's masked network
 WIDE_ENCODER = (240, 240)  # a Gaussian encoder with about as many weights as encoder + flow
+MOMENT_DRAWS, MOMENT_SEED = 1000, 3  # draws of a flow q whose moments start a Gaussian fit
 
 
 def eval_rows():
@@ -246,7 +247,7 @@ def family_gaps(model, x, steps=(GAP_STEPS,), seed=1, families=("gauss", "flow")
       image alone for s steps (``fit_local_flow``) from the model's own q: its flow with each
       image's context folded in (``per_image_flow``), or an identity flow without one;
     * ``gaussm_<s>``: for a model with a flow, the Gaussian fitted for s steps from the moments
-      of its own q_T (``flow_moments``, 1000 draws) instead of from q_0.
+      of its own q_T (``flow_moments``, MOMENT_DRAWS draws) instead of from q_0.
 
     ``families`` names which fits to make (``"gauss"``, ``"flow"``, ``"gaussm"``).
 
@@ -280,7 +281,9 @@ def family_gaps(model, x, steps=(GAP_STEPS,), seed=1, families=("gauss", "flow")
             "this model has no flow. Fix: leave 'gaussm' out of families for it."
         )
     qs = {"enc": (mean, log_var, own_flow())}
-    moments = flow_moments(mean, log_var, own_flow()) if "gaussm" in families else None
+    moments = None
+    if "gaussm" in families:
+        moments = flow_moments(mean, log_var, own_flow(), MOMENT_DRAWS, MOMENT_SEED)
     for s in steps:
         fits = {"gauss": None, "gaussm": moments}
         for family, start in fits.items():
