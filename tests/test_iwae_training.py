@@ -466,7 +466,9 @@ def test_family_gaps_evaluates_the_models_own_q(flow_steps):
     assert np.all(np.abs(r["elbo_enc"] - log_w.mean(0).numpy()) < 4 * se), (r["elbo_enc"], se)
 
 
-def test_family_gaps_fits_gaussians_from_the_flows_moments_only_where_there_is_a_flow():
+def test_family_gaps_fits_gaussians_from_the_flows_moments_only_where_there_is_a_flow(
+    monkeypatch,
+):
     """``families=("gaussm",)``: Gaussian fits started from the moments of the model's flow q
     (not from q_0, which a fit of zero length would return); refused without a flow."""
     from vae_course.evaluate import fit_local_posterior
@@ -479,6 +481,13 @@ def test_family_gaps_fits_gaussians_from_the_flows_moments_only_where_there_is_a
     for v in model.flow.weights:
         v.assign(0.3 * rng.normal(size=v.shape).astype("float32"))
     x = (_images(4) > 0.5).astype("float32")
+    calls = []  # what family_gaps passes to each Gaussian fit
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return fit_local_posterior(*args, **kwargs)
+
+    monkeypatch.setattr(iwae_runs, "fit_local_posterior", recording)
     r = iwae_runs.family_gaps(model, x, steps=(2,), families=("gauss", "gaussm"))
     names = ("enc", "gauss_2", "gaussm_2")
     assert set(r) == {f"{a}_{q}" for a in ("elbo", "bound") for q in names}
@@ -488,8 +497,18 @@ def test_family_gaps_fits_gaussians_from_the_flows_moments_only_where_there_is_a
     with torch.no_grad():
         mean, log_var = (torch.as_tensor(keras.ops.convert_to_numpy(a)) for a in model.encode(x))
     moments = flow_moments(
-        mean, log_var, per_image_flow(model.flow, torch.cat([mean, log_var], -1))
+        mean,
+        log_var,
+        per_image_flow(model.flow, torch.cat([mean, log_var], -1)),
+        iwae_runs.MOMENT_DRAWS,
+        iwae_runs.MOMENT_SEED,
     )
+    # two fits: from q_0 (no start), then from exactly these moments, with the same settings
+    assert len(calls) == 2 and calls[0].get("start") is None
+    assert all(np.array_equal(a, b) for a, b in zip(calls[1]["start"], moments))
+    assert {k: v for k, v in calls[0].items() if k != "start"} == {
+        k: v for k, v in calls[1].items() if k != "start"
+    }
     from_moments = fit_local_posterior(
         model, x, steps=2, learning_rate=0.02, num_samples=5, start=moments
     )

@@ -578,9 +578,20 @@ def _ms(v):
 
 
 def test_the_moment_files_are_the_same_models_and_draws(moments):
+    """The chapter: "from the mean and variance of 1000 draws of the model's own q for each image
+    (flows.flow_moments), with the same fitting noise as the fits from q_0, and evaluated on
+    the same draws of eps": the files' summaries are their per-image values."""
+    from vae_course.tools import iwae_runs
+
     for files in moments.values():
         for s, (new, stored) in zip(SEEDS, files):
             assert new["seed"] == s and new["settings"]["fit_steps"] == [400, 800, 1600]
+            st = new["settings"]
+            assert (st["moment_draws"], st["moment_seed"]) == (1000, 3)
+            assert (st["moment_draws"], st["moment_seed"]) == (
+                iwae_runs.MOMENT_DRAWS,
+                iwae_runs.MOMENT_SEED,
+            )
             # the same draws of eps: the flow's model's own q has the stored numbers, per image
             for key in ("elbo_enc", "bound_enc"):
                 assert np.array_equal(new["per_image"][key], stored["flow"][key])
@@ -599,6 +610,12 @@ def test_the_moment_files_are_the_same_models_and_draws(moments):
 
 
 def test_a_start_at_the_flows_moments_ends_higher_and_the_two_approach(moments):
+    """The chapter: "The fit from the moments ends with the higher ELBO, on average after 158 steps by 0.4 to
+    0.8 nats with 400-step fits, 0.1 to 0.3 with 800 and 0.02 to 0.03 with 1600, and after 4,690
+    steps by 0.2 to 0.5, 0.006 to 0.04 and less than 0.002 (more than 5 paired standard errors
+    up to 800 steps; 4 to 6 with 1600-step fits after 158 steps). The two approach each other
+    as the fits lengthen."
+    """
     moves = {}
     for name, files in moments.items():
         for steps in (400, 800, 1600):
@@ -626,6 +643,16 @@ def test_a_start_at_the_flows_moments_ends_higher_and_the_two_approach(moments):
 def test_with_the_better_start_the_flow_models_gaussian_gap_is_still_the_larger(
     moments, short, long
 ):
+    """The chapter: "Taking for each image the higher of the two fits (which moves each mean by at most 0.02
+    nats over the fit from the moments alone), and each model's log p-hat over all its q (...
+    at most 0.06 nats), the flow's model's approximation gap in the Gaussian family exceeds the
+    other model's after 158 steps by 2.4 to 2.9 nats with 400-step fits, 2.3 to 2.8 with 800
+    and 2.4 to 2.7 with 1600, and after 4,690 steps by 11 to 19 and 11 to 18 (more than 10
+    paired standard errors each). From q_0 alone, against the same log p-hat, it is 2.8 to 3.6
+    with 400-step fits after 158 steps"; and "The best of these Gaussians ends below the
+    encoder's own flow q: its ELBO is lower, with 1600-step fits by 3.6 to 4.0 nats after 158
+    steps and 6.4 to 12.5 after 4,690 (more than 10 paired standard errors)"."
+    """
     rows = {
         (name, steps): [_moment_gaps(n, st, steps) for n, st in files]
         for name, files in moments.items()
@@ -675,9 +702,21 @@ def test_with_the_better_start_the_flow_models_gaussian_gap_is_still_the_larger(
                     name,
                     model,
                 )
+    # the best of these Gaussians ends below the flow's own q (1600-step fits)
+    below = {
+        name: [_ms(_moment_gaps(n, st, 1600)["flow_q_minus_best"]) for n, st in files]
+        for name, files in moments.items()
+    }
+    assert all(m > 10 * se for rows in below.values() for m, se in rows), below
+    assert _range([(m,) for m, _ in below["short"]]) == (3.6, 4.0)
+    assert _range([(m,) for m, _ in below["long"]]) == (6.4, 12.5)
 
 
 def test_most_of_the_shrinking_was_the_slow_start(moments):
+    """The chapter: "From 400 to 1600 steps the difference with the fits from q_0 shrinks by 0.4 to 0.9 nats;
+    with the better fits by 0.2 nats in two seeds (about a third and a fifth as much) and not at
+    all in seed 0, where it rises from 800 to 1600 steps (by 2.8 paired standard errors)"."
+    """
     d = {
         steps: [_moment_gaps(n, st, steps) for n, st in moments["short"]]
         for steps in (400, 800, 1600)
@@ -696,7 +735,8 @@ def test_most_of_the_shrinking_was_the_slow_start(moments):
         0.2,
         0.2,
     )
-    assert [round(100 * b[0] / q[0]) for b, q in zip(best[1:], q0[1:])] == [36, 21]
+    shares = [b[0] / q[0] for b, q in zip(best[1:], q0[1:])]
+    assert 0.3 < shares[0] < 0.4 and 0.15 < shares[1] < 0.25, shares  # a third, a fifth
     # ... and not at all in seed 0: within 1 se from 400 to 1600, up from 800 to 1600 by 2.8 se
     assert abs(best[0][0]) < best[0][1], best[0]
     m, se = change(0, 800, 1600, "best")
