@@ -518,3 +518,84 @@ def test_family_gaps_fits_gaussians_from_the_flows_moments_only_where_there_is_a
     plain = build_iwae(1, **SMALL)
     with pytest.raises(ValueError, match="has no flow"):
         iwae_runs.family_gaps(plain, x, steps=(2,), families=("gaussm",))
+
+
+def test_weight_snr_from_output_draws_is_the_snr_of_the_weights_own_gradient_draws():
+    """weight_snr(J, g) for one image equals gradient_snr of the encoder weights' gradient drawn
+    through the whole network by autograd, draw by draw on the same eps (J^T g is exact); for
+    a batch, the sum over images with independent draws, against explicit sums of draws."""
+    from vae_course.iwae import (
+        encoder_gradients,
+        gaussian_log_weights,
+        gradient_snr,
+        iwae_objective,
+        output_jacobians,
+        vae_log_joint,
+        weight_snr,
+    )
+
+    keras.utils.set_random_seed(3)
+    model = build_iwae(1, **SMALL)
+    x = (_images(2) > 0.5).astype("float32")
+    k, r = 5, 40
+    jac = output_jacobians(model.encoder, x)
+    n_weights = sum(int(np.prod(w.shape)) for w in model.encoder.trainable_weights)
+    assert jac.shape == (2, 6, n_weights)
+    with torch.no_grad():
+        mean, log_var = model.encode(x)
+    g = np.stack(
+        [
+            np.concatenate(
+                [
+                    *encoder_gradients(
+                        vae_log_joint(model, x[j : j + 1]),
+                        mean[j],
+                        log_var[j],
+                        k,
+                        r,
+                        "iwae",
+                        seed=9,
+                    )
+                ],
+                axis=1,
+            )
+            for j in range(2)
+        ]
+    )
+    per_image, batch = weight_snr(jac, g)
+    # the same draws, through the encoder's weights by autograd, one draw at a time
+    weights = [v.value for v in model.encoder.trainable_weights]
+    gen = torch.Generator().manual_seed(9)
+    eps = torch.randn((k, r, 3), generator=gen)
+    explicit = []
+    for i in range(r):
+        m, lv = model.encoder(x[:1])
+        obj = iwae_objective(
+            gaussian_log_weights(vae_log_joint(model, x[:1]), eps[:, i : i + 1], m, lv)
+        )
+        grads = torch.autograd.grad(obj.sum(), weights, allow_unused=True)
+        explicit.append(
+            torch.cat(
+                [
+                    (gw if gw is not None else torch.zeros_like(w)).reshape(-1)
+                    for gw, w in zip(grads, weights)
+                ]
+            )
+            .double()
+            .numpy()
+        )
+    explicit = np.stack(explicit)
+    reached = np.isfinite(per_image[0])
+    # weights the image does not reach (behind an inactive ReLU) have no gradient in any draw
+    assert reached.sum() > n_weights // 2 and np.all(explicit[:, ~reached] == 0)
+    want = gradient_snr(explicit[:, reached])[0]
+    np.testing.assert_allclose(per_image[0][reached], want, rtol=1e-4)
+    # a batch: synthetic output draws, independent between images, summed explicitly
+    rng = np.random.default_rng(0)
+    jac2 = rng.normal(size=(2, 3, 5))
+    g2 = rng.normal(loc=[0.3, -0.2, 0.1], size=(2, 20000, 3))
+    _, b = weight_snr(jac2, g2)
+    sums = np.einsum("nrm,nmp->rp", g2, jac2)
+    np.testing.assert_allclose(b, gradient_snr(sums)[0], rtol=0.05)
+    with pytest.raises(ValueError, match="must agree in n and m"):
+        weight_snr(jac2, g2[:, :, :2])

@@ -150,6 +150,72 @@ def snr_against_k(vae, x, mean, log_var, ks, num_draws, seed=0):
     return out
 
 
+def output_jacobians(network, x):
+    r"""For each image, the Jacobian of a network's outputs with respect to its trainable weights.
+
+    x: (n, ...) inputs. ``network(x)`` returns one tensor (n, a) or several (n, a_1), ... (an
+    encoder's ``(mean, log_var)``), concatenated to m outputs in that order. Returns a float64
+    numpy array (n, m, p), p the number of weights (each weight flattened, in
+    ``network.trainable_weights`` order): row o of image j is the gradient of its output o.
+    """
+    weights = [v.value for v in network.trainable_weights]
+    out = []
+    for j in range(len(x)):
+        y = network(x[j : j + 1])
+        y = torch.cat(list(y), -1)[0] if isinstance(y, (list, tuple)) else y[0]
+        rows = []
+        for o in range(y.shape[0]):
+            grads = torch.autograd.grad(y[o], weights, retain_graph=True, allow_unused=True)
+            rows.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(w)).reshape(-1)
+                        for g, w in zip(grads, weights)
+                    ]
+                )
+            )
+        out.append(torch.stack(rows).detach().cpu().to(torch.float64).numpy())
+    return np.stack(out)
+
+
+def weight_snr(jacobians, grads):
+    r"""The SNR of a gradient with respect to a network's weights, from draws at its outputs.
+
+    For one image the weights reach the objective only through the network's outputs o, so each
+    draw of the weights' gradient is :math:`J^\top g`, with g that draw's gradient with respect
+    to o and :math:`J = \partial o / \partial\,\mathrm{weights}` fixed:
+
+    .. math:: \mathbb E[J^\top g] = J^\top\,\mathbb E[g], \qquad
+              \operatorname{Var}[(J^\top g)_w] = J_{:w}^\top \operatorname{Cov}[g]\, J_{:w}
+
+    For a batch of images with independent draws the gradient of the summed objective is
+    :math:`\sum_j J_j^\top g_j`: the means and the variances add.
+
+    jacobians: (n, m, p) (:func:`output_jacobians`); grads: (n, r, m), r draws of each image's
+    output gradient (e.g. :func:`encoder_gradients`, mean and log-variance columns side by
+    side). Returns ``(per_image, batch)``: SNR arrays (n, p) and (p,), nan where the variance
+    is 0 (a weight the image does not reach, e.g. behind an inactive ReLU).
+    """
+    jac = np.asarray(jacobians, dtype=np.float64)
+    g = np.asarray(grads, dtype=np.float64)
+    if jac.ndim != 3 or g.ndim != 3 or g.shape[0] != jac.shape[0] or g.shape[2] != jac.shape[1]:
+        raise ValueError(
+            f"jacobians (n, m, p) and grads (n, r, m) must agree in n and m; got shapes "
+            f"{jac.shape} and {g.shape}. Fix: one Jacobian and one set of draws per image."
+        )
+    if g.shape[1] < 3:
+        raise ValueError(f"grads: at least 3 draws per image are needed, got {g.shape[1]}.")
+    means = np.einsum("nm,nmp->np", g.mean(1), jac)
+    centred = g - g.mean(1, keepdims=True)
+    covs = np.einsum("nrm,nrl->nml", centred, centred) / (g.shape[1] - 1)
+    variances = np.einsum("nmp,nml,nlp->np", jac, covs, jac)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_image = np.where(variances > 0, np.abs(means) / np.sqrt(variances), np.nan)
+        total = variances.sum(0)
+        batch = np.where(total > 0, np.abs(means.sum(0)) / np.sqrt(total), np.nan)
+    return per_image, batch
+
+
 def linear_gaussian_log_joint(model, x):
     """z (..., 1) -> log p(x, z) (...) of a :class:`~vae_course.linear_gaussian.LinearGaussian`."""
     return lambda z: model.log_joint(x, z[..., 0])
@@ -207,6 +273,8 @@ __all__ = [
     "encoder_gradients",
     "gradient_snr",
     "snr_against_k",
+    "output_jacobians",
+    "weight_snr",
     "linear_gaussian_log_joint",
     "vae_log_joint",
     "grid_log_marginal",
