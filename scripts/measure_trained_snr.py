@@ -11,7 +11,11 @@ The chapter runs model 0 with draws 0 and takes its tolerances from these files:
     nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --threads 2
     nice -n 10 python scripts/measure_trained_snr.py --models 0 --draws 1 2 --threads 2
 
-Without ``--draws`` each model's draw seed is its model seed.
+Without ``--draws`` each model's draw seed is its model seed. ``--weights`` measures instead
+the SNR with respect to the encoder's weights, from the same draws
+(``iwae_runs.trained_weight_snr``), into ``<out>/snr_weights_model<S>_draws<D>.json``:
+
+    nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --weights --threads 2
 """
 
 from __future__ import annotations
@@ -57,21 +61,51 @@ def measure(model_seed, draw_seed):
     }
 
 
+def measure_weights(model_seed, draw_seed):
+    vae, _ = course_models.get_burda(2, seed=model_seed)
+    start = time.process_time()
+    result, n_weights = iwae_runs.trained_weight_snr(vae, chapter_images(), seed=draw_seed)
+    return {
+        "model_seed": model_seed,
+        "draw_seed": draw_seed,
+        "settings": {
+            "k": list(iwae_runs.SNR_K),
+            "images": iwae_runs.SNR_IMAGES,
+            "draws": iwae_runs.SNR_DRAWS,
+            "encoder_weights": n_weights,
+        },
+        "snr": result,
+        "cpu_s": round(time.process_time() - start, 1),
+        "note": "snr: per estimator_k, [median, bootstrap se] over the encoder's weights: "
+        "per_image (median over the images of each image's median over the weights it reaches) "
+        "and batch (the gradient summed over the images)",
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--draws", type=int, nargs="+", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("measurements/trained_snr"))
+    parser.add_argument(
+        "--weights", action="store_true", help="the SNR with respect to the encoder's weights"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for s in args.models:
         for d in [s] if args.draws is None else args.draws:
-            record = measure(s, d)
-            path = args.out / f"snr_model{s}_draws{d}.json"
+            if args.weights:
+                record = measure_weights(s, d)
+                path = args.out / f"snr_weights_model{s}_draws{d}.json"
+            else:
+                record = measure(s, d)
+                path = args.out / f"snr_model{s}_draws{d}.json"
             path.write_text(json.dumps(record, indent=1) + "\n")
-            print(json.dumps(record["summary"]), record["cpu_s"], flush=True)
+            print(
+                path, json.dumps(record.get("summary", record["snr"])), record["cpu_s"], flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,16 @@ from ..evaluate import (
 )
 from ..flows import fit_local_flow, flow_log_weights, flow_moments, per_image_flow
 from ..gradients import standard_normal
-from ..iwae import ESTIMATORS, gaussian_log_weights, iwae_objective, snr_against_k, vae_log_joint
+from ..iwae import (
+    ESTIMATORS,
+    encoder_gradients,
+    gaussian_log_weights,
+    iwae_objective,
+    output_jacobians,
+    snr_against_k,
+    vae_log_joint,
+    weight_snr,
+)
 from ..iwae_training import build_iwae
 from ..models import build_vae
 from ..montecarlo import mean_and_se, paired_difference
@@ -389,6 +398,57 @@ def trained_snr(vae, x, seed=0):
     output for the images ``x`` (n, H, W): k in SNR_K, SNR_DRAWS draws, draw seed ``seed``."""
     mean, log_var = (t.detach() for t in vae.encode(x))
     return snr_against_k(vae, x, mean, log_var, SNR_K, SNR_DRAWS, seed=seed)
+
+
+def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=50):
+    """The SNR of IWAE's and DReG's gradient with respect to the encoder's weights, from the
+    draws :func:`trained_snr` takes at its outputs (the same eps: seed ``1000 * seed + k``).
+
+    Per image, each weight's gradient is J^T g (``iwae.weight_snr``); ``per_image``: the median
+    SNR over the weights that image reaches, then the median over the images; ``batch``: the
+    median over the weights of the SNR of the gradient summed over the images, a minibatch of
+    ``len(x)`` with independent draws. Each ``[value, se]``, the se over ``num_boot`` bootstrap
+    resamples of the draws (the same resamples for both estimators, which share their eps).
+    Returns ``{"<estimator>_<k>": {"per_image": ..., "batch": ...}}`` and the number of weights.
+    """
+    mean, log_var = (t.detach() for t in vae.encode(x))
+    jac = output_jacobians(vae.encoder, x)
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, SNR_DRAWS, SNR_DRAWS) for _ in range(num_boot)]
+
+    def medians(g):
+        per_image, batch = weight_snr(jac, g)
+        return float(np.median(np.nanmedian(per_image, axis=1))), float(np.nanmedian(batch))
+
+    out = {}
+    for est in ESTIMATORS:
+        for k in ks:
+            g = np.stack(
+                [
+                    np.concatenate(
+                        list(
+                            encoder_gradients(
+                                vae_log_joint(vae, x[j : j + 1]),
+                                mean[j],
+                                log_var[j],
+                                k,
+                                SNR_DRAWS,
+                                est,
+                                seed=1000 * seed + k,
+                            )
+                        ),
+                        axis=1,
+                    )
+                    for j in range(len(x))
+                ]
+            )
+            value = medians(g)
+            boots = np.array([medians(g[:, idx]) for idx in resamples])
+            out[f"{est}_{k}"] = {
+                name: [value[i], float(boots[:, i].std(ddof=1))]
+                for i, name in enumerate(("per_image", "batch"))
+            }
+    return out, int(jac.shape[2])
 
 
 def snr_summary(result, ks=SNR_K, num_boot=200, seed=0):
