@@ -77,6 +77,7 @@ def test_at_k100_dreg_is_above_iwae_over_all_components(runs):
 
 # ---------------------------------------------- with respect to the encoder's weights
 WEIGHT_RUNS = ((0, 0), (1, 1), (2, 2))  # (model seed, draw seed): the output runs' draws
+KS = (1, 10, 100)
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +88,18 @@ def weight_runs():
     ]
 
 
-def _snr(run, est, k, kind):
+def _snr(run, est, k, kind="per_unit"):
     return run["snr"][f"{est}_{k}"][kind]
 
 
 def _z(a, b):
-    """(a - b) in standard errors, for independent [value, se] pairs."""
+    """(a - b) in standard errors, for [value, se] pairs from independent draws (different k)."""
     return (a[0] - b[0]) / math.hypot(a[1], b[1])
 
 
 def test_the_weight_files_are_the_output_runs_settings(weight_runs):
-    """The chapter: "from the same draws for the three models' 198,004 encoder weights"."""
+    """The chapter: "the encoder's 4 x 198,004 Jacobian"; "from the draws of the three models'
+    runs above"; "standard errors from 200 resamples of the draws"."""
     for (m, d), r in zip(WEIGHT_RUNS, weight_runs):
         assert (r["model_seed"], r["draw_seed"]) == (m, d)
         assert r["settings"] == {
@@ -106,15 +108,19 @@ def test_the_weight_files_are_the_output_runs_settings(weight_runs):
             "draws": 400,
             "encoder_weights": 198004,
         }
+        keys = {f"{e}_{k}" for e in ("iwae", "dreg", "dreg_over_iwae") for k in KS}
+        assert set(r["snr"]) == keys
+        for v in r["snr"].values():
+            assert set(v) == {"per_image", "batch", "per_unit", "layer_1", "layer_2", "layer_3"}
 
 
 def test_per_image_iwae_falls_with_k_but_more_slowly_than_one_over_sqrt_k(weight_runs):
-    """The chapter: "Per image ..., IWAE's falls from k = 1 to 100 in every model, by more than 6
-    standard errors, and its ratio SNR(100)/SNR(10) is 0.5 to 0.8, above 1/sqrt(10) by more than 3
-    standard errors"."""
+    """The chapter: "Per image it falls from k = 1 to 100 in every model, by more than 6
+    standard errors, and its ratio SNR(100)/SNR(10) is 0.5 to 0.8, above 1/sqrt(10) by more
+    than 3 standard errors"."""
     ratios = []
     for r in weight_runs:
-        s1, s10, s100 = (_snr(r, "iwae", k, "per_image") for k in (1, 10, 100))
+        s1, s10, s100 = (_snr(r, "iwae", k) for k in KS)
         assert _z(s100, s1) < -6, (s1, s100)
         ratio = s100[0] / s10[0]
         se = ratio * math.hypot(s100[1] / s100[0], s10[1] / s10[0])  # the delta method
@@ -123,30 +129,40 @@ def test_per_image_iwae_falls_with_k_but_more_slowly_than_one_over_sqrt_k(weight
     assert _range(ratios, 1) == (0.5, 0.8), ratios
 
 
-def test_dreg_keeps_more_of_the_weights_snr_and_does_not_rise_either(weight_runs):
-    """The chapter: "DReG's is above IWAE's at k = 100 by 1.7 to 2.5 times (more than 3 standard
-    errors), and it does not rise with k either: from 10 to 100 it falls in all three models (by
-    more than 2.5 standard errors)"; for a minibatch of the six images "DReG's SNR at k = 100 is
-    1.4 to 1.7 times IWAE's (more than 6 standard errors), and IWAE's is lower at k = 100 than at
-    k = 1 in every model" (by more than 2)."""
-    per_image, batch = [], []
-    for r in weight_runs:
-        d100, i100 = _snr(r, "dreg", 100, "per_image"), _snr(r, "iwae", 100, "per_image")
-        assert _z(d100, i100) > 3
-        per_image.append(d100[0] / i100[0])
-        assert _z(d100, _snr(r, "dreg", 10, "per_image")) < -2.5
-        d100, i100 = _snr(r, "dreg", 100, "batch"), _snr(r, "iwae", 100, "batch")
-        assert _z(d100, i100) > 6
-        batch.append(d100[0] / i100[0])
-        assert _z(i100, _snr(r, "iwae", 1, "batch")) < -2
-    assert _range(per_image, 1) == (1.7, 2.5), per_image
-    assert _range(batch, 1) == (1.4, 1.7), batch
+def test_the_minibatchs_iwae_snr(weight_runs):
+    """The chapter: "For the minibatch it is lower at k = 100 than at k = 1 by more than 4
+    standard errors in two models; in the third (model 1) it first rises from k = 1 to 10 (by 4
+    standard errors) and ends lower by 1.8, and in model 0 it does not change from k = 10 to
+    100"."""
+    z = [_z(_snr(r, "iwae", 100, "batch"), _snr(r, "iwae", 1, "batch")) for r in weight_runs]
+    assert z[0] < -4 and z[2] < -4 and round(z[1], 1) == -1.8, z
+    m1 = weight_runs[1]
+    assert round(_z(_snr(m1, "iwae", 10, "batch"), _snr(m1, "iwae", 1, "batch"))) == 4
+    s10, s100 = (_snr(weight_runs[0], "iwae", k, "batch") for k in (10, 100))
+    assert abs(_z(s100, s10)) < 0.5, (s10, s100)
 
 
-def test_iwae_weights_snr_at_k100_is_far_above_a_tenth_of_its_k1_value(weight_runs):
-    """What the numbers showed: "IWAE's SNR is lower at k = 100 than at k = 1, but by far less
-    than the factor of 10 of 1/sqrt(k)" (per image and for the minibatch, every model)."""
+def test_dreg_is_the_higher_at_k100_but_does_not_rise(weight_runs):
+    """The chapter: "At k = 100 it is 1.6 to 2.5 times IWAE's per image (more than 2 paired
+    standard errors above 1) and 1.4 to 1.7 times for the minibatch (more than 5) ... in models
+    0 and 2 it is already 1.9 and 2.3 times IWAE's there, so in those two the ratio does not
+    grow with k (1.7 and 1.6 at k = 100); only in model 1, where DReG starts below IWAE (0.91
+    times at k = 1), does it grow. Per image DReG's own SNR falls from k = 10 to 100 in every
+    model, by more than 2 standard errors"."""
+    ratio = {k: [r["snr"][f"dreg_over_iwae_{k}"] for r in weight_runs] for k in KS}
+    per_unit = [v["per_unit"] for v in ratio[100]]
+    assert all(m - 1 > 2 * se for m, se in per_unit), per_unit
+    assert _range([m for m, _ in per_unit], 1) == (1.6, 2.5), per_unit
+    batch = [v["batch"] for v in ratio[100]]
+    assert all(m - 1 > 5 * se for m, se in batch), batch
+    assert _range([m for m, _ in batch], 1) == (1.4, 1.7), batch
+    first = [v["per_unit"][0] for v in ratio[1]]
+    last = [v["per_unit"][0] for v in ratio[100]]
+    assert [round(first[0], 1), round(first[2], 1)] == [1.9, 2.3], first
+    assert [round(last[0], 1), round(last[2], 1)] == [1.7, 1.6], last
+    assert last[0] < first[0] and last[2] < first[2]  # not growing in models 0 and 2
+    m1 = [v["per_unit"] for v in (ratio[1][1], ratio[10][1], ratio[100][1])]
+    assert round(m1[0][0], 2) == 0.91 and m1[0][0] + 2 * m1[0][1] < 1  # below IWAE at k = 1
+    assert m1[0][0] < m1[1][0] < m1[2][0], m1  # and growing
     for r in weight_runs:
-        for kind in ("per_image", "batch"):
-            s1, s100 = _snr(r, "iwae", 1, kind), _snr(r, "iwae", 100, kind)
-            assert s100[0] < s1[0] and s100[0] / s1[0] > 0.3, (kind, s1, s100)
+        assert _z(_snr(r, "dreg", 100), _snr(r, "dreg", 10)) < -2

@@ -400,54 +400,87 @@ def trained_snr(vae, x, seed=0):
     return snr_against_k(vae, x, mean, log_var, SNR_K, SNR_DRAWS, seed=seed)
 
 
-def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=50):
+WEIGHT_SUMMARIES = ("per_image", "batch", "per_unit", "layer_1", "layer_2", "layer_3")
+
+
+def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     """The SNR of IWAE's and DReG's gradient with respect to the encoder's weights, from the
     draws :func:`trained_snr` takes at its outputs (the same eps: seed ``1000 * seed + k``).
 
-    Per image, each weight's gradient is J^T g (``iwae.weight_snr``); ``per_image``: the median
-    SNR over the weights that image reaches, then the median over the images; ``batch``: the
-    median over the weights of the SNR of the gradient summed over the images, a minibatch of
-    ``len(x)`` with independent draws. Each ``[value, se]``, the se over ``num_boot`` bootstrap
-    resamples of the draws (the same resamples for both estimators, which share their eps).
-    Returns ``{"<estimator>_<k>": {"per_image": ..., "batch": ...}}`` and the number of weights.
+    Per image, each weight's gradient is J^T g (``iwae.weight_snr``), and every weight into one
+    unit has that unit's SNR (its input is fixed by the image), the SNR of the unit's bias. The
+    summaries (``WEIGHT_SUMMARIES``), each a median over the images of a median per image:
+
+    * ``per_image``: over the weights the image reaches (units counted by their fan-in);
+    * ``per_unit``: over the units (their biases), and ``layer_<l>`` over layer l's units;
+    * ``batch``: not per image; the median over the weights of the SNR of the six images'
+      summed gradient, each image's variance from its own draws (as with independent draws).
+
+    Each ``[value, se]``, the se over ``num_boot`` bootstrap resamples of the draws, the same
+    resamples for both estimators, which share their eps; ``dreg_over_iwae_<k>`` gives the ratio
+    of DReG's summary to IWAE's with its paired bootstrap se. Returns that dict and the number
+    of weights.
     """
     mean, log_var = (t.detach() for t in vae.encode(x))
     jac = output_jacobians(vae.encoder, x)
+    weights = vae.encoder.trainable_weights
+    bias_layer = np.concatenate(
+        [
+            np.full(int(np.prod(w.shape)), i if len(w.shape) == 1 else -1)
+            for i, w in enumerate(weights)
+        ]
+    )
+    layers = [i for i in np.unique(bias_layer) if i >= 0]
     rng = np.random.default_rng(seed)
     resamples = [rng.integers(0, SNR_DRAWS, SNR_DRAWS) for _ in range(num_boot)]
 
-    def medians(g):
+    def summaries(g):
         per_image, batch = weight_snr(jac, g)
-        return float(np.median(np.nanmedian(per_image, axis=1))), float(np.nanmedian(batch))
+        units = per_image[:, bias_layer >= 0]
 
+        def med(a):
+            return float(np.median(np.nanmedian(a, axis=1)))
+
+        by_layer = [med(per_image[:, bias_layer == i]) for i in layers]
+        return np.array([med(per_image), float(np.nanmedian(batch)), med(units), *by_layer])
+
+    def draws(est, k):
+        return np.stack(
+            [
+                np.concatenate(
+                    list(
+                        encoder_gradients(
+                            vae_log_joint(vae, x[j : j + 1]),
+                            mean[j],
+                            log_var[j],
+                            k,
+                            SNR_DRAWS,
+                            est,
+                            seed=1000 * seed + k,
+                        )
+                    ),
+                    axis=1,
+                )
+                for j in range(len(x))
+            ]
+        )
+
+    names = WEIGHT_SUMMARIES[: 3 + len(layers)]
     out = {}
-    for est in ESTIMATORS:
-        for k in ks:
-            g = np.stack(
-                [
-                    np.concatenate(
-                        list(
-                            encoder_gradients(
-                                vae_log_joint(vae, x[j : j + 1]),
-                                mean[j],
-                                log_var[j],
-                                k,
-                                SNR_DRAWS,
-                                est,
-                                seed=1000 * seed + k,
-                            )
-                        ),
-                        axis=1,
-                    )
-                    for j in range(len(x))
-                ]
-            )
-            value = medians(g)
-            boots = np.array([medians(g[:, idx]) for idx in resamples])
+    for k in ks:
+        value, boots = {}, {}
+        for est in ESTIMATORS:
+            g = draws(est, k)
+            value[est] = summaries(g)
+            boots[est] = np.array([summaries(g[:, idx]) for idx in resamples])
             out[f"{est}_{k}"] = {
-                name: [value[i], float(boots[:, i].std(ddof=1))]
-                for i, name in enumerate(("per_image", "batch"))
+                n: [float(value[est][i]), float(boots[est][:, i].std(ddof=1))]
+                for i, n in enumerate(names)
             }
+        ratio, ratio_boots = value["dreg"] / value["iwae"], boots["dreg"] / boots["iwae"]
+        out[f"dreg_over_iwae_{k}"] = {
+            n: [float(ratio[i]), float(ratio_boots[:, i].std(ddof=1))] for i, n in enumerate(names)
+        }
     return out, int(jac.shape[2])
 
 
