@@ -77,7 +77,7 @@ def measure_weights(model_seed, draw_seed):
         "snr": result,
         "cpu_s": round(time.process_time() - start, 1),
         "note": "snr: per estimator_k, [median, bootstrap se] of the SNR with respect to the "
-        "encoder's weights (iwae_runs.trained_weight_snr): per_image (median over the images of "
+        "encoder's weights (iwae_runs.trained_weight_snr): per_weight (median over the images of "
         "each one's median over the weights it reaches), per_unit and layer_<l> (the same over "
         "the units' biases: per image every weight into a unit has the unit's SNR), batch (the "
         "six images' summed gradient); dreg_over_iwae_<k>: DReG's summary over IWAE's, with a "

@@ -579,11 +579,26 @@ def test_weight_snr_from_output_draws_is_the_snr_of_the_weights_own_gradient_dra
         )
     explicit = np.stack(explicit)
     reached = np.isfinite(per_image[0])
-    # weights the image does not reach (from a pixel that is 0, or behind an inactive unit)
-    # have no gradient in any draw
-    assert reached.sum() > n_weights // 4 and np.all(explicit[:, ~reached] == 0)
+    # the weights the image does not reach are exactly those from its pixels that are 0 (a tanh
+    # encoder has no inactive unit); they have no gradient in any draw
+    kernel = model.encoder.trainable_weights[0]
+    zero_pixel = np.zeros(n_weights, bool)
+    zero_pixel[: int(np.prod(kernel.shape))] = np.repeat(x[0].reshape(-1) == 0, kernel.shape[1])
+    assert np.array_equal(~reached, zero_pixel) and np.all(explicit[:, ~reached] == 0)
     want = gradient_snr(explicit[:, reached])[0]
     np.testing.assert_allclose(per_image[0][reached], want, rtol=1e-4)
+    # every reached weight into a unit has that unit's SNR, its bias's: one SNR per unit
+    shapes = [tuple(w.shape) for w in model.encoder.trainable_weights]  # kernel, bias, ...
+    offsets = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+    n_units = 0
+    for i in range(0, len(shapes), 2):
+        (n_in, n_out), snr = shapes[i], per_image[0]
+        kern = snr[offsets[i] : offsets[i + 1]].reshape(n_in, n_out)
+        bias = snr[offsets[i + 1] : offsets[i + 2]]
+        rows = np.isfinite(kern[:, 0])
+        np.testing.assert_allclose(kern[rows], np.broadcast_to(bias, kern[rows].shape), rtol=1e-9)
+        n_units += n_out
+    assert len(np.unique(np.round(per_image[0][reached], 9))) == n_units
     # a batch: synthetic output draws, independent between images, summed explicitly
     rng = np.random.default_rng(0)
     jac2 = rng.normal(size=(2, 3, 5))
@@ -597,8 +612,7 @@ def test_weight_snr_from_output_draws_is_the_snr_of_the_weights_own_gradient_dra
 
 def test_trained_weight_snr_uses_the_output_runs_draws():
     """iwae_runs.trained_weight_snr: the last layer's units are the encoder's outputs, so their
-    summary equals the median of snr_against_k's per-component SNRs on the same eps (exact);
-    each unit's weights share its SNR per image; DReG over IWAE is the ratio of the two."""
+    summary equals the median of snr_against_k's per-component SNRs on the same eps (exact)."""
     from vae_course.iwae import snr_against_k
     from vae_course.tools import iwae_runs
 
@@ -613,8 +627,9 @@ def test_trained_weight_snr_uses_the_output_runs_draws():
     for (est, k), (snr, _) in ref.items():
         want = np.median(np.median(snr, axis=1))
         assert out[f"{est}_{k}"]["layer_2"][0] == pytest.approx(want, rel=1e-9), (est, k)
+        # sanity checks: every summary has an se, and the ratio is DReG's over IWAE's
+        assert all(v[1] > 0 for v in out[f"{est}_{k}"].values())
         ratio = out[f"dreg_over_iwae_{k}"]["per_unit"][0]
         assert ratio == pytest.approx(
             out[f"dreg_{k}"]["per_unit"][0] / out[f"iwae_{k}"]["per_unit"][0]
         )
-        assert all(v[1] > 0 for v in out[f"{est}_{k}"].values())  # every summary has an se

@@ -400,7 +400,7 @@ def trained_snr(vae, x, seed=0):
     return snr_against_k(vae, x, mean, log_var, SNR_K, SNR_DRAWS, seed=seed)
 
 
-WEIGHT_SUMMARIES = ("per_image", "batch", "per_unit", "layer_1", "layer_2", "layer_3")
+WEIGHT_SUMMARIES = ("per_weight", "batch", "per_unit", "layer_1", "layer_2", "layer_3")
 
 
 def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
@@ -411,10 +411,12 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     unit has that unit's SNR (its input is fixed by the image), the SNR of the unit's bias. The
     summaries (``WEIGHT_SUMMARIES``), each a median over the images of a median per image:
 
-    * ``per_image``: over the weights the image reaches (units counted by their fan-in);
+    * ``per_weight``: over the weights the image reaches (units counted by their fan-in);
     * ``per_unit``: over the units (their biases), and ``layer_<l>`` over layer l's units;
-    * ``batch``: not per image; the median over the weights of the SNR of the six images'
-      summed gradient, each image's variance from its own draws (as with independent draws).
+    * ``batch``: not per image; the median over the weights of the SNR of the images' summed
+      gradient, each image's variance from its own draws (the variance the sum would have with
+      draws independent between images; the weights into one unit differ here, through which
+      images reach them, but units still count by their fan-in).
 
     Each ``[value, se]``, the se over ``num_boot`` bootstrap resamples of the draws, the same
     resamples for both estimators, which share their eps; ``dreg_over_iwae_<k>`` gives the ratio
