@@ -64,7 +64,10 @@ def measure(model_seed, draw_seed):
 def measure_weights(model_seed, draw_seed):
     vae, _ = course_models.get_burda(2, seed=model_seed)
     start = time.process_time()
-    result, n_weights = iwae_runs.trained_weight_snr(vae, chapter_images(), seed=draw_seed)
+    num_boot = 200
+    result, n_weights, n_units = iwae_runs.trained_weight_snr(
+        vae, chapter_images(), seed=draw_seed, num_boot=num_boot
+    )
     return {
         "model_seed": model_seed,
         "draw_seed": draw_seed,
@@ -73,6 +76,8 @@ def measure_weights(model_seed, draw_seed):
             "images": iwae_runs.SNR_IMAGES,
             "draws": iwae_runs.SNR_DRAWS,
             "encoder_weights": n_weights,
+            "encoder_units": n_units,
+            "bootstrap_resamples": num_boot,
         },
         "snr": result,
         "cpu_s": round(time.process_time() - start, 1),

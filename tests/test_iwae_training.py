@@ -619,8 +619,9 @@ def test_trained_weight_snr_uses_the_output_runs_draws():
     keras.utils.set_random_seed(3)
     model = build_iwae(1, **SMALL)
     x = (_images(2) > 0.5).astype("float32")
-    out, n = iwae_runs.trained_weight_snr(model, x, seed=4, num_boot=5)
+    out, n, units = iwae_runs.trained_weight_snr(model, x, seed=4, num_boot=5)
     assert n == sum(int(np.prod(w.shape)) for w in model.encoder.trainable_weights)
+    assert units == 8 + 6  # SMALL: 8 hidden units, then 2 x 3 outputs
     with torch.no_grad():
         mean, log_var = model.encode(x)
     ref = snr_against_k(model, x, mean, log_var, iwae_runs.SNR_K, iwae_runs.SNR_DRAWS, seed=4)

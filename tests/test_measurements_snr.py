@@ -107,6 +107,8 @@ def test_the_weight_files_are_the_output_runs_settings(weight_runs):
             "images": 6,
             "draws": 400,
             "encoder_weights": 198004,
+            "encoder_units": 404,
+            "bootstrap_resamples": 200,
         }
         keys = {f"{e}_{k}" for e in ("iwae", "dreg", "dreg_over_iwae") for k in KS}
         assert set(r["snr"]) == keys
@@ -181,3 +183,58 @@ def test_dreg_is_the_higher_at_k100_but_does_not_rise(weight_runs):
     assert (
         _z(_snr(weight_runs[1], "dreg", 10, "batch"), _snr(weight_runs[1], "dreg", 1, "batch")) > 2
     )
+
+
+def _fmt(value, se):
+    """A number at the precision its standard error supports: 2 decimals if se < 0.05, else 1."""
+    return f"{value:.2f}" if se < 0.05 else f"{value:.1f}"
+
+
+def weight_table(runs):
+    """Chapter 9's check cell's comment lines on the weights, from the files (models | apart)."""
+
+    def row(key, kind):
+        cells = [[r["snr"][key(k)][kind] for k in KS] for r in runs]
+        values = " | ".join(" ".join(_fmt(*v) for v in c) for c in cells)
+        ses = [v[1] for c in cells for v in c]
+        return f"{values} (se {min(ses):.2f}-{max(ses):.2f})"
+
+    return [
+        "#   IWAE, k = 1, 10, 100: " + row(lambda k: f"iwae_{k}", "per_unit"),
+        "#   DReG, k = 1, 10, 100: " + row(lambda k: f"dreg_{k}", "per_unit"),
+        "#   DReG / IWAE, k = 1, 10, 100: " + row(lambda k: f"dreg_over_iwae_{k}", "per_unit"),
+        "#   minibatch, IWAE: " + row(lambda k: f"iwae_{k}", "batch"),
+        "#   minibatch, DReG / IWAE: " + row(lambda k: f"dreg_over_iwae_{k}", "batch"),
+    ]
+
+
+def test_the_check_cells_table_is_the_files(weight_runs):
+    """Chapter 9's check cell on the trained SNR lists the weights' numbers in its comment; each
+    line there is the files' numbers at the precision their standard errors support."""
+    nb = json.loads((DIR.parents[1] / "book" / "09_closing_the_gaps.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    cell = next(c for c in cells if 'snr_sum[e]["mu"]' in c)
+    for line in weight_table(weight_runs):
+        assert line in cell.splitlines(), line
+
+
+def test_the_files_record_their_units_and_resamples(weight_runs):
+    """The chapter: "Per image there are only 404 SNRs, one per unit"; "standard errors from 200
+    resamples of the draws"."""
+    for r in weight_runs:
+        assert (r["settings"]["encoder_units"], r["settings"]["bootstrap_resamples"]) == (404, 200)
+
+
+def test_the_minibatch_lead_grows_only_in_model_1(weight_runs):
+    """The chapter: "The lead grows with k only in model 1: per image ..., and for the minibatch,
+    from 1.3 at k = 1 to 1.4 at k = 100 (by about 2 standard errors, after dipping at k = 10)"."""
+    grow = []
+    for r in weight_runs:
+        first, mid, last = (r["snr"][f"dreg_over_iwae_{k}"]["batch"] for k in KS)
+        grow.append(_z(last, first))
+        if r is weight_runs[1]:
+            assert mid[0] < first[0] < last[0] and (round(first[0], 1), round(last[0], 1)) == (
+                1.3,
+                1.4,
+            )
+    assert round(grow[1]) == 2 and grow[0] < 1 and grow[2] < 0, grow

@@ -421,7 +421,7 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     Each ``[value, se]``, the se over ``num_boot`` bootstrap resamples of the draws, the same
     resamples for both estimators, which share their eps; ``dreg_over_iwae_<k>`` gives the ratio
     of DReG's summary to IWAE's with its paired bootstrap se. Returns that dict and the number
-    of weights.
+    of weights and of units.
     """
     mean, log_var = (t.detach() for t in vae.encode(x))
     jac = output_jacobians(vae.encoder, x)
@@ -483,7 +483,7 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
         out[f"dreg_over_iwae_{k}"] = {
             n: [float(ratio[i]), float(ratio_boots[:, i].std(ddof=1))] for i, n in enumerate(names)
         }
-    return out, int(jac.shape[2])
+    return out, int(jac.shape[2]), int((bias_layer >= 0).sum())
 
 
 def snr_summary(result, ks=SNR_K, num_boot=200, seed=0):
