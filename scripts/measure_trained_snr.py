@@ -40,6 +40,16 @@ def chapter_images():
     return course_models.binary_test_images()[subset][: iwae_runs.SNR_IMAGES]
 
 
+def settings(**extra):
+    """The runs' settings, as recorded in their files."""
+    return {
+        "k": list(iwae_runs.SNR_K),
+        "images": iwae_runs.SNR_IMAGES,
+        "draws": iwae_runs.SNR_DRAWS,
+        **extra,
+    }
+
+
 def measure(model_seed, draw_seed):
     vae, _ = course_models.get_burda(2, seed=model_seed)
     start = time.process_time()
@@ -47,11 +57,7 @@ def measure(model_seed, draw_seed):
     return {
         "model_seed": model_seed,
         "draw_seed": draw_seed,
-        "settings": {
-            "k": list(iwae_runs.SNR_K),
-            "images": iwae_runs.SNR_IMAGES,
-            "draws": iwae_runs.SNR_DRAWS,
-        },
+        "settings": settings(),
         "summary": iwae_runs.snr_summary(result),
         "snr": {f"{e}_{k}": np.round(v[0], 4).tolist() for (e, k), v in result.items()},
         "se": {f"{e}_{k}": np.round(v[1], 4).tolist() for (e, k), v in result.items()},
@@ -71,14 +77,9 @@ def measure_weights(model_seed, draw_seed):
     return {
         "model_seed": model_seed,
         "draw_seed": draw_seed,
-        "settings": {
-            "k": list(iwae_runs.SNR_K),
-            "images": iwae_runs.SNR_IMAGES,
-            "draws": iwae_runs.SNR_DRAWS,
-            "encoder_weights": n_weights,
-            "encoder_units": n_units,
-            "bootstrap_resamples": num_boot,
-        },
+        "settings": settings(
+            encoder_weights=n_weights, encoder_units=n_units, bootstrap_resamples=num_boot
+        ),
         "snr": result,
         "cpu_s": round(time.process_time() - start, 1),
         "note": "snr: per estimator_k, [median, bootstrap se] of the SNR with respect to the "

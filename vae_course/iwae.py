@@ -122,6 +122,33 @@ def gradient_snr(grads, num_boot=200, seed=0):
     return ratio(g), np.std(boots, axis=0, ddof=1)
 
 
+def output_gradient_draws(vae, x, mean, log_var, k, num_draws, estimator, seed):
+    r"""Each image's draws of the gradient at q's parameters: (n, num_draws, 2d).
+
+    For image j, :func:`encoder_gradients` of L_k with respect to (mean[j], log_var[j]) under
+    :func:`vae_log_joint`, the d mean columns first; every image gets the draws of ``seed``.
+    """
+    return np.stack(
+        [
+            np.concatenate(
+                list(
+                    encoder_gradients(
+                        vae_log_joint(vae, x[j : j + 1]),
+                        mean[j],
+                        log_var[j],
+                        k,
+                        num_draws,
+                        estimator,
+                        seed=seed,
+                    )
+                ),
+                axis=1,
+            )
+            for j in range(len(x))
+        ]
+    )
+
+
 def snr_against_k(vae, x, mean, log_var, ks, num_draws, seed=0):
     r"""Both estimators' SNR at a VAE's images, for each k: ``{(estimator, k): (snr, se)}``.
 
@@ -134,18 +161,8 @@ def snr_against_k(vae, x, mean, log_var, ks, num_draws, seed=0):
     out = {}
     for est in ESTIMATORS:
         for k in ks:
-            rows = []
-            for j in range(len(x)):
-                g_m, g_lv = encoder_gradients(
-                    vae_log_joint(vae, x[j : j + 1]),
-                    mean[j],
-                    log_var[j],
-                    k,
-                    num_draws,
-                    est,
-                    seed=1000 * seed + k,
-                )
-                rows.append(gradient_snr(np.concatenate([g_m, g_lv], axis=1)))
+            g = output_gradient_draws(vae, x, mean, log_var, k, num_draws, est, 1000 * seed + k)
+            rows = [gradient_snr(g_j) for g_j in g]
             out[est, k] = tuple(np.stack(a) for a in zip(*rows))
     return out
 
@@ -272,6 +289,7 @@ __all__ = [
     "dreg_surrogate",
     "encoder_gradients",
     "gradient_snr",
+    "output_gradient_draws",
     "snr_against_k",
     "output_jacobians",
     "weight_snr",

@@ -27,9 +27,9 @@ from ..flows import fit_local_flow, flow_log_weights, flow_moments, per_image_fl
 from ..gradients import standard_normal
 from ..iwae import (
     ESTIMATORS,
-    encoder_gradients,
     gaussian_log_weights,
     iwae_objective,
+    output_gradient_draws,
     output_jacobians,
     snr_against_k,
     vae_log_joint,
@@ -446,26 +446,8 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
         by_layer = [med(per_image[:, bias_layer == i]) for i in layers]
         return np.array([med(per_image), float(np.nanmedian(batch)), med(units), *by_layer])
 
-    def draws(est, k):
-        return np.stack(
-            [
-                np.concatenate(
-                    list(
-                        encoder_gradients(
-                            vae_log_joint(vae, x[j : j + 1]),
-                            mean[j],
-                            log_var[j],
-                            k,
-                            SNR_DRAWS,
-                            est,
-                            seed=1000 * seed + k,
-                        )
-                    ),
-                    axis=1,
-                )
-                for j in range(len(x))
-            ]
-        )
+    def draws(est, k):  # the draws trained_snr takes (snr_against_k), per image
+        return output_gradient_draws(vae, x, mean, log_var, k, SNR_DRAWS, est, 1000 * seed + k)
 
     names = WEIGHT_SUMMARIES[: 3 + len(layers)]
     out = {}
