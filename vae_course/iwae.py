@@ -211,7 +211,8 @@ def weight_snr(jacobians, grads):
     jacobians: (n, m, p) (:func:`output_jacobians`); grads: (n, r, m), r draws of each image's
     output gradient (e.g. :func:`encoder_gradients`, mean and log-variance columns side by
     side). Returns ``(per_image, batch)``: SNR arrays (n, p) and (p,), nan where the variance
-    is 0 (a weight the image does not reach, e.g. behind an inactive ReLU).
+    is 0 (a weight the image does not reach: from an input that is 0, or behind an inactive
+    ReLU).
     """
     jac = np.asarray(jacobians, dtype=np.float64)
     g = np.asarray(grads, dtype=np.float64)

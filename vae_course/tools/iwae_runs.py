@@ -400,16 +400,13 @@ def trained_snr(vae, x, seed=0):
     return snr_against_k(vae, x, mean, log_var, SNR_K, SNR_DRAWS, seed=seed)
 
 
-WEIGHT_SUMMARIES = ("per_weight", "batch", "per_unit", "layer_1", "layer_2", "layer_3")
-
-
 def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     """The SNR of IWAE's and DReG's gradient with respect to the encoder's weights, from the
     draws :func:`trained_snr` takes at its outputs (the same eps: seed ``1000 * seed + k``).
 
     Per image, each weight's gradient is J^T g (``iwae.weight_snr``), and every weight into one
     unit has that unit's SNR (its input is fixed by the image), the SNR of the unit's bias. The
-    summaries (``WEIGHT_SUMMARIES``), each a median over the images of a median per image:
+    summaries, each a median over the images of a median per image:
 
     * ``per_weight``: over the weights the image reaches (units counted by their fan-in);
     * ``per_unit``: over the units (their biases), and ``layer_<l>`` over layer l's units;
@@ -449,7 +446,7 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     def draws(est, k):  # the draws trained_snr takes (snr_against_k), per image
         return output_gradient_draws(vae, x, mean, log_var, k, SNR_DRAWS, est, 1000 * seed + k)
 
-    names = WEIGHT_SUMMARIES[: 3 + len(layers)]
+    names = ("per_weight", "batch", "per_unit", *(f"layer_{i + 1}" for i in range(len(layers))))
     out = {}
     for k in ks:
         value, boots = {}, {}
