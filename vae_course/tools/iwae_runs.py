@@ -393,11 +393,11 @@ def timed_models(seed, get=None, ks=K_TRAIN):
     return out
 
 
-def trained_snr(vae, x, seed=0):
+def trained_snr(vae, x, seed=0, ks=SNR_K):
     """``{(estimator, k): (snr, se)}`` of :func:`~vae_course.iwae.snr_against_k` at the encoder's
-    output for the images ``x`` (n, H, W): k in SNR_K, SNR_DRAWS draws, draw seed ``seed``."""
+    output for the images ``x`` (n, H, W): k in ``ks``, SNR_DRAWS draws, draw seed ``seed``."""
     mean, log_var = (t.detach() for t in vae.encode(x))
-    return snr_against_k(vae, x, mean, log_var, SNR_K, SNR_DRAWS, seed=seed)
+    return snr_against_k(vae, x, mean, log_var, ks, SNR_DRAWS, seed=seed)
 
 
 def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
