@@ -43,13 +43,13 @@ from vae_course.tools import course_models, iwae_runs
 
 
 def draw_once():
-    """Make ``output_gradient_draws`` keep what it returns for the model it is given, so that
-    the output and the weight measurements of that model (which ask for the same draws) take
-    them once. Returns the dict it keeps them in (clear it before the next model)."""
+    """Make ``output_gradient_draws`` keep what it returns, so that the output and the weight
+    measurements of one model (which ask for the same draws) take them once. Returns the dict
+    it keeps them in (clear it before the next model: the key holds the model's id)."""
     kept, draws = {}, iwae.output_gradient_draws
 
     def kept_draws(vae, x, mean, log_var, k, num_draws, estimator, seed):
-        key = (x.tobytes(), k, num_draws, estimator, seed)
+        key = (id(vae), x.tobytes(), k, num_draws, estimator, seed)
         if key not in kept:
             kept[key] = draws(vae, x, mean, log_var, k, num_draws, estimator, seed)
         return kept[key]
@@ -119,10 +119,11 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, nargs="+", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("measurements/trained_snr"))
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
         "--weights", action="store_true", help="the SNR with respect to the encoder's weights"
     )
-    parser.add_argument(
+    what.add_argument(
         "--and-weights",
         action="store_true",
         help="both the output and the weight measurements, from draws taken once",
@@ -136,8 +137,12 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     ks = iwae_runs.SNR_K if args.k is None else tuple(args.k)
-    if len(ks) < 2 or any(k < 1 for k in ks) or list(ks) != sorted(set(ks)):
-        parser.error(f"--k: expected at least two increasing positive k, got {list(ks)}")
+    if len(ks) < 2 or list(ks) != sorted(set(ks)) or not 1 <= ks[0] <= ks[-1] <= 1000:
+        parser.error(
+            f"--k: expected at least two increasing k from 1 to 1000 (the summaries compare each "
+            f"k with the one before; a k's draws have seed 1000 * D + k, so a k above 1000 would "
+            f"reuse another draw seed's), got {list(ks)}"
+        )
     tag = "" if ks == iwae_runs.SNR_K else "_k" + "_".join(map(str, ks))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
