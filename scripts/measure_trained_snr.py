@@ -23,6 +23,11 @@ kinds of file from draws taken once. The chapter's beyond-100 runs (410 to 490 C
 model for the draws, 8.9 GB of memory at the peak):
 
     nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --k 100 1000 --and-weights
+
+``--moments`` writes, for the same draws, the median |mean| and sd of the draws apart
+(``iwae_runs.gradient_moments``) into ``<out>/snr_moments_model<S>_draws<D><tag>.json``:
+
+    nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --k 1 10 100 1000 --moments
 """
 
 from __future__ import annotations
@@ -113,6 +118,32 @@ def measure_weights(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
     }
 
 
+def measure_moments(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
+    x = chapter_images()
+    mean, log_var = (t.detach() for t in vae.encode(x))
+    start = time.process_time()
+    moments = {
+        f"{est}_{k}": iwae_runs.gradient_moments(
+            iwae.output_gradient_draws(
+                vae, x, mean, log_var, k, iwae_runs.SNR_DRAWS, est, 1000 * draw_seed + k
+            )
+        )
+        for est in iwae.ESTIMATORS
+        for k in ks
+    }
+    return {
+        "model_seed": model_seed,
+        "draw_seed": draw_seed,
+        "settings": settings(ks, bootstrap_resamples=200),
+        "moments": moments,
+        "cpu_s": round(time.process_time() - start, 1),
+        "note": "moments: per estimator_k and kind (mu, log_var), [median, bootstrap se] over "
+        "the images and the kind's components of |mean| (abs_mean) and of the sd (sd) of the "
+        "gradient draws at the encoder's output (iwae_runs.gradient_moments); the draws of the "
+        "snr_model files (seed 1000 D + k)",
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, nargs="+", default=[0, 1, 2])
@@ -122,6 +153,11 @@ def main(argv=None):
     what = parser.add_mutually_exclusive_group()
     what.add_argument(
         "--weights", action="store_true", help="the SNR with respect to the encoder's weights"
+    )
+    what.add_argument(
+        "--moments",
+        action="store_true",
+        help="the mean and the sd of the output draws apart (gradient_moments)",
     )
     what.add_argument(
         "--and-weights",
@@ -146,9 +182,10 @@ def main(argv=None):
     tag = "" if ks == iwae_runs.SNR_K else "_k" + "_".join(map(str, ks))
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    kinds = (
-        ["outputs", "weights"] if args.and_weights else ["weights" if args.weights else "outputs"]
-    )
+    if args.and_weights:
+        kinds = ["outputs", "weights"]
+    else:
+        kinds = ["weights" if args.weights else "moments" if args.moments else "outputs"]
     kept = draw_once() if len(kinds) > 1 else {}
     for s in args.models:
         vae, _ = course_models.get_burda(2, seed=s)
@@ -158,13 +195,17 @@ def main(argv=None):
                 if kind == "weights":
                     record = measure_weights(vae, s, d, ks)
                     path = args.out / f"snr_weights_model{s}_draws{d}{tag}.json"
+                elif kind == "moments":
+                    record = measure_moments(vae, s, d, ks)
+                    path = args.out / f"snr_moments_model{s}_draws{d}{tag}.json"
                 else:
                     record = measure(vae, s, d, ks)
                     path = args.out / f"snr_model{s}_draws{d}{tag}.json"
                 if kind == "weights" and len(kinds) > 1:
                     record["cpu_s_note"] = "the draws were taken (and timed) by the output run"
                 path.write_text(json.dumps(record, indent=1) + "\n")
-                print(path, json.dumps(record.get("summary", record["snr"])), record["cpu_s"])
+                shown = record.get("summary", record.get("snr", record.get("moments")))
+                print(path, json.dumps(shown), record["cpu_s"])
 
 
 if __name__ == "__main__":

@@ -634,3 +634,22 @@ def test_trained_weight_snr_uses_the_output_runs_draws():
         assert ratio == pytest.approx(
             out[f"dreg_{k}"]["per_unit"][0] / out[f"iwae_{k}"]["per_unit"][0]
         )
+
+
+def test_gradient_moments_recovers_known_means_and_noise():
+    """iwae_runs.gradient_moments on draws of known mean and sd: each median within 4 of its
+    bootstrap se of the truth, mu and log_var kinds apart (the first and second half)."""
+    from vae_course.tools import iwae_runs
+
+    rng = np.random.default_rng(0)
+    n, r = 6, 4000
+    mean = np.array([0.5, -0.5, 2.0, -2.0])  # |mean|: mu 0.5, log_var 2.0
+    sd = np.array([1.0, 1.0, 3.0, 3.0])
+    draws = mean + sd * rng.standard_normal((n, r, 4))
+    out = iwae_runs.gradient_moments(draws, num_boot=50)
+    for kind, (m, s) in {"mu": (0.5, 1.0), "log_var": (2.0, 3.0)}.items():
+        (am, am_se), (sm, sm_se) = out[kind]["abs_mean"], out[kind]["sd"]
+        assert 0 < am_se < 0.05 and 0 < sm_se < 0.05, out
+        assert abs(am - m) < 4 * am_se and abs(sm - s) < 4 * sm_se, (kind, out)
+    with pytest.raises(CourseError, match="draws"):
+        iwae_runs.gradient_moments(draws[:, :, :3])

@@ -465,6 +465,42 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     return out, int(jac.shape[2]), int((bias_layer >= 0).sum())
 
 
+def gradient_moments(draws, num_boot=200, seed=0):
+    """The mean and the noise of gradient draws apart: ``{kind: {"abs_mean": [m, se], "sd":
+    [m, se]}}`` for the kinds ``"mu"`` and ``"log_var"`` (the first and second half of the last
+    axis), each the median over the images and that kind's components of |mean| or of the
+    standard deviation over the draws (ddof 1).
+
+    draws: (n, num_draws, 2d) gradient draws per image, as ``output_gradient_draws`` returns. The
+    se is the sd over ``num_boot`` bootstrap resamples of the draws (the same resamples for every
+    image, whose draws share their eps).
+    """
+    g = np.asarray(draws, dtype=np.float64)
+    if g.ndim != 3 or g.shape[1] < 3 or g.shape[2] % 2 or not np.isfinite(g).all():
+        raise CourseError(
+            f"draws: expected a finite array (images, draws >= 3, 2d), got shape {g.shape}. "
+            "Fix: pass output_gradient_draws(...)'s result."
+        )
+    half = g.shape[2] // 2
+    kinds = {"mu": slice(0, half), "log_var": slice(half, None)}
+
+    def stats(a):
+        m, sd = np.abs(a.mean(1)), a.std(1, ddof=1)
+        return np.array([[np.median(m[:, c]), np.median(sd[:, c])] for c in kinds.values()])
+
+    rng = np.random.default_rng(seed)
+    boots = np.array(
+        [stats(g[:, rng.integers(0, g.shape[1], g.shape[1])]) for _ in range(num_boot)]
+    )
+    value, se = stats(g), boots.std(0, ddof=1)
+    return {
+        kind: {
+            name: [float(value[i, j]), float(se[i, j])] for j, name in enumerate(("abs_mean", "sd"))
+        }
+        for i, kind in enumerate(kinds)
+    }
+
+
 def snr_summary(result, ks=SNR_K, num_boot=200, seed=0):
     """What the chapter asserts of :func:`trained_snr`'s result. For each estimator, over all the
     components and over each kind (``"mu"``: the mean components, ``"log_var"``: the log
