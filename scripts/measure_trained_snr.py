@@ -122,11 +122,13 @@ def measure_moments(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
     x = chapter_images()
     mean, log_var = (t.detach() for t in vae.encode(x))
     start = time.process_time()
+    num_boot = 200
     moments = {
         f"{est}_{k}": iwae_runs.gradient_moments(
             iwae.output_gradient_draws(
                 vae, x, mean, log_var, k, iwae_runs.SNR_DRAWS, est, 1000 * draw_seed + k
-            )
+            ),
+            num_boot=num_boot,
         )
         for est in iwae.ESTIMATORS
         for k in ks
@@ -134,7 +136,7 @@ def measure_moments(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
     return {
         "model_seed": model_seed,
         "draw_seed": draw_seed,
-        "settings": settings(ks, bootstrap_resamples=200),
+        "settings": settings(ks, bootstrap_resamples=num_boot),
         "moments": moments,
         "cpu_s": round(time.process_time() - start, 1),
         "note": "moments: per estimator_k and kind (mu, log_var), [median, bootstrap se] over "
