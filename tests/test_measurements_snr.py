@@ -372,7 +372,7 @@ def _moment(run, est, k, stat):
 
 def test_the_moment_files_settings(moment_runs):
     """The chapter: "for the mu components at the outputs of the three models, from the same
-    draws as the SNR runs, at k = 1, 10, 100 and 1000 (7 to 8 CPU minutes a model)"."""
+    draws as the SNR runs, at k = 1, 10, 100 and 1000 (7.5 to 8.3 CPU minutes a model)"."""
     for (m, d), r in zip(WEIGHT_RUNS, moment_runs):
         assert (r["model_seed"], r["draw_seed"]) == (m, d)
         assert r["settings"] == {
@@ -381,13 +381,14 @@ def test_the_moment_files_settings(moment_runs):
             "draws": 400,
             "bootstrap_resamples": 200,
         }
-        assert 7 * 60 <= r["cpu_s"] <= 8.5 * 60, r["cpu_s"]
+        assert 7.45 * 60 <= r["cpu_s"] <= 8.35 * 60, r["cpu_s"]
         assert set(r["moments"]) == {f"{e}_{k}" for e in ESTIMATORS for k in MOMENT_KS}
 
 
 def test_the_mean_is_not_small_at_k1_for_mu(moment_runs):
     """The chapter: "For mu the mean is not small at k = 1: its median |mean| is 0.86 to 1.30
-    times the median sd. For log sigma^2 it is, at 0.16 to 0.50 times"."""
+    times the median sd. ... For log sigma^2 it is smaller: 0.16 and 0.17 times in models 0 and
+    2, 0.50 in model 1"."""
     ratio = {
         kind: [
             _moment_kind(r, "iwae", 1, "abs_mean", kind)[0]
@@ -396,7 +397,8 @@ def test_the_mean_is_not_small_at_k1_for_mu(moment_runs):
         ]
         for kind in ("mu", "log_var")
     }
-    assert _range(ratio["mu"]) == (0.86, 1.30) and _range(ratio["log_var"]) == (0.16, 0.50), ratio
+    assert _range(ratio["mu"]) == (0.86, 1.30), ratio
+    assert [round(v, 2) for v in ratio["log_var"]] == [0.16, 0.50, 0.17], ratio
 
 
 def _moment_kind(run, est, k, stat, kind):
@@ -406,8 +408,8 @@ def _moment_kind(run, est, k, stat, kind):
 def test_neither_the_mean_nor_the_noise_falls_at_its_large_k_rate(moment_runs):
     """The chapter: "The mean shrinks by about 2 to 5 per tenfold k, not by the 10 of 1/k, at
     every step up to k = 1000 in every model (by more than 10 standard errors on a log scale).
-    This is read from DReG's draws ... IWAE's [median |mean|] is only 2 [standard errors of a
-    mean] in model 2 at k = 1000"; "IWAE's noise shrinks by 1.2 to 2.5 per tenfold k, less than
+    This is read from DReG's draws ...: their median |mean| stands 8 or more standard errors of a
+    mean above zero at every k, IWAE's only 2 in model 2 at k = 1000"; "IWAE's noise shrinks by 1.2 to 2.5 per tenfold k, less than
     the sqrt(10) ~ 3.16 of 1/sqrt(k), by more than 6 standard errors at every step"."""
     falls = {"abs_mean": [], "sd": []}
     for r in moment_runs:
@@ -425,18 +427,27 @@ def test_neither_the_mean_nor_the_noise_falls_at_its_large_k_rate(moment_runs):
     assert _range(falls["sd"], 1) == (1.2, 2.5), falls
     last = moment_runs[2]["moments"]["iwae_1000"]["mu"]
     assert round(last["abs_mean"][0] / (last["sd"][0] / 20)) == 2, last
+    floor = [
+        _moment(r, "dreg", k, "abs_mean")[0] / (_moment(r, "dreg", k, "sd")[0] / 20)
+        for r in moment_runs
+        for k in MOMENT_KS
+    ]
+    assert round(min(floor)) == 8, floor
 
 
 def test_dregs_noise_is_the_smaller(moment_runs):
     """The chapter: "DReG's noise is the smaller, 0.43 to 0.88 times IWAE's at every k (below 1
     by more than 3 standard errors), and 0.43 to 0.64 times from k = 100 on. ... their medians
-    agree within 3 standard errors at every k ... But DReG's own noise falls by only 1.6 to 2.6
-    per tenfold k, and from k = 100 to 1000 by less than its mean in every model"."""
-    sd_falls = []
+    agree within 3 standard errors at every k ... DReG's own noise falls by 1.6 to 2.6 per
+    tenfold k. ... from k = 100 to 1000, it falls more slowly than the mean in every model as
+    point estimates (by 1.1, 3.2 and 1.8 standard errors)"."""
+    sd_falls, z_gap = [], []
     for r in moment_runs:
-        sd, mean = ([_moment(r, "dreg", k, s)[0] for k in MOMENT_KS] for s in ("sd", "abs_mean"))
-        sd_falls += [a / b for a, b in zip(sd, sd[1:])]
-        assert sd[2] / sd[3] < mean[2] / mean[3], (sd, mean)
+        sd, mean = ([_moment(r, "dreg", k, s) for k in MOMENT_KS] for s in ("sd", "abs_mean"))
+        sd_falls += [a[0] / b[0] for a, b in zip(sd, sd[1:])]
+        gap = (mean[2][0] / mean[3][0]) / (sd[2][0] / sd[3][0])
+        z_gap.append(_log_z(gap, (mean[2], 1), (mean[3], 1), (sd[2], 1), (sd[3], 1)))
+    assert [round(z, 1) for z in z_gap] == [1.1, 3.2, 1.8], z_gap
     assert _range(sd_falls, 1) == (1.6, 2.6), sd_falls
     ratios, late = [], []
     for r in moment_runs:
