@@ -19,7 +19,7 @@ the SNR with respect to the encoder's weights, from the same draws
 
 ``--k`` replaces ``iwae_runs.SNR_K`` (the draws of each k are the same as with the default grid:
 seed ``1000 * D + k``) and adds ``_k<k...>`` to the file's name. ``--and-weights`` writes both
-kinds of file from draws taken once. The chapter's beyond-100 runs (410 to 490 CPU seconds a
+kinds of file from the same draws (``iwae_runs.snr_draws``, taken once). The chapter's beyond-100 runs (410 to 490 CPU seconds a
 model for the draws, 8.9 GB of memory at the peak):
 
     nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --k 100 1000 --and-weights
@@ -47,22 +47,6 @@ from vae_course import iwae
 from vae_course.tools import course_models, iwae_runs
 
 
-def draw_once():
-    """Make ``output_gradient_draws`` keep what it returns, so that the output and the weight
-    measurements of one model (which ask for the same draws) take them once. Returns the dict
-    it keeps them in (clear it before the next model: the key holds the model's id)."""
-    kept, draws = {}, iwae.output_gradient_draws
-
-    def kept_draws(vae, x, mean, log_var, k, num_draws, estimator, seed):
-        key = (id(vae), x.tobytes(), k, num_draws, estimator, seed)
-        if key not in kept:
-            kept[key] = draws(vae, x, mean, log_var, k, num_draws, estimator, seed)
-        return kept[key]
-
-    iwae.output_gradient_draws = iwae_runs.output_gradient_draws = kept_draws
-    return kept
-
-
 def chapter_images():
     """The first SNR_IMAGES of chapter 8's 200 test images (the chapter's ``x9[:SNR_IMAGES]``)."""
     subset = np.random.default_rng(0).permutation(10000)[:200]
@@ -79,9 +63,9 @@ def settings(ks=iwae_runs.SNR_K, **extra):
     }
 
 
-def measure(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
+def measure(vae, model_seed, draw_seed, ks, draws):
     start = time.process_time()
-    result = iwae_runs.trained_snr(vae, chapter_images(), seed=draw_seed, ks=ks)
+    result = iwae_runs.trained_snr(vae, chapter_images(), seed=draw_seed, ks=ks, draws=draws)
     return {
         "model_seed": model_seed,
         "draw_seed": draw_seed,
@@ -95,11 +79,11 @@ def measure(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
     }
 
 
-def measure_weights(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
+def measure_weights(vae, model_seed, draw_seed, ks, draws):
     start = time.process_time()
     num_boot = 200
     result, n_weights, n_units = iwae_runs.trained_weight_snr(
-        vae, chapter_images(), seed=draw_seed, ks=ks, num_boot=num_boot
+        vae, chapter_images(), seed=draw_seed, ks=ks, num_boot=num_boot, draws=draws
     )
     return {
         "model_seed": model_seed,
@@ -118,18 +102,11 @@ def measure_weights(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
     }
 
 
-def measure_moments(vae, model_seed, draw_seed, ks=iwae_runs.SNR_K):
-    x = chapter_images()
-    mean, log_var = (t.detach() for t in vae.encode(x))
+def measure_moments(vae, model_seed, draw_seed, ks, draws):
     start = time.process_time()
     num_boot = 200
     moments = {
-        f"{est}_{k}": iwae_runs.gradient_moments(
-            iwae.output_gradient_draws(
-                vae, x, mean, log_var, k, iwae_runs.SNR_DRAWS, est, 1000 * draw_seed + k
-            ),
-            num_boot=num_boot,
-        )
+        f"{est}_{k}": iwae_runs.gradient_moments(draws[est, k], num_boot=num_boot)
         for est in iwae.ESTIMATORS
         for k in ks
     }
@@ -188,22 +165,20 @@ def main(argv=None):
         kinds = ["outputs", "weights"]
     else:
         kinds = ["weights" if args.weights else "moments" if args.moments else "outputs"]
-    kept = draw_once() if len(kinds) > 1 else {}
+    measures = {"outputs": measure, "weights": measure_weights, "moments": measure_moments}
+    names = {"outputs": "snr", "weights": "snr_weights", "moments": "snr_moments"}
     for s in args.models:
         vae, _ = course_models.get_burda(2, seed=s)
-        kept.clear()
         for d in [s] if args.draws is None else args.draws:
-            for kind in kinds:
-                if kind == "weights":
-                    record = measure_weights(vae, s, d, ks)
-                    path = args.out / f"snr_weights_model{s}_draws{d}{tag}.json"
-                elif kind == "moments":
-                    record = measure_moments(vae, s, d, ks)
-                    path = args.out / f"snr_moments_model{s}_draws{d}{tag}.json"
+            start = time.process_time()
+            draws = iwae_runs.snr_draws(vae, chapter_images(), seed=d, ks=ks)
+            draw_s = time.process_time() - start
+            for i, kind in enumerate(kinds):
+                record = measures[kind](vae, s, d, ks, draws)
+                path = args.out / f"{names[kind]}_model{s}_draws{d}{tag}.json"
+                if i == 0:  # the first file's time counts the draws, which the others share
+                    record["cpu_s"] = round(record["cpu_s"] + draw_s, 1)
                 else:
-                    record = measure(vae, s, d, ks)
-                    path = args.out / f"snr_model{s}_draws{d}{tag}.json"
-                if kind == "weights" and len(kinds) > 1:
                     record["cpu_s_note"] = "the draws were taken (and timed) by the output run"
                 path.write_text(json.dumps(record, indent=1) + "\n")
                 shown = record.get("summary", record.get("snr", record.get("moments")))

@@ -636,6 +636,33 @@ def test_trained_weight_snr_uses_the_output_runs_draws():
         )
 
 
+def test_snr_draws_are_the_draws_of_snr_against_k():
+    """iwae_runs.snr_draws, shared by the script's three measurements: trained_snr from them, and
+    from its own draws, equals snr_against_k on the same eps exactly; trained_weight_snr gives
+    the same result with or without them."""
+    from vae_course.iwae import snr_against_k
+    from vae_course.tools import iwae_runs
+
+    keras.utils.set_random_seed(5)
+    model = build_iwae(1, **SMALL)
+    x = (_images(2) > 0.5).astype("float32")
+    ks = (1, 3)
+    with torch.no_grad():
+        mean, log_var = model.encode(x)
+    ref = snr_against_k(model, x, mean, log_var, ks, iwae_runs.SNR_DRAWS, seed=7)
+    draws = iwae_runs.snr_draws(model, x, seed=7, ks=ks)
+    assert set(draws) == set(ref)
+    for got in (
+        iwae_runs.trained_snr(model, x, 7, ks, draws),
+        iwae_runs.trained_snr(model, x, 7, ks),
+    ):
+        for key, (snr, se) in ref.items():
+            np.testing.assert_array_equal(got[key][0], snr)
+            np.testing.assert_array_equal(got[key][1], se)
+    shared = iwae_runs.trained_weight_snr(model, x, seed=7, ks=ks, num_boot=5, draws=draws)
+    assert shared == iwae_runs.trained_weight_snr(model, x, seed=7, ks=ks, num_boot=5)
+
+
 def test_gradient_moments_recovers_known_means_and_noise():
     """iwae_runs.gradient_moments on draws of known mean and sd: each median within 4 of its
     bootstrap se of the truth, mu and log_var kinds apart (the first and second half); a median,

@@ -28,10 +28,10 @@ from ..gradients import standard_normal
 from ..iwae import (
     ESTIMATORS,
     gaussian_log_weights,
+    gradient_snr,
     iwae_objective,
     output_gradient_draws,
     output_jacobians,
-    snr_against_k,
     vae_log_joint,
     weight_snr,
 )
@@ -393,14 +393,33 @@ def timed_models(seed, get=None, ks=K_TRAIN):
     return out
 
 
-def trained_snr(vae, x, seed=0, ks=SNR_K):
-    """``{(estimator, k): (snr, se)}`` of :func:`~vae_course.iwae.snr_against_k` at the encoder's
-    output for the images ``x`` (n, H, W): k in ``ks``, SNR_DRAWS draws, draw seed ``seed``."""
+def snr_draws(vae, x, seed=0, ks=SNR_K):
+    """``{(estimator, k): draws}``: the gradient draws at the encoder's outputs for the images
+    ``x`` (n, H, W) that :func:`trained_snr`, :func:`trained_weight_snr` and
+    :func:`gradient_moments` read, each (n, SNR_DRAWS, 2d), seed ``1000 * seed + k`` (the eps of
+    :func:`~vae_course.iwae.snr_against_k`; the two estimators share them)."""
     mean, log_var = (t.detach() for t in vae.encode(x))
-    return snr_against_k(vae, x, mean, log_var, ks, SNR_DRAWS, seed=seed)
+    return {
+        (est, k): output_gradient_draws(vae, x, mean, log_var, k, SNR_DRAWS, est, 1000 * seed + k)
+        for est in ESTIMATORS
+        for k in ks
+    }
 
 
-def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
+def trained_snr(vae, x, seed=0, ks=SNR_K, draws=None):
+    """``{(estimator, k): (snr, se)}`` as :func:`~vae_course.iwae.snr_against_k` gives it, at the
+    encoder's output for the images ``x`` (n, H, W): k in ``ks``, SNR_DRAWS draws, draw seed
+    ``seed``.
+    ``draws``: :func:`snr_draws`'s result for the same arguments, to reuse draws already taken."""
+    draws = snr_draws(vae, x, seed, ks) if draws is None else draws
+    return {
+        (est, k): tuple(np.stack(a) for a in zip(*map(gradient_snr, draws[est, k])))
+        for est in ESTIMATORS
+        for k in ks
+    }
+
+
+def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200, draws=None):
     """The SNR of IWAE's and DReG's gradient with respect to the encoder's weights, from the
     draws :func:`trained_snr` takes at its outputs (the same eps: seed ``1000 * seed + k``).
 
@@ -420,7 +439,6 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
     of DReG's summary to IWAE's with its paired bootstrap se. Returns that dict and the number
     of weights and of units.
     """
-    mean, log_var = (t.detach() for t in vae.encode(x))
     jac = output_jacobians(vae.encoder, x)
     weights = vae.encoder.trainable_weights
     bias_layer = np.concatenate(
@@ -443,15 +461,13 @@ def trained_weight_snr(vae, x, seed=0, ks=SNR_K, num_boot=200):
         by_layer = [med(per_image[:, bias_layer == i]) for i in layers]
         return np.array([med(per_image), float(np.nanmedian(batch)), med(units), *by_layer])
 
-    def draws(est, k):  # the draws trained_snr takes (snr_against_k), per image
-        return output_gradient_draws(vae, x, mean, log_var, k, SNR_DRAWS, est, 1000 * seed + k)
-
+    draws = snr_draws(vae, x, seed, ks) if draws is None else draws
     names = ("per_weight", "batch", "per_unit", *(f"layer_{i + 1}" for i in range(len(layers))))
     out = {}
     for k in ks:
         value, boots = {}, {}
         for est in ESTIMATORS:
-            g = draws(est, k)
+            g = draws[est, k]
             value[est] = summaries(g)
             boots[est] = np.array([summaries(g[:, idx]) for idx in resamples])
             out[f"{est}_{k}"] = {
