@@ -350,9 +350,9 @@ def _range(values, digits=1):
 def test_the_fitted_gaussians_elbo_rises_while_the_encoders_falls(gaps):
     rise = [_gap(g, "50", "elbo_star_minus_first") for g in gaps]
     assert all(v > 5 * se for v, se in rise), rise
-    assert _range([v for v, _ in rise]) == (5.6, 14.3), rise
+    assert _range([v for v, _ in rise], 0) == (6, 14), rise  # "by 6 to 14 nats"
     longest = [g["summary_longest"]["50"]["elbo_star_minus_first"][0] for g in gaps]
-    assert _range(longest) == (9.8, 16.0), longest  # "9.8 to 16.0 after 1600 steps"
+    assert _range(longest, 0) == (10, 16), longest  # "10 to 16 after 1600 steps"
     fall = [-_gap(g, "50", "elbo_enc_minus_first")[0] for g in gaps]
     assert _range(fall, 0) == (36, 671), fall
     # "the amortization gap grows by more than the ELBO falls"
@@ -390,7 +390,7 @@ def test_the_approximation_gap_grows_at_each_step_by_more_than_10_se(gaps):
 def test_the_last_doubling_of_the_fits(gaps):
     move50 = [_gap(g, "50", "elbo_star_1600_minus_800")[0] for g in gaps]
     move1 = [_gap(g, "1", "elbo_star_1600_minus_800")[0] for g in gaps]
-    assert _range(move50, 2) == (0.55, 1.39), move50
+    assert _range(move50) == (0.5, 1.4), move50  # "by 0.5 to 1.4 nats"
     assert round(max(move1), 1) == 0.2, move1  # "at most 0.2"
     in_se = [m / g["summary_longest"]["50"]["approximation"][1] for g, m in zip(gaps, move50)]
     assert round(max(in_se), 1) == 2.3, in_se  # "up to 2.3 standard errors of the gap"
@@ -615,3 +615,20 @@ def test_the_flows_training_cost(flow, flow_long):
         for k in ks
     ]
     assert round(min(ratios), 1) == 1.2 and round(max(ratios), 1) == 1.7, ratios
+
+
+def test_the_longest_one_draw_runs_come_within_14_to_16_nats_of_burda_et_al(longer):
+    """'every 158-step model of these runs (IWAE and one-draw VAE) and of the control is more
+    than 90 nats below theirs, the one-draw model trained for 100 epochs ("Equal decoder passes"
+    above) 14 to 16 nats below' (86.76, their worst number)."""
+    gap = [-f["models"]["50"]["bound"][0] - BURDA_TABLE1[1][0] for f in longer]
+    assert all(f["models"]["50"]["epochs"] == 100 for f in longer)
+    assert _range(gap, 0) == (14, 16), gap
+
+
+def test_the_cpu_times_quoted_for_the_longer_runs_and_the_50_draw_iwae(runs, longer):
+    """'the files' CPU times, taken under varying load, cannot settle it: 73 to 84 s for the
+    100-epoch runs against 89 to 106 s for the 50-draw IWAE' (the numbers only)."""
+    longer_s = [f["models"]["50"]["train_cpu_s"] for f in longer]
+    iwae_s = [m["50"]["train_cpu_s"] for m in runs]
+    assert _range(longer_s, 0) == (73, 84) and _range(iwae_s, 0) == (89, 106), (longer_s, iwae_s)

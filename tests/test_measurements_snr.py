@@ -332,17 +332,19 @@ def test_beyond_100_dreg_lead_grows(big_runs):
 
 def test_beyond_100_at_the_outputs(big_runs):
     """The chapter: "Over all 24 components, IWAE's median ratio SNR(1000)/SNR(100) is 0.4 to
-    0.7 and DReG's 0.85 to 0.91, below 1 by more than 2 standard errors, and above IWAE's in
-    every model as point estimates. DReG's median SNR is 2.1, 3.1 and 4.1 times IWAE's at
-    k = 1000, against 1.8, 2.0 and 1.5 at k = 100: up by more than 2 standard errors in models 1
-    and 2, by less than one in model 0 (standard errors that treat the two estimators' draws as
-    independent)"."""
+    0.7 and DReG's 0.85 to 0.91, below 1 by 2.5 to 3.7 of the quoted standard errors (about 1.9
+    to 2.9 after the factor 1.3 ...), and above IWAE's in every model as point estimates. DReG's
+    median SNR is 2.1, 3.1 and 4.1 times IWAE's at k = 1000, against 1.8, 2.0 and 1.5 at
+    k = 100: up by 2.5 and 2.9 quoted standard errors in models 1 and 2, by less than one in
+    model 0"."""
     s = [b[""]["summary"] for b in big_runs]
     iwae = [r["iwae"]["median_ratio_to_prev"]["1000"] for r in s]
     dreg = [r["dreg"]["median_ratio_to_prev"]["1000"] for r in s]
     assert _range([v for v, _ in iwae], 1) == (0.4, 0.7), iwae
     assert _range([v for v, _ in dreg]) == (0.85, 0.91), dreg
-    assert all(v < 1 - 2 * se for v, se in dreg), dreg
+    below = [(1 - v) / se for v, se in dreg]
+    assert _range(below, 1) == (2.5, 3.7), below
+    assert _range([z / 1.3 for z in below], 1) == (1.9, 2.9), below
     assert all(d[0] > i[0] for d, i in zip(dreg, iwae))
     lead = {
         k: [_ratio(r["iwae"]["median_snr"][k], r["dreg"]["median_snr"][k]) for r in s]
@@ -351,7 +353,7 @@ def test_beyond_100_at_the_outputs(big_runs):
     assert [round(v, 1) for v, _ in lead["1000"]] == [2.1, 3.1, 4.1], lead
     assert [round(v, 1) for v, _ in lead["100"]] == [1.8, 2.0, 1.5], lead
     grow = [_z(b, a) for a, b in zip(lead["100"], lead["1000"])]
-    assert grow[1] > 2 and grow[2] > 2 and 0 < grow[0] < 1, grow
+    assert [round(z, 1) for z in grow[1:]] == [2.5, 2.9] and 0 < grow[0] < 1, grow
 
 
 # ---------------------------------------------- the mean and the noise apart (--moments)
