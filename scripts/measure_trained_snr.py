@@ -19,8 +19,8 @@ the SNR with respect to the encoder's weights, from the same draws
 
 ``--k`` replaces ``iwae_runs.SNR_K`` (the draws of each k are the same as with the default grid:
 seed ``1000 * D + k``) and adds ``_k<k...>`` to the file's name. ``--and-weights`` writes both
-kinds of file from the same draws (``iwae_runs.snr_draws``, taken once). The chapter's beyond-100 runs (410 to 490 CPU seconds a
-model for the draws, 8.9 GB of memory at the peak):
+kinds of file from the same draws (``iwae_runs.snr_draws``, taken once). The chapter's
+beyond-100 runs (410 to 490 CPU seconds a model for the draws, 8.9 GB of memory at the peak):
 
     nice -n 10 python scripts/measure_trained_snr.py --models 0 1 2 --k 100 1000 --and-weights
 
