@@ -3,17 +3,19 @@
 The chapters' evaluations make tensors of tens to hundreds of MB, one after another (L_1000
 and 1000-draw ELBOs of 100 images at a time). glibc's malloc gives any block above its
 *mmap threshold* (at most 32 MiB by default) back to the operating system when torch frees
-it, so the next such tensor starts on fresh pages, which the kernel faults in and zeroes as
-the operation first writes them (4 KiB pages where transparent huge pages are not in use).
-On the course's 2-core CI machine, for 200 images under a 50-latent model of chapter 9,
+it, so the next such tensor starts on fresh pages, which the operating system faults in and
+zeroes as the operation first writes them (4 KiB pages where transparent huge pages are not
+in use). On the course's 2-core CI machine, for 200 images under a 50-latent model of chapter 9,
 L_1000 took 3.7 s that way and 1.4 s with the settings below; the ELBO from 1000 draws 3.8 s
 and 1.3 s.
 
 So the Jupyter kernels nbval starts, and any other process the tests start, inherit two
 settings of glibc's malloc, read when a process starts: blocks up to 1 GiB come from the
-process's own heap, and up to 2 GiB of freed memory at its top stays there for the next
-tensor. Freed memory then stays with a kernel until it ends (chapter 9's peak grew from 2.5
-to 4.3 GB). Every output nbval compares, and every assert, came out the same with them.
+main thread's heap (where the chapters' cells allocate), and up to 2 GiB of freed memory at
+its top stays there for the next tensor. Freed memory then stays with a Jupyter kernel until
+it ends (the largest process's peak in a run of chapter 9 grew from 2.5 to 4.3 GB, and from 2.4
+to 4.6 GB in a second pair of runs). Every output nbval compares, and every
+assert, came out the same with them.
 
 glibc 2.36 (the CI machine's) accepts a 1 GiB threshold; some older releases refuse any
 above 32 MiB (``HEAP_MAX_SIZE / 2``) and would keep only the trim setting, which, set, stops
@@ -48,6 +50,12 @@ def glibc_takes_the_settings():
     return out.returncode == 0 and out.stdout.strip() == "1"
 
 
-if glibc_takes_the_settings():
-    for _name, _value in MALLOC_SETTINGS.items():
-        os.environ.setdefault(_name, _value)
+def apply_malloc_settings():
+    """Put MALLOC_SETTINGS in this process's environment (for its children) where glibc takes them."""
+    if glibc_takes_the_settings():
+        for name, value in MALLOC_SETTINGS.items():
+            os.environ.setdefault(name, value)
+
+
+def pytest_configure(config):
+    apply_malloc_settings()
