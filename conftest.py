@@ -13,8 +13,8 @@ So the Jupyter kernels nbval starts, and any other process the tests start, inhe
 settings of glibc's malloc, read when a process starts: blocks up to 1 GiB come from the
 main thread's heap (where the chapters' cells allocate), and up to 2 GiB of freed memory at
 its top stays there for the next tensor. Freed memory then stays with a Jupyter kernel until
-it ends (the largest process's peak in a run of chapter 9 grew from 2.5 to 4.3 GB, and from 2.4
-to 4.6 GB in a second pair of runs). Every output nbval compares, and every
+it ends (the largest process's peak in a pair of runs of chapter 9 grew from 2.5 to 4.3 GB,
+and from 2.4 to 4.6 GB in a second pair). Every output nbval compares, and every
 assert, came out the same with them.
 
 glibc 2.36 (the CI machine's) accepts a 1 GiB threshold; some older releases refuse any
