@@ -1,6 +1,7 @@
 """Training speed of vae_course against plain PyTorch loops of the same model, in alternated rounds.
 
     python benchmarks/bench_train.py [--rounds 8] [--steps 300] [--iwae-images 200] [--profile]
+    python benchmarks/bench_train.py --pool run1.log run2.log ...   # pool saved runs' rounds
 
 Every side trains the source tutorial's MNIST VAE (784-512-512-2x2 encoder,
 2-512-512-784 sigmoid decoder, Gaussian likelihood with sigma = 0.5, analytic
@@ -24,7 +25,10 @@ paired numbers are read: round after round, every side runs one epoch, in
 forward order in even rounds and in reverse order in odd ones, and each
 round gives each side's ratio to the two plain loops. Round 0 warms up
 and is not counted. Prints milliseconds per step of each round, the
-median of each side, and the median and every round's paired ratio.
+median of each side, and the median and every round's paired ratio, then
+each side's median ratio to the fused loop with a 95% interval and the count
+of rounds at or below 1. ``--pool`` reads the round lines of saved runs'
+output and prints the same summary over all their rounds, without training.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import io
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -105,6 +110,90 @@ def reference_epoch(model, opt, x_train):
     return total / len(x_train)
 
 
+def median_interval(ratios):
+    """``(median, low, high)``: the median and a 95% interval for it from the order statistics.
+
+    The interval is the k-th smallest and k-th largest value, with k the
+    largest count for which a Binomial(n, 1/2) falls below k with probability
+    at most 0.025 (distribution-free, for independent rounds; rounds of one
+    run share the machine's phase, so read it as optimistic). Needs at least
+    6 values (fewer cannot give 95%).
+    """
+    v = sorted(ratios)
+    n = len(v)
+    if n < 6:
+        raise ValueError(f"median_interval needs at least 6 ratios for a 95% interval, got {n}")
+    k = 0  # the count of values left out below (and above) the interval
+    while sum(math.comb(n, j) for j in range(k + 1)) / 2**n <= 0.025:
+        k += 1
+    return statistics.median(v), v[k - 1], v[n - k]
+
+
+FUSED = "PyTorch, Adam(fused=True)"
+
+
+def summary_lines(rounds):
+    """One line per side: its median ratio to the fused loop, paired by round, with
+    :func:`median_interval`'s interval and the count of rounds at or below 1.
+
+    ``rounds``: one dict per counted round, side name -> milliseconds per step,
+    with the fused loop in each; a round may also hold ``"writes"``, the command
+    line's file writing in ms per step, which adds a line for the command line
+    less its writes. A side is summed up over the rounds that have it.
+    """
+    sides = {}
+    for r in rounds:
+        for name, value in r.items():
+            if name not in (FUSED, "writes"):
+                sides.setdefault(name, []).append(value / r[FUSED])
+            if name == "command line" and "writes" in r:
+                sides.setdefault("command line, less its writes", []).append(
+                    (value - r["writes"]) / r[FUSED]
+                )
+    lines = []
+    for name, q in sides.items():
+        if len(q) >= 6:
+            med, lo, hi = median_interval(q)
+            spread = f"95% interval {lo:.3f} to {hi:.3f}"
+        else:
+            med, spread = statistics.median(q), "no 95% interval from fewer than 6 rounds"
+        lines.append(
+            f"{name} / fused loop: median {med:.3f} ({spread}), "
+            f"{sum(r <= 1 for r in q)} of {len(q)} rounds at or below 1"
+        )
+    return lines
+
+
+_ROUND = re.compile(r"^round (\d+): (.*) ms/step")
+_SIDE = re.compile(r"(?:^|, )(.+?) (\d+\.\d+)(?=, |$)")
+_WRITES = re.compile(r"([\d.]+) ms per step at \d+ steps an epoch")
+
+
+def pool(paths):
+    """The summary lines over every counted round of the saved runs in ``paths``.
+
+    The command line's writes are each run's printed median, in every round of that run.
+    """
+    rounds = []
+    for path in paths:
+        with open(path) as f:
+            text = f.read()
+        found = [m for m in map(_ROUND.match, text.splitlines()) if m and m.group(1) != "0"]
+        if not found:
+            raise ValueError(
+                f"{path}: no counted 'round N: ...' lines; is it bench_train.py's output?"
+            )
+        w = _WRITES.search(text)
+        for m in found:
+            r = {name: float(value) for name, value in _SIDE.findall(m.group(2))}
+            if FUSED not in r:
+                raise ValueError(f"{path}: round {m.group(1)} has no {FUSED!r} side to pair with")
+            if w and "command line" in r:
+                r["writes"] = float(w.group(1))
+            rounds.append(r)
+    return summary_lines(rounds)
+
+
 class Clock(keras.callbacks.Callback):
     """Notes the time of its ``on_epoch_end`` call (two of them bracket the callbacks between)."""
 
@@ -134,7 +223,16 @@ def main(argv=None):
         action="store_true",
         help="cProfile one train_vae epoch and print the top entries",
     )
+    ap.add_argument(
+        "--pool",
+        nargs="+",
+        metavar="LOG",
+        help="saved outputs of this script to pool (no training)",
+    )
     args = ap.parse_args(argv)
+    if args.pool:
+        print("\n".join(pool(args.pool)))
+        return 0
 
     (x_all, _), (x_test_all, _) = load_mnist_float()
     x_train = x_all[: args.steps * BATCH]
@@ -233,6 +331,12 @@ def main(argv=None):
             f"{w / args.steps * 1e3:.2f} ms per step at {args.steps} steps an epoch, "
             f"{w / 938 * 1e3:.2f} ms per step over a full MNIST epoch (938 steps)"
         )
+    print()
+    rounds = [{name: ms[name][i] for name in sides} for i in range(args.rounds)]
+    if writes:
+        w = statistics.median(writes[1:]) / args.steps * 1e3
+        rounds = [{**r, "writes": w} for r in rounds]
+    print("\n".join(summary_lines(rounds)))
     spread = [max(v) / min(v) for v in ms.values()]
     print(
         f"slowest / fastest round of the same side: up to {max(spread):.2f}x (the machine's noise)"
