@@ -63,22 +63,22 @@ BATCH = 64
 class Reference(nn.Module):
     """The same VAE written directly in PyTorch."""
 
-    def __init__(self, latent_dim=2):
+    def __init__(self, latent_dim=2, hidden=512):
         super().__init__()
         self.encoder = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(784, 512),
+            nn.Linear(784, hidden),
             nn.ReLU(),
-            nn.Linear(512, 512),
+            nn.Linear(hidden, hidden),
             nn.ReLU(),
-            nn.Linear(512, 2 * latent_dim),
+            nn.Linear(hidden, 2 * latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, 512),
+            nn.Linear(latent_dim, hidden),
             nn.ReLU(),
-            nn.Linear(512, 512),
+            nn.Linear(hidden, hidden),
             nn.ReLU(),
-            nn.Linear(512, 784),
+            nn.Linear(hidden, 784),
             nn.Sigmoid(),
         )
 
@@ -154,26 +154,34 @@ def summary_lines(rounds):
     for name, q in sides.items():
         if len(q) >= 6:
             med, lo, hi = median_interval(q)
-            spread = f"95% interval {lo:.3f} to {hi:.3f}"
+            spread = f"95% interval {lo:.2f} to {hi:.2f}"
         else:
             med, spread = statistics.median(q), "no 95% interval from fewer than 6 rounds"
         lines.append(
-            f"{name} / fused loop: median {med:.3f} ({spread}), "
+            f"{name} / fused loop: median {med:.2f} ({spread}), "
             f"{sum(r <= 1 for r in q)} of {len(q)} rounds at or below 1"
         )
     return lines
 
 
 _ROUND = re.compile(r"^round (\d+): (.*) ms/step")
-_SIDE = re.compile(r"(?:^|, )(.+?) (\d+\.\d+)(?=, |$)")
+_SIDE = re.compile(r"(?:^|, )(.+?) (\d+(?:\.\d+)?)(?=, |$)")
 _WRITES = re.compile(r"([\d.]+) ms per step at \d+ steps an epoch")
 
 
 def pool(paths):
     """The summary lines over every counted round of the saved runs in ``paths``.
 
-    The command line's writes are each run's printed median, in every round of that run.
+    It reads the printed milliseconds (two decimals) and, for the command line's
+    writes, each run's printed median in every round of that run, so its figures
+    can differ in the last digit from the summary the run printed itself.
     """
+    seen = {}
+    for path in paths:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise ValueError(f"{path}: given twice (as {seen[key]}); each run may count once")
+        seen[key] = path
     rounds = []
     for path in paths:
         with open(path) as f:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_a_short_run_gets_its_median_without_an_interval():
     rounds = [{"train_vae": t, bench.FUSED: 1.0} for t in (0.9, 1.2, 1.0)]
     (line,) = bench.summary_lines(rounds)
     assert line == (
-        "train_vae / fused loop: median 1.000 (no 95% interval from fewer than 6 rounds), "
+        "train_vae / fused loop: median 1.00 (no 95% interval from fewer than 6 rounds), "
         "2 of 3 rounds at or below 1"
     )
 
@@ -83,13 +84,13 @@ def test_pooling_saved_runs(tmp_path):
         "PyTorch, Adam",
         "command line, less its writes",
     }
-    assert "median 0.875 " in by_side["train_vae"]
+    assert "median 0.88 " in by_side["train_vae"]  # 0.875
     assert "4 of 7 rounds at or below 1" in by_side["train_vae"]
-    assert "median 1.000 " in by_side["command line"]
+    assert "median 1.00 " in by_side["command line"]
     assert "4 of 7 rounds at or below 1" in by_side["command line"]
-    # less its writes: (8 - 0.5) / 8 in the first run, 9 / 8 in the second
-    assert "median 0.938 " in by_side["command line, less its writes"]
-    assert "median 1.125 " in by_side["PyTorch, Adam"]
+    # less its writes: (8 - 0.5) / 8 = 0.9375 in the first run, 9 / 8 in the second
+    assert "median 0.94 " in by_side["command line, less its writes"]
+    assert "median 1.12 " in by_side["PyTorch, Adam"]  # 1.125, rounded half to even
 
 
 def test_a_file_without_rounds_is_named(tmp_path):
@@ -97,3 +98,75 @@ def test_a_file_without_rounds_is_named(tmp_path):
     bad.write_text("nothing here\n")
     with pytest.raises(ValueError, match="notes.txt: no counted"):
         bench.pool([bad])
+
+
+def test_a_run_given_twice_is_refused(tmp_path):
+    one = _log(tmp_path / "1.log", [(7.0, 8.0, 8.0)] * 6)
+    with pytest.raises(ValueError, match="given twice"):
+        bench.pool([one, tmp_path / "." / "1.log"])
+
+
+def test_the_committed_runs_give_readme_table():
+    """README's performance table is what --pool prints for measurements/bench_train/run*.log."""
+    logs = sorted(
+        (Path(__file__).resolve().parents[1] / "measurements" / "bench_train").glob("run*.log")
+    )
+    assert len(logs) == 5
+    lines = {line.split(" / fused")[0]: line for line in bench.pool(logs)}
+    assert lines["train_vae"].endswith(
+        "median 1.00 (95% interval 0.97 to 1.01), 41 of 80 rounds at or below 1"
+    )
+    assert lines["command line"].endswith(
+        "median 1.04 (95% interval 1.02 to 1.06), 23 of 80 rounds at or below 1"
+    )
+    assert lines["command line, less its writes"].endswith(
+        "median 1.00 (95% interval 0.99 to 1.03), 38 of 80 rounds at or below 1"
+    )
+    assert lines["train_vae, fast path off"].endswith(
+        "median 2.05 (95% interval 1.92 to 2.23), 0 of 16 rounds at or below 1"
+    )
+    assert lines["PyTorch, Adam"].endswith(
+        "median 1.28 (95% interval 1.26 to 1.33), 0 of 80 rounds at or below 1"
+    )
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for cells in [
+        "| 1.00 (0.97 to 1.01) | 41 of 80 |",
+        "| 1.04 (1.02 to 1.06) | 23 of 80 |",
+        "| 1.00 (0.99 to 1.03) | 38 of 80 |",
+        "| 2.05 (1.92 to 2.23) | 0 of 16 |",
+        "| 1.28 (1.26 to 1.33) | 0 of 80 |",
+    ]:
+        assert cells in readme
+
+
+def test_the_recorder_sees_the_plain_steps_products_and_the_replay_keeps_their_layouts():
+    profile_spec = importlib.util.spec_from_file_location(
+        "profile_step", Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
+    )
+    sys.modules.setdefault("bench_train", bench)  # profile_step imports it by name
+    ps = importlib.util.module_from_spec(profile_spec)
+    profile_spec.loader.exec_module(ps)
+
+    torch.manual_seed(0)
+    ref = bench.Reference(hidden=8)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3, fused=True)
+    x = torch.rand(2 * bench.BATCH, 28, 28)
+    with ps.Recorder() as rec:
+        bench.reference_epoch(ref, opt, x)
+    # six layers: six addmm forward; eleven mm backward (the first layer's input needs none)
+    assert rec.count["aten.addmm.default"] == 2 * 6
+    assert rec.count["aten.mm.default"] == 2 * 11
+    assert len(rec.matmuls) == 2 * 17
+
+    seen = []
+
+    class Layouts(ps.Recorder):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func) in ("aten.mm.default", "aten.addmm.default"):
+                seen.append([(tuple(a.shape), tuple(a.stride())) for a in args])
+            return func(*args, **(kwargs or {}))
+
+    run = ps.replayer(rec.matmuls[:17])
+    with Layouts():
+        run()
+    assert seen == [[s[1:] for s in spec] for _, spec, _ in rec.matmuls[:17]]
