@@ -317,7 +317,7 @@ def main(argv=None):
             f"round {r}: "
             + ", ".join(f"{n} {this[n]:.2f}" for n in sides)
             + " ms/step; train_vae / fused "
-            + f"{this['train_vae'] / this[plains[1]]:.3f}",
+            + f"{this['train_vae'] / this[plains[1]]:.2f}",
             flush=True,
         )
 
@@ -330,7 +330,7 @@ def main(argv=None):
         cells = [f"{statistics.median(ms[name]):.2f}"]
         for ref in plains:
             q = [a / b for a, b in zip(ms[name], ms[ref])]
-            cells.append(f"{statistics.median(q):.3f} ({', '.join(f'{v:.2f}' for v in q)})")
+            cells.append(f"{statistics.median(q):.2f} ({', '.join(f'{v:.2f}' for v in q)})")
         print(f"| {name} | " + " | ".join(cells) + " |")
     if writes:
         w = statistics.median(writes[1:])

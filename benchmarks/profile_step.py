@@ -1,6 +1,6 @@
 """Where a training step's milliseconds go, in ``train_vae`` and in the fused plain PyTorch loop.
 
-    python benchmarks/profile_step.py [--rounds 8] [--steps 100]
+    python benchmarks/profile_step.py [--rounds 16] [--steps 100]
 
 The model and the two sides are ``bench_train.py``'s (``train_vae`` and the
 plain loop with ``torch.optim.Adam(fused=True)``, batch 64, MNIST). Four
@@ -8,30 +8,31 @@ measurements, each in alternated rounds (forward order in even rounds,
 reverse in odd ones, after one warm-up round):
 
 1. ``torch.profiler`` over one epoch of ``--steps`` steps of each side (half
-   as many rounds as ``--rounds``, at least 3): per step, the matrix products
-   (self time of ``aten::mm`` and ``aten::addmm``), the fused Adam kernel
+   as many rounds as ``--rounds``): per step, the matrix products (self time
+   of ``aten::mm`` and ``aten::addmm``), the fused Adam kernel
    (``aten::_fused_adam_``), the plain loop's ``Optimizer.step`` span (its own
-   code, self time) and the rest of the wall time (element-wise operations, the
-   autograd engine, Python); medians over the rounds. The profiler adds a cost
-   to every operation it records, most to the spans that are mostly Python, so
-   these are shares, not timings of the unprofiled step.
+   code, self time; ``train_vae``'s Python around its fused call is in the
+   rest) and the rest of the wall time (element-wise operations, the autograd
+   engine, Python); the median of each row over the rounds. The profiler adds
+   a cost to every operation it records, so these are shares, not timings of
+   the unprofiled step.
 2. The tensor operations one step dispatches, forward and backward, counted
-   with a ``TorchDispatchMode`` over a 30-step epoch (``train_vae``'s
-   epoch-level operations, such as the shuffle, are spread over its steps).
-3. The matrix products each side's step dispatched in 2 (``aten::mm`` and
-   ``aten::addmm``, with their operands' shapes and strides: Keras's
+   with a ``TorchDispatchMode``: an epoch of 60 steps less one of 30, over 30,
+   so that per-epoch work (the shuffle, the metrics' reset) drops out. The
+   matrix products' shapes are compared: each side's multiset of (m, k, n).
+3. Those matrix products (``aten::mm`` and ``aten::addmm``), replayed alone on
+   random tensors with each side's recorded shapes, strides and dtype (Keras's
    ``(in, out)`` kernels against PyTorch's ``(out, in)`` weights, and whatever
-   layout autograd chose for each gradient), replayed alone on random
-   tensors of the same shapes and strides, 100 steps' worth per round; paired
-   ratio.
-4. The whole step on a model with 8 hidden units instead of 512, where the
-   arithmetic is small and the per-step overhead (Python, dispatch, autograd,
-   small kernels) is most of the time: one epoch of 300 steps per side and
-   round; paired ratio.
+   layout autograd chose for each gradient), each product 100 times per
+   round; the per-step sum and each product's median.
+4. Whole steps, unprofiled: one epoch of 300 steps of each side, on the
+   512-unit model and on one with 8 hidden units instead (where the
+   arithmetic is small and the per-step overhead, Python, dispatch, autograd
+   and small kernels, is most of the time), all four in the same rounds.
 
-Ratios are ``train_vae`` over the plain loop, with ``bench_train``'s
-:func:`median_interval` (a 95% interval of the median from the order
-statistics; optimistic, since the rounds share the machine's phases).
+Ratios are ``train_vae`` over the plain loop, paired by round, with
+``bench_train``'s :func:`median_interval` (a 95% interval of the median from
+the order statistics; optimistic, since the rounds share the machine's phases).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import platform
 import statistics
 import sys
 import time
@@ -51,6 +53,7 @@ from bench_train import BATCH, Reference, median_interval, reference_epoch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import vae_course
 from vae_course.data import load_mnist_float
 from vae_course.models import build_vae
 from vae_course.train import train_vae
@@ -85,13 +88,13 @@ def alternated(fns, rounds):
     return out
 
 
-def ratio_line(what, times):
-    a, b = times["train_vae"], times["plain loop"]
+def ratio_line(what, times, a="train_vae", b="plain loop"):
+    a, b = times[a], times[b]
     q = [x / y for x, y in zip(a, b)]
     med, lo, hi = median_interval(q)
     return (
-        f"{what}: train_vae {statistics.median(a) * 1e3:.2f} ms, plain loop "
-        f"{statistics.median(b) * 1e3:.2f} ms (medians); paired ratio {med:.2f} "
+        f"{what}: train_vae {statistics.median(a) * 1e3:.1f} ms, plain loop "
+        f"{statistics.median(b) * 1e3:.1f} ms (unpaired medians); paired ratio {med:.2f} "
         f"(95% interval {lo:.2f} to {hi:.2f}, {len(q)} rounds)"
     )
 
@@ -138,11 +141,19 @@ class Recorder(TorchDispatchMode):
         self.count[str(func)] += 1
         if str(func) in ("aten.mm.default", "aten.addmm.default"):
             spec = [
-                ("t", tuple(a.shape), tuple(a.stride())) if torch.is_tensor(a) else ("v", a)
+                ("t", tuple(a.shape), tuple(a.stride()), a.dtype, a.device)
+                if torch.is_tensor(a)
+                else ("v", a)
                 for a in args
             ]
             self.matmuls.append((func, spec, dict(kwargs)))
         return func(*args, **kwargs)
+
+
+def mnk(spec):
+    """(m, k, n) of a recorded ``mm`` (a, b) or ``addmm`` (bias, a, b): a is m x k, b is k x n."""
+    a, b = [t for t in spec if t[0] == "t"][-2:]
+    return a[1][0], a[1][1], b[1][1]
 
 
 def replayer(calls):
@@ -153,8 +164,8 @@ def replayer(calls):
         args = []
         for s in spec:
             if s[0] == "t":
-                base = torch.empty_strided(s[1], s[2])
-                base.copy_(torch.randn(s[1], generator=gen))
+                base = torch.empty_strided(s[1], s[2], dtype=s[3], device=s[4])
+                base.copy_(torch.randn(s[1], generator=gen, dtype=s[3]))
                 args.append(base)
             else:
                 args.append(s[1])
@@ -171,60 +182,109 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--rounds", type=int, default=8, help="counted rounds (at least 6)")
+    ap.add_argument("--rounds", type=int, default=16, help="counted rounds (at least 12)")
     ap.add_argument("--steps", type=int, default=100, help="steps in a profiled epoch")
     args = ap.parse_args(argv)
-    if args.rounds < 6:
-        ap.error(f"--rounds {args.rounds}: give at least 6 (a 95% interval needs 6 rounds)")
+    if args.rounds < 12:
+        ap.error(
+            f"--rounds {args.rounds}: give at least 12 (a 95% interval needs 6 rounds, "
+            "and the profiled epochs get half of them)"
+        )
 
     (x_all, _), _ = load_mnist_float()
     print(
-        f"torch {torch.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}, torch {torch.__version__}, keras {keras.__version__}, "
+        f"vae_course {vae_course.__version__}, {os.cpu_count()} CPUs, "
         f"torch threads {torch.get_num_threads()}; batch {BATCH}",
         flush=True,
     )
 
     # 1. profiler shares
     fns = sides(x_all[: args.steps * BATCH])
-    rows = profiled_shares(fns, args.steps, max(3, args.rounds // 2))
-    print(f"\n1. torch.profiler, ms per step (medians of {max(3, args.rounds // 2)} epochs each):")
+    rows = profiled_shares(fns, args.steps, args.rounds // 2)
+    print(f"\n1. torch.profiler, ms per step (each row the median of {args.rounds // 2} epochs):")
     for kind in rows["train_vae"]:
-        cells = ", ".join(f"{name} {statistics.median(rows[name][kind]):.2f}" for name in rows)
+        cells = ", ".join(f"{name} {statistics.median(rows[name][kind]):.1f}" for name in rows)
         print(f"   {kind}: {cells}")
 
-    # 2. dispatched operations, and the matrix products they include
-    fns = sides(x_all[: 30 * BATCH])
-    recorded = {}
-    for name, fn in fns.items():
-        fn()
-        with Recorder() as rec:
+    # 2. dispatched operations per step: an epoch of 60 steps less one of 30
+    recorded, per_step_ops = {}, {}
+    for name in ("train_vae", "plain loop"):
+        counts = {}
+        for steps in (30, 60):
+            fn = sides(x_all[: steps * BATCH])[name]
             fn()
-        recorded[name] = rec
-        ops = sum(rec.count.values()) / 30
-        mm = sum(rec.count[k] for k in ("aten.mm.default", "aten.addmm.default")) / 30
+            with Recorder() as rec:
+                fn()
+            counts[steps] = rec
+        recorded[name] = counts[30]
+        per_step_ops[name] = {
+            k: (counts[60].count[k] - counts[30].count[k]) / 30 for k in counts[60].count
+        }
+    print("\n2. dispatched operations a step (forward and backward; 60-step epoch less 30-step):")
+    shapes = {}
+    for name, ops in per_step_ops.items():
+        mm = ops.get("aten.mm.default", 0) + ops.get("aten.addmm.default", 0)
+        top = sorted(ops.items(), key=lambda kv: -kv[1])[:12]
         print(
-            f"\n2. {name}: {ops:.0f} dispatched operations a step, {mm:.0f} of them matrix products"
-            if name == "train_vae"
-            else f"   {name}: {ops:.0f} dispatched operations a step, {mm:.0f} of them matrix products"
+            f"   {name}: {sum(ops.values()):.0f}, {mm:.0f} of them matrix products; most frequent: "
+            + ", ".join(f"{k.split('.')[1]} {v:.0f}" for k, v in top)
         )
-    for name, rec in recorded.items():
-        top = ", ".join(f"{k.split('.')[1]} {v / 30:.0f}" for k, v in rec.count.most_common(12))
-        print(f"   {name}, most frequent: {top}")
+        rec = recorded[name]
+        n = len(rec.matmuls) // 30
+        assert len(rec.matmuls) == 30 * n and n == mm, (name, len(rec.matmuls), mm)
+        recorded[name] = rec.matmuls[-n:]  # the last step's products
+        # C = AB (m, k, n) and its transpose C' = B'A' (n, k, m) are one product in two layouts
+        shapes[name] = sorted(min(mnk(spec), mnk(spec)[::-1]) for _, spec, _ in recorded[name])
+    same = shapes["train_vae"] == shapes["plain loop"]
+    print(
+        "   the matrix products' (m, k, n), up to transposition, sorted: "
+        + ("the same on both sides: " if same else "DIFFERENT: ")
+        + ", ".join("x".join(map(str, t)) for t in shapes["train_vae"])
+    )
+    if not same:
+        print("   plain loop: " + ", ".join("x".join(map(str, t)) for t in shapes["plain loop"]))
 
-    # 3. the matrix products alone, as each step dispatched them (one step's worth: the last 1/30)
-    replays = {}
-    for name, rec in recorded.items():
-        per_step = len(rec.matmuls) // 30
-        one = replayer(rec.matmuls[-per_step:])
-        replays[name] = lambda one=one: [one() for _ in range(100)]
-    times = alternated(replays, args.rounds)
-    times = {k: [t / 100 for t in v] for k, v in times.items()}
-    print("\n3. " + ratio_line("matrix products alone, per step", times))
+    # 3. the matrix products alone, each side's with its own layouts, each one timed
+    each = {name: [replayer([c]) for c in calls] for name, calls in recorded.items()}
+    us = {name: [[] for _ in calls] for name, calls in recorded.items()}
+    for f in [f for fs in each.values() for f in fs]:
+        f()  # warm-up
+    for r in range(args.rounds):
+        for name in list(each) if r % 2 == 0 else list(reversed(each)):
+            for i, f in enumerate(each[name]):
+                t = time.perf_counter()
+                for _ in range(100):
+                    f()
+                us[name][i].append((time.perf_counter() - t) / 100)
+    totals = {name: [sum(v[r] for v in us[name]) for r in range(args.rounds)] for name in us}
+    print("\n3. " + ratio_line("the matrix products alone, summed per step", totals))
+    for name, calls in recorded.items():
+        print(
+            f"   {name}, each product in dispatch order, (m, k, n) median µs: "
+            + ", ".join(
+                f"{'x'.join(map(str, mnk(spec)))} {statistics.median(v) * 1e6:.0f}"
+                for (_, spec, _), v in zip(calls, us[name])
+            )
+        )
 
-    # 4. the 8-unit model
-    times = alternated(sides(x_all[: 300 * BATCH], hidden=8), args.rounds)
+    # 4. whole steps, unprofiled: the 512-unit model and the 8-unit one in the same rounds
+    x = x_all[: 300 * BATCH]
+    fns = sides(x)
+    fns.update({f"{k}, 8 units": f for k, f in sides(x, hidden=8).items()})
+    times = alternated(fns, args.rounds)
     times = {k: [t / 300 for t in v] for k, v in times.items()}
-    print("\n4. " + ratio_line("8 hidden units, per step", times))
+    print("\n4. " + ratio_line("whole steps, 512 units", times))
+    print(
+        "   "
+        + ratio_line("whole steps, 8 units", times, "train_vae, 8 units", "plain loop, 8 units")
+    )
+    q = [a / b for a, b in zip(times["plain loop, 8 units"], times["plain loop"])]
+    med, lo, hi = median_interval(q)
+    print(
+        f"   the plain loop's 8-unit step / its 512-unit step, paired: {med:.2f} "
+        f"(95% interval {lo:.2f} to {hi:.2f})"
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """The benchmark's summary: the median paired ratio, its 95% interval, and pooling saved runs."""
 
 import importlib.util
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -106,37 +107,129 @@ def test_a_run_given_twice_is_refused(tmp_path):
         bench.pool([one, tmp_path / "." / "1.log"])
 
 
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = sorted((ROOT / "measurements" / "bench_train").glob("run*.log"))
+
+
+def _readme_row(label):
+    """The cells of README's table row that starts with ``label``."""
+    rows = [
+        line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(label)
+    ]
+    assert len(rows) == 1, (label, rows)
+    return [c.strip() for c in rows[0].strip("|").split("|")]
+
+
+def _pooled(paths):
+    out = {}
+    for line in bench.pool(paths):
+        name, rest = line.split(" / fused loop: ")
+        m = re.match(r"median (\S+) \(95% interval (\S+) to (\S+)\), (\d+) of (\d+) rounds", rest)
+        out[name] = (f"{m[1]} ({m[2]} to {m[3]})", f"{m[4]} of {m[5]}")
+    return out
+
+
 def test_the_committed_runs_give_readme_table():
     """README's performance table is what --pool prints for measurements/bench_train/run*.log."""
-    logs = sorted(
-        (Path(__file__).resolve().parents[1] / "measurements" / "bench_train").glob("run*.log")
-    )
-    assert len(logs) == 5
-    lines = {line.split(" / fused")[0]: line for line in bench.pool(logs)}
-    assert lines["train_vae"].endswith(
-        "median 1.00 (95% interval 0.97 to 1.01), 41 of 80 rounds at or below 1"
-    )
-    assert lines["command line"].endswith(
-        "median 1.04 (95% interval 1.02 to 1.06), 23 of 80 rounds at or below 1"
-    )
-    assert lines["command line, less its writes"].endswith(
-        "median 1.00 (95% interval 0.99 to 1.03), 38 of 80 rounds at or below 1"
-    )
-    assert lines["train_vae, fast path off"].endswith(
-        "median 2.05 (95% interval 1.92 to 2.23), 0 of 16 rounds at or below 1"
-    )
-    assert lines["PyTorch, Adam"].endswith(
-        "median 1.28 (95% interval 1.26 to 1.33), 0 of 80 rounds at or below 1"
-    )
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for cells in [
-        "| 1.00 (0.97 to 1.01) | 41 of 80 |",
-        "| 1.04 (1.02 to 1.06) | 23 of 80 |",
-        "| 1.00 (0.99 to 1.03) | 38 of 80 |",
-        "| 2.05 (1.92 to 2.23) | 0 of 16 |",
-        "| 1.28 (1.26 to 1.33) | 0 of 80 |",
+    assert len(LOGS) == 5
+    pooled = _pooled(LOGS)
+    for label, side in [
+        ("| `train_vae` (", "train_vae"),
+        ("| command line (", "command line"),
+        ("| command line, less its writes", "command line, less its writes"),
+        ("| `train_vae(fast=False)`", "train_vae, fast path off"),
+        ("| plain PyTorch, `torch.optim.Adam` |", "PyTorch, Adam"),
     ]:
-        assert cells in readme
+        assert tuple(_readme_row(label)[2:4]) == pooled[side], side
+    # the ms column: run 5's medians, to one decimal
+    run5 = LOGS[-1].read_text()
+    for label, side in [
+        ("| `train_vae` (", "train_vae"),
+        ("| command line (", "command line"),
+        ("| `train_vae(fast=False)`", "train_vae, fast path off"),
+        ("| plain PyTorch, `torch.optim.Adam` |", "PyTorch, Adam"),
+        ("| plain PyTorch, `torch.optim.Adam(fused=True)`", "PyTorch, Adam(fused=True)"),
+    ]:
+        ms = float(re.search(rf"^\| {re.escape(side)} \| ([\d.]+) \|", run5, re.M)[1])
+        assert _readme_row(label)[1] == f"{ms:.1f}", side
+
+
+def test_the_readme_sentences_on_the_runs():
+    readme = (ROOT / "README.md").read_text()
+    flat = " ".join(readme.split())
+    per_run = [_pooled([log])["train_vae"][0].split()[0] for log in LOGS]
+    assert f"{', '.join(per_run[:-1])} and {per_run[-1]}." in flat
+    to_adam = [
+        float(re.search(r"^\| train_vae \| [\d.]+ \| ([\d.]+) ", log.read_text(), re.M)[1])
+        for log in LOGS
+    ]
+    assert f"took {min(to_adam):.2f} to {max(to_adam):.2f} of the time" in flat
+    spread = [float(re.search(r"up to ([\d.]+)x", log.read_text())[1]) for log in LOGS]
+    worst = max(range(5), key=lambda i: spread[i])
+    assert f"up to {spread[worst]:.2f} times its fastest (run {worst + 1})" in flat
+    writes = [float(re.search(r"([\d.]+) ms per step at 300", log.read_text())[1]) for log in LOGS]
+    assert f"({min(writes):.2f} to {max(writes):.2f} ms a step at these 300-step epochs" in flat
+    full = [
+        float(re.search(r"([\d.]+) ms per step over a full", log.read_text())[1]) for log in LOGS
+    ]
+    assert f"{min(full):.2f} to {max(full):.2f} ms over a full 938-step epoch" in flat
+    # the 17 runs' medians as README lists them, and what it says of them
+    block = flat[flat.index("The 17 runs' medians") :]
+    listed = [float(v) for v in re.findall(r"\d\.\d\d", block[: block.index("11 of the 17")])]
+    assert len(listed) == 17 and listed[-5:] == [float(v) for v in per_run]
+    med, lo, hi = bench.median_interval(listed)
+    assert f"{sum(v <= 1 for v in listed)} of the 17 are at or below 1" in flat
+    assert f"gives {med:.2f} ({lo:.2f} to {hi:.2f})" in flat
+
+
+def test_the_readme_profile_numbers_are_profile_steps_output():
+    out = (ROOT / "measurements" / "bench_train" / "profile_step.txt").read_text()
+    flat = " ".join((ROOT / "README.md").read_text().split())
+
+    def row(kind):
+        m = re.search(rf"{re.escape(kind)}: train_vae ([\d.]+), plain loop ([\d.]+)", out)
+        return m[1], m[2]
+
+    for label, kind in [
+        ("matrix products", "matrix products"),
+        ("fused Adam kernel", "fused Adam kernel"),
+        ("the rest: element-wise operations, the autograd engine, Python", "the rest"),
+        ("wall time under the profiler", "wall, profiled"),
+    ]:
+        a, b = row(kind)
+        assert f"| {label} | {a} ms | {b} ms |" in flat, label
+    step = row("Optimizer.step's own code")[1]
+    assert f"| (in the rest) | {step} ms |" in flat
+
+    ops = dict(re.findall(r"^   (train_vae|plain loop): (\d+), 17 of them", out, re.M))
+    assert f"{ops['train_vae']} for `train_vae` and {ops['plain loop']} for the plain loop" in flat
+    assert "up to transposition, sorted: the same on both sides" in out
+
+    m = re.search(
+        r"summed per step: train_vae ([\d.]+) ms, plain loop ([\d.]+) ms .*paired ratio "
+        r"([\d.]+) \(95% interval ([\d.]+) to ([\d.]+)",
+        out,
+    )
+    assert f"{m[1]} and {m[2]} ms, paired ratio {m[3]} ({m[4]} to {m[5]})" in flat
+    head = [
+        re.search(
+            rf"^   {side}, each product.*?: 64x784x512 \d+, 64x512x512 \d+, 64x512x4 (\d+)",
+            out,
+            re.M,
+        )[1]
+        for side in ("train_vae", "plain loop")
+    ]
+    assert f"took {head[0]} µs as Keras stores it and {head[1]} µs as PyTorch does" in flat
+
+    def ratio(what):
+        m = re.search(rf"{what}: .*paired ratio ([\d.]+) \(95% interval ([\d.]+) to ([\d.]+)", out)
+        return f"{m[1]} ({m[2]} to {m[3]})"
+
+    assert f"The 512-unit model: {ratio('whole steps, 512 units')}" in flat
+    assert f"A model with 8 hidden units: {ratio('whole steps, 8 units')}" in flat
+    m = re.search(r"512-unit step, paired: ([\d.]+) \(95% interval ([\d.]+) to ([\d.]+)\)", out)
+    assert f"8-unit step is {m[1]} ({m[2]} to {m[3]}) of its 512-unit step" in flat
+    assert f"the whole 8-unit step ({m[1]} of it)" in flat
 
 
 def test_the_recorder_sees_the_plain_steps_products_and_the_replay_keeps_their_layouts():
@@ -169,4 +262,18 @@ def test_the_recorder_sees_the_plain_steps_products_and_the_replay_keeps_their_l
     run = ps.replayer(rec.matmuls[:17])
     with Layouts():
         run()
-    assert seen == [[s[1:] for s in spec] for _, spec, _ in rec.matmuls[:17]]
+    assert seen == [[s[1:3] for s in spec] for _, spec, _ in rec.matmuls[:17]]
+
+
+def test_whole_number_values_are_read(tmp_path):
+    log = tmp_path / "whole.log"
+    log.write_text(
+        "".join(
+            f"round {r}: train_vae 7, PyTorch, Adam(fused=True) 8 ms/step; x\n" for r in range(7)
+        )
+    )
+    (line,) = bench.pool([log])
+    assert line == (
+        "train_vae / fused loop: median 0.88 (95% interval 0.88 to 0.88), "
+        "6 of 6 rounds at or below 1"
+    )
