@@ -42,6 +42,7 @@ import collections
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -135,6 +136,7 @@ class Recorder(TorchDispatchMode):
         super().__init__()
         self.count = collections.Counter()
         self.matmuls = []
+        self.adam_weights = []  # per call of the fused Adam kernel: how many numbers it updates
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -147,6 +149,8 @@ class Recorder(TorchDispatchMode):
                 for a in args
             ]
             self.matmuls.append((func, spec, dict(kwargs)))
+        if str(func) == "aten._fused_adam_.default":
+            self.adam_weights.append(sum(t.numel() for t in args[0]))
         return func(*args, **kwargs)
 
 
@@ -154,6 +158,14 @@ def mnk(spec):
     """(m, k, n) of a recorded ``mm`` (a, b) or ``addmm`` (bias, a, b): a is m x k, b is k x n."""
     a, b = [t for t in spec if t[0] == "t"][-2:]
     return a[1][0], a[1][1], b[1][1]
+
+
+def canonical(spec):
+    """(m, k, n, dtype) with C = AB (m, k, n) and its transpose C' = B'A' (n, k, m) made one:
+    the same product in two layouts."""
+    m, k, n = mnk(spec)
+    dtype = str([t for t in spec if t[0] == "t"][-1][3]).removeprefix("torch.")
+    return (*min((m, k, n), (n, k, m)), dtype)
 
 
 def replayer(calls):
@@ -178,6 +190,19 @@ def replayer(calls):
     return run
 
 
+def commit():
+    """The checkout's commit (with "+changes" if its tracked files differ), or "unknown"."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here).returncode != 0
+    except OSError:
+        return "unknown"
+    return (rev + ("+changes" if dirty else "")) if rev else "unknown"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,7 +220,8 @@ def main(argv=None):
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, keras {keras.__version__}, "
         f"vae_course {vae_course.__version__}, {os.cpu_count()} CPUs, "
-        f"torch threads {torch.get_num_threads()}; batch {BATCH}",
+        f"torch threads {torch.get_num_threads()}; batch {BATCH}; --rounds {args.rounds} "
+        f"--steps {args.steps}; commit {commit()}",
         flush=True,
     )
 
@@ -208,7 +234,7 @@ def main(argv=None):
         print(f"   {kind}: {cells}")
 
     # 2. dispatched operations per step: an epoch of 60 steps less one of 30
-    recorded, per_step_ops = {}, {}
+    recorded, per_step_ops, adam_by = {}, {}, {}
     for name in ("train_vae", "plain loop"):
         counts = {}
         for steps in (30, 60):
@@ -218,9 +244,19 @@ def main(argv=None):
                 fn()
             counts[steps] = rec
         recorded[name] = counts[30]
-        per_step_ops[name] = {
-            k: (counts[60].count[k] - counts[30].count[k]) / 30 for k in counts[60].count
-        }
+        adam_by[name] = counts[60].adam_weights
+        keys = set(counts[60].count) | set(counts[30].count)
+        diff = {k: counts[60].count[k] - counts[30].count[k] for k in keys}
+        assert all(v % 30 == 0 for v in diff.values()), {k: v for k, v in diff.items() if v % 30}
+        per_step_ops[name] = {k: v // 30 for k, v in diff.items() if v}
+        other = [
+            k
+            for k in keys
+            if any(
+                m in k for m in ("bmm", "addmv", "matmul", "linear", "_addmm_activation", ".mv.")
+            )
+        ]
+        assert not other, f"matrix products other than mm and addmm: {other}"
     print("\n2. dispatched operations a step (forward and backward; 60-step epoch less 30-step):")
     shapes = {}
     for name, ops in per_step_ops.items():
@@ -234,16 +270,32 @@ def main(argv=None):
         n = len(rec.matmuls) // 30
         assert len(rec.matmuls) == 30 * n and n == mm, (name, len(rec.matmuls), mm)
         recorded[name] = rec.matmuls[-n:]  # the last step's products
-        # C = AB (m, k, n) and its transpose C' = B'A' (n, k, m) are one product in two layouts
-        shapes[name] = sorted(min(mnk(spec), mnk(spec)[::-1]) for _, spec, _ in recorded[name])
+        shapes[name] = sorted(canonical(spec) for _, spec, _ in recorded[name])
+        adam = adam_by[name]
+        print(
+            f"   {name}: the fused Adam kernel {len(adam) / 60:.0f} time(s) a step, on "
+            f"{sorted(set(adam))} numbers; operand dtypes and devices of the products: "
+            + ", ".join(
+                sorted({f"{t[3]} on {t[4]}" for _, sp, _ in rec.matmuls for t in sp if t[0] == "t"})
+            )
+        )
     same = shapes["train_vae"] == shapes["plain loop"]
     print(
         "   the matrix products' (m, k, n), up to transposition, sorted: "
         + ("the same on both sides: " if same else "DIFFERENT: ")
-        + ", ".join("x".join(map(str, t)) for t in shapes["train_vae"])
+        + ", ".join(f"{'x'.join(map(str, t[:3]))} {t[3]}" for t in shapes["train_vae"])
     )
     if not same:
-        print("   plain loop: " + ", ".join("x".join(map(str, t)) for t in shapes["plain loop"]))
+        print(
+            "   plain loop: "
+            + ", ".join(f"{'x'.join(map(str, t[:3]))} {t[3]}" for t in shapes["plain loop"])
+        )
+    a, b = per_step_ops["train_vae"], per_step_ops["plain loop"]
+    more = sorted((k.split(".")[1], a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b))
+    print(
+        "   train_vae less plain loop, per operation: "
+        + ", ".join(f"{k} {d:+d}" for k, d in more if d)
+    )
 
     # 3. the matrix products alone, each side's with its own layouts, each one timed
     each = {name: [replayer([c]) for c in calls] for name, calls in recorded.items()}
@@ -267,6 +319,23 @@ def main(argv=None):
                 for (_, spec, _), v in zip(calls, us[name])
             )
         )
+
+    # each product in whichever layout was faster, pairing equal products (up to transposition)
+    med = {name: [statistics.median(v) for v in us[name]] for name in us}
+    by_shape = {name: collections.defaultdict(list) for name in us}
+    for name, calls in recorded.items():
+        for (_, spec, _), t in zip(calls, med[name]):
+            by_shape[name][canonical(spec)].append(t)
+    best = sum(
+        min(x, y)
+        for key in by_shape["train_vae"]
+        for x, y in zip(sorted(by_shape["train_vae"][key]), sorted(by_shape["plain loop"][key]))
+    )
+    print(
+        f"   each product in the faster of the two layouts, summed: {best * 1e3:.2f} ms a step "
+        f"(train_vae's {sum(med['train_vae']) * 1e3:.2f}, the plain loop's "
+        f"{sum(med['plain loop']) * 1e3:.2f}: sums of the medians)"
+    )
 
     # 4. whole steps, unprofiled: the 512-unit model and the 8-unit one in the same rounds
     x = x_all[: 300 * BATCH]
