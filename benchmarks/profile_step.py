@@ -154,6 +154,11 @@ class Recorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def op_name(key):
+    """ "aten.mean.dim" -> "mean.dim", "aten.mm.default" -> "mm"."""
+    return ".".join(key.split(".")[1:]).removesuffix(".default")
+
+
 def mnk(spec):
     """(m, k, n) of a recorded ``mm`` (a, b) or ``addmm`` (bias, a, b): a is m x k, b is k x n."""
     a, b = [t for t in spec if t[0] == "t"][-2:]
@@ -264,7 +269,7 @@ def main(argv=None):
         top = sorted(ops.items(), key=lambda kv: -kv[1])[:12]
         print(
             f"   {name}: {sum(ops.values()):.0f}, {mm:.0f} of them matrix products; most frequent: "
-            + ", ".join(f"{k.split('.')[1]} {v:.0f}" for k, v in top)
+            + ", ".join(f"{op_name(k)} {v:.0f}" for k, v in top)
         )
         rec = recorded[name]
         n = len(rec.matmuls) // 30
@@ -291,7 +296,7 @@ def main(argv=None):
             + ", ".join(f"{'x'.join(map(str, t[:3]))} {t[3]}" for t in shapes["plain loop"])
         )
     a, b = per_step_ops["train_vae"], per_step_ops["plain loop"]
-    more = sorted((k.split(".")[1], a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b))
+    more = sorted((op_name(k), a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b))
     print(
         "   train_vae less plain loop, per operation: "
         + ", ".join(f"{k} {d:+d}" for k, d in more if d)
