@@ -196,13 +196,20 @@ def replayer(calls):
 
 
 def commit():
-    """The checkout's commit (with "+changes" if its tracked files differ), or "unknown"."""
+    """The checkout's commit, with "+changes" if what is timed (``benchmarks/``,
+    ``vae_course/``) differs from it; "unknown" outside a git checkout."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here).returncode != 0
+        dirty = (
+            subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--", "benchmarks", "vae_course"],
+                cwd=os.path.dirname(here),
+            ).returncode
+            != 0
+        )
     except OSError:
         return "unknown"
     return (rev + ("+changes" if dirty else "")) if rev else "unknown"
