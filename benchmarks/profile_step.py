@@ -265,7 +265,9 @@ def main(argv=None):
             k
             for k in keys
             if any(
-                m in k for m in ("bmm", "addmv", "matmul", "linear", "_addmm_activation", ".mv.")
+                m in k
+                for m in ("bmm", "addmv", "matmul", "linear", "_addmm_activation", ".mv.", ".dot.")
+                + (".addr.", "_int_mm")
             )
         ]
         assert not other, f"matrix products other than mm and addmm: {other}"
@@ -284,6 +286,7 @@ def main(argv=None):
         recorded[name] = rec.matmuls[-n:]  # the last step's products
         shapes[name] = sorted(canonical(spec) for _, spec, _ in recorded[name])
         adam = adam_by[name]
+        assert len(adam) % 60 == 0, f"{name}: {len(adam)} fused Adam calls in 60 steps"
         print(
             f"   {name}: the fused Adam kernel {len(adam) / 60:.0f} time(s) a step, on "
             f"{sorted(set(adam))} numbers; operand dtypes and devices of the products: "
