@@ -176,14 +176,12 @@ def pool(paths):
     writes, each run's printed median in every round of that run, so its figures
     can differ in the last digit from the summary the run printed itself.
     """
-    seen = {}
+    seen, rounds = {}, []
     for path in paths:
         key = os.path.realpath(path)
         if key in seen:
             raise ValueError(f"{path}: given twice (as {seen[key]}); each run may count once")
         seen[key] = path
-    rounds = []
-    for path in paths:
         with open(path) as f:
             text = f.read()
         found = [m for m in map(_ROUND.match, text.splitlines()) if m and m.group(1) != "0"]

@@ -76,16 +76,22 @@ def sides(x, hidden=512):
     }
 
 
+def in_turns(names, rounds):
+    """The order of ``rounds`` alternated rounds: ``names`` as given in even rounds, reversed in odd."""
+    names = list(names)
+    for r in range(rounds):
+        yield from names if r % 2 == 0 else reversed(names)
+
+
 def alternated(fns, rounds):
     """Run each of ``fns`` once per round, in alternated order; ``{name: [seconds, ...]}``."""
     for fn in fns.values():  # warm-up round
         fn()
     out = {name: [] for name in fns}
-    for r in range(rounds):
-        for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
-            t = time.perf_counter()
-            fns[name]()
-            out[name].append(time.perf_counter() - t)
+    for name in in_turns(fns, rounds):
+        t = time.perf_counter()
+        fns[name]()
+        out[name].append(time.perf_counter() - t)
     return out
 
 
@@ -105,27 +111,26 @@ def profiled_shares(fns, steps, rounds):
     for fn in fns.values():
         fn()
     rows = {name: collections.defaultdict(list) for name in fns}
-    for r in range(rounds):
-        for name in list(fns) if r % 2 == 0 else list(reversed(fns)):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                t = time.perf_counter()
-                fns[name]()
-                wall = (time.perf_counter() - t) * 1e3 / steps
-            self_us = collections.Counter()
-            for e in prof.key_averages():
-                self_us[e.key] += e.self_cpu_time_total
-            per = {k: self_us[k] / steps / 1e3 for k in self_us}
-            parts = {
-                "matrix products": sum(per.get(k, 0.0) for k in MATMULS),
-                "fused Adam kernel": per.get("aten::_fused_adam_", 0.0),
-                "Optimizer.step's own code": sum(
-                    v for k, v in per.items() if k.startswith("Optimizer.step#")
-                ),
-            }
-            parts["the rest"] = wall - sum(parts.values())
-            parts["wall, profiled"] = wall
-            for k, v in parts.items():
-                rows[name][k].append(v)
+    for name in in_turns(fns, rounds):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t = time.perf_counter()
+            fns[name]()
+            wall = (time.perf_counter() - t) * 1e3 / steps
+        self_us = collections.Counter()
+        for e in prof.key_averages():
+            self_us[e.key] += e.self_cpu_time_total
+        per = {k: self_us[k] / steps / 1e3 for k in self_us}
+        parts = {
+            "matrix products": sum(per.get(k, 0.0) for k in MATMULS),
+            "fused Adam kernel": per.get("aten::_fused_adam_", 0.0),
+            "Optimizer.step's own code": sum(
+                v for k, v in per.items() if k.startswith("Optimizer.step#")
+            ),
+        }
+        parts["the rest"] = wall - sum(parts.values())
+        parts["wall, profiled"] = wall
+        for k, v in parts.items():
+            rows[name][k].append(v)
     return rows
 
 
@@ -317,13 +322,12 @@ def main(argv=None):
     us = {name: [[] for _ in calls] for name, calls in recorded.items()}
     for f in [f for fs in each.values() for f in fs]:
         f()  # warm-up
-    for r in range(args.rounds):
-        for name in list(each) if r % 2 == 0 else list(reversed(each)):
-            for i, f in enumerate(each[name]):
-                t = time.perf_counter()
-                for _ in range(100):
-                    f()
-                us[name][i].append((time.perf_counter() - t) / 100)
+    for name in in_turns(each, args.rounds):
+        for i, f in enumerate(each[name]):
+            t = time.perf_counter()
+            for _ in range(100):
+                f()
+            us[name][i].append((time.perf_counter() - t) / 100)
     totals = {name: [sum(v[r] for v in us[name]) for r in range(args.rounds)] for name in us}
     print("\n3. " + ratio_line("the matrix products alone, summed per step", totals))
     for name, calls in recorded.items():

@@ -10,11 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-spec = importlib.util.spec_from_file_location(
-    "bench_train", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
-)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    """A script of benchmarks/ as a module (registered: profile_step imports bench_train)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("bench_train")
+ps = _load("profile_step")
 
 
 def _below(n, k):
@@ -108,7 +117,6 @@ def test_a_run_given_twice_is_refused(tmp_path):
         bench.pool([one, tmp_path / "." / "1.log"])
 
 
-ROOT = Path(__file__).resolve().parents[1]
 LOGS = sorted((ROOT / "measurements" / "bench_train").glob("run*.log"))
 
 
@@ -270,13 +278,6 @@ def test_the_readme_profile_numbers_are_profile_steps_output():
 
 
 def test_the_recorder_sees_the_plain_steps_products_and_the_replay_keeps_their_layouts():
-    profile_spec = importlib.util.spec_from_file_location(
-        "profile_step", Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py"
-    )
-    sys.modules.setdefault("bench_train", bench)  # profile_step imports it by name
-    ps = importlib.util.module_from_spec(profile_spec)
-    profile_spec.loader.exec_module(ps)
-
     torch.manual_seed(0)
     ref = bench.Reference(hidden=8)
     opt = torch.optim.Adam(ref.parameters(), lr=1e-3, fused=True)
@@ -316,18 +317,7 @@ def test_whole_number_values_are_read(tmp_path):
     )
 
 
-def _profile_step():
-    sys.modules.setdefault("bench_train", bench)  # profile_step imports it by name
-    spec = importlib.util.spec_from_file_location(
-        "profile_step", ROOT / "benchmarks" / "profile_step.py"
-    )
-    ps = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ps)
-    return ps
-
-
 def test_a_product_and_its_transpose_are_one_product():
-    ps = _profile_step()
     f32, cpu = torch.float32, torch.device("cpu")
     addmm = [
         ("t", (4,), (1,), f32, cpu),
@@ -343,7 +333,6 @@ def test_a_product_and_its_transpose_are_one_product():
 
 
 def test_both_sides_dispatch_the_same_products_up_to_transposition():
-    ps = _profile_step()
     x = np.random.default_rng(0).random((2 * bench.BATCH, 28, 28), dtype=np.float32)
     shapes, adam = {}, {}
     for name, fn in ps.sides(x, hidden=8).items():
